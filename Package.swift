@@ -1,0 +1,49 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+// Layers (a target depends only on targets above it in this list):
+//   CLibNL -> Addressing -> CNI, Netlink, NetNS, IPAM, Netfilter -> Bridge, HostLocal, Loopback
+//   -> Plugins/<type> executables.
+// CNI plugins are short-lived processes on every pod's start-up path: they use FoundationEssentials
+// only, no async runtime, and are linked with the Swift standard library statically (scripts/install.sh).
+
+let libnlStatic: [LinkerSetting] = [
+    // libnl is linked from its static archives so a plugin needs only glibc at run time.
+    .unsafeFlags(["-Xlinker", "-l:libnl-route-3.a", "-Xlinker", "-l:libnl-3.a", "-Xlinker", "-lpthread", "-Xlinker", "-lm"])
+]
+
+func plugin(_ type: String, _ library: String) -> Target {
+    .executableTarget(name: "\(library)Plugin", dependencies: [.target(name: library)],
+                      path: "Plugins/\(type)", linkerSettings: libnlStatic)
+}
+
+let package = Package(
+    name: "podnet",
+    products: [
+        .executable(name: "bridge", targets: ["BridgePlugin"]),
+        .executable(name: "host-local", targets: ["HostLocalPlugin"]),
+        .executable(name: "loopback", targets: ["LoopbackPlugin"]),
+    ],
+    targets: [
+        .systemLibrary(name: "CLibNL", pkgConfig: "libnl-route-3.0",
+                       providers: [.apt(["libnl-3-dev", "libnl-route-3-dev"])]),
+        .target(name: "Addressing"),
+        .target(name: "CNI", dependencies: ["Addressing"]),
+        .target(name: "NetNS"),
+        .target(name: "Netlink", dependencies: ["CLibNL", "Addressing"]),
+        .target(name: "IPAM", dependencies: ["Addressing"]),
+        .target(name: "Netfilter", dependencies: ["Addressing"]),
+        .target(name: "HostLocal", dependencies: ["CNI", "IPAM"]),
+        .target(name: "Bridge", dependencies: ["CNI", "Netlink", "NetNS", "Netfilter"]),
+        .target(name: "Loopback", dependencies: ["CNI", "Netlink", "NetNS"]),
+        plugin("bridge", "Bridge"),
+        plugin("host-local", "HostLocal"),
+        plugin("loopback", "Loopback"),
+        .target(name: "TestSupport", dependencies: ["CNI", "IPAM"]),
+        .testTarget(name: "AddressingTests", dependencies: ["Addressing"]),
+        .testTarget(name: "CNITests", dependencies: ["CNI", "TestSupport"]),
+        .testTarget(name: "IPAMTests", dependencies: ["IPAM", "HostLocal", "TestSupport"]),
+        .testTarget(name: "NetfilterTests", dependencies: ["Netfilter"]),
+        .testTarget(name: "PluginTests", dependencies: ["CNI", "Addressing", "TestSupport"]),
+    ]
+)

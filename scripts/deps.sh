@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Installs the Debian packages podnet needs to build, test, demo and benchmark.
+# Idempotent: packages already present are not fetched again.
+set -euo pipefail
+need=(pkg-config libnl-3-dev libnl-route-3-dev libmnl-dev iproute2 iptables nftables
+      conntrack iputils-ping time procps)
+[ "${1:-}" = bench ] && need+=(containernetworking-plugins)
+missing=()
+for p in "${need[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "deps: installing ${missing[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
