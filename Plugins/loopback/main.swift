@@ -1,1 +1,5 @@
-print("todo")
+// The `loopback` CNI plugin executable (a CNI plugin, not a SwiftPM package plugin).
+import CNI
+import Loopback
+
+CNIMain.run(Loopback(), about: "podnet loopback plugin")

@@ -1,0 +1,152 @@
+// Interface addresses and routes in the main table.
+
+import Addressing
+import CLibNL
+
+/// A route as podnet programs and reads it: one destination, at most one next hop.
+public struct Route: Equatable, Sendable {
+    public var destination: IPNetwork
+    public var gateway: IPAddress?
+    public var interface: Int32?
+    /// RT_TABLE_MAIN (254) unless set.
+    public var table: UInt32 = 254
+    public var priority: UInt32?
+    /// RT_SCOPE_UNIVERSE (0) with a gateway, RT_SCOPE_LINK (253) without, unless set.
+    public var scope: UInt8?
+    /// RTNH_F_ONLINK: the gateway is reachable on `interface` even without a covering route.
+    public var onlink = false
+    public var mtu: UInt32?
+    public var advmss: UInt32?
+
+    public init(destination: IPNetwork, gateway: IPAddress? = nil, interface: Int32? = nil, table: UInt32 = 254,
+                priority: UInt32? = nil, scope: UInt8? = nil, onlink: Bool = false, mtu: UInt32? = nil, advmss: UInt32? = nil) {
+        self.destination = destination.network; self.gateway = gateway; self.interface = interface; self.table = table
+        self.priority = priority; self.scope = scope; self.onlink = onlink; self.mtu = mtu; self.advmss = advmss
+    }
+}
+
+extension NetlinkSession {
+    /// Addresses of the link `index` (all families when `family` is nil).
+    // ip addr show dev <index>
+    public func addresses(link index: Int32, family: IPFamily? = nil) throws(NetlinkError) -> [IPNetwork] {
+        var cache: OpaquePointer?
+        try check(rtnl_addr_alloc_cache(sock, &cache), "RTM_GETADDR dump")
+        var out: [IPNetwork] = []
+        forEachObject(in: cache!) { o in
+            guard rtnl_addr_get_ifindex(o) == index,
+                  let ip = IPAddress(nlAddr: rtnl_addr_get_local(o)),
+                  family == nil || ip.family == family,
+                  let n = IPNetwork(address: ip, prefixLength: Int(rtnl_addr_get_prefixlen(o))) else { return }
+            out.append(n)
+        }
+        return out
+    }
+
+    /// Adds `address` to the link. `.exists` when it is already there. IPv4 addresses get the
+    /// broadcast address of their prefix, as `ip addr add ... brd +` and Go's netlink do.
+    // ip addr add <address> [brd +] dev <index>
+    public func addAddress(_ address: IPNetwork, link index: Int32) throws(NetlinkError) {
+        let a = rtnl_addr_alloc()!
+        defer { rtnl_addr_put(a) }
+        rtnl_addr_set_ifindex(a, index)
+        let local = address.nlAddr()
+        defer { nl_addr_put(local) }
+        try check(rtnl_addr_set_local(a, local), "set local \(address)")
+        if address.family == .v4 && address.prefixLength < 31 {
+            let brd = address.lastAddress.nlAddr()
+            defer { nl_addr_put(brd) }
+            try check(rtnl_addr_set_broadcast(a, brd), "set broadcast \(address)")
+        }
+        try check(rtnl_addr_add(sock, a, NLM_F_EXCL), "RTM_NEWADDR \(address) ifindex \(index)")
+    }
+
+    /// Removes `address` from the link. `.notFound`-like errors when it is not there.
+    // ip addr del <address> dev <index>
+    public func deleteAddress(_ address: IPNetwork, link index: Int32) throws(NetlinkError) {
+        let a = rtnl_addr_alloc()!
+        defer { rtnl_addr_put(a) }
+        rtnl_addr_set_ifindex(a, index)
+        let local = address.nlAddr()
+        defer { nl_addr_put(local) }
+        try check(rtnl_addr_set_local(a, local), "set local \(address)")
+        try check(rtnl_addr_delete(sock, a, 0), "RTM_DELADDR \(address) ifindex \(index)")
+    }
+
+    /// Unicast routes of `family` in `table` (main by default).
+    // ip [-6] route show table <table>
+    public func routes(family: IPFamily, table: UInt32 = 254) throws(NetlinkError) -> [Route] {
+        var cache: OpaquePointer?
+        try check(rtnl_route_alloc_cache(sock, family.af, 0, &cache), "RTM_GETROUTE dump")
+        var out: [Route] = []
+        forEachObject(in: cache!) { o in
+            guard rtnl_route_get_table(o) == table, rtnl_route_get_type(o) == 1 /* RTN_UNICAST */ else { return }
+            let d = rtnl_route_get_dst(o)
+            let dst: IPNetwork
+            if let d, let ip = IPAddress(nlAddr: d) {
+                dst = IPNetwork(address: ip, prefixLength: Int(nl_addr_get_prefixlen(d)))!
+            } else {
+                dst = IPNetwork(address: IPAddress(family: family, value: 0), prefixLength: 0)!
+            }
+            var r = Route(destination: dst, table: table, priority: rtnl_route_get_priority(o), scope: rtnl_route_get_scope(o))
+            if rtnl_route_get_nnexthops(o) > 0, let nh = rtnl_route_nexthop_n(o, 0) {
+                r.gateway = IPAddress(nlAddr: rtnl_route_nh_get_gateway(nh))
+                let i = rtnl_route_nh_get_ifindex(nh)
+                r.interface = i > 0 ? i : nil
+                r.onlink = rtnl_route_nh_get_flags(nh) & 0x4 != 0
+            }
+            out.append(r)
+        }
+        return out
+    }
+
+    /// Adds a route; `.exists` when an identical one is there (NLM_F_EXCL).
+    // ip route add <dst> [via <gw>] [dev <if>] [onlink] [metric <p>] [mtu <m>] [advmss <a>] [table <t>]
+    public func addRoute(_ route: Route) throws(NetlinkError) {
+        try modifyRoute(route, add: true)
+    }
+
+    /// Deletes a route matching destination, table, and (if set) gateway and interface.
+    // ip route del <dst> [via <gw>] [dev <if>] [table <t>]
+    public func deleteRoute(_ route: Route) throws(NetlinkError) {
+        try modifyRoute(route, add: false)
+    }
+
+    private func modifyRoute(_ route: Route, add: Bool) throws(NetlinkError) {
+        let r = rtnl_route_alloc()!
+        defer { rtnl_route_put(r) }
+        let fam = route.destination.family
+        try check(rtnl_route_set_family(r, UInt8(fam.af)), "set family")
+        let dst = route.destination.nlAddr()
+        defer { nl_addr_put(dst) }
+        try check(rtnl_route_set_dst(r, dst), "set dst \(route.destination)")
+        rtnl_route_set_table(r, route.table)
+        if add {
+            rtnl_route_set_protocol(r, 3)  // RTPROT_BOOT, as `ip route add`
+            try check(rtnl_route_set_type(r, 1), "set type")  // RTN_UNICAST
+            rtnl_route_set_scope(r, route.scope ?? (route.gateway == nil ? 253 : 0))
+        } else {
+            // RT_SCOPE_NOWHERE matches any scope on delete.
+            rtnl_route_set_scope(r, 255)
+        }
+        if let p = route.priority { rtnl_route_set_priority(r, p) }
+        if let m = route.mtu { try check(rtnl_route_set_metric(r, Int32(RTAX_MTU), m), "set mtu") }
+        if let m = route.advmss { try check(rtnl_route_set_metric(r, Int32(RTAX_ADVMSS), m), "set advmss") }
+        if route.gateway != nil || route.interface != nil {
+            let nh = rtnl_route_nh_alloc()!
+            if let i = route.interface { rtnl_route_nh_set_ifindex(nh, i) }
+            if let gw = route.gateway {
+                let g = gw.nlAddr()
+                rtnl_route_nh_set_gateway(nh, g)
+                nl_addr_put(g)
+            }
+            if route.onlink { rtnl_route_nh_set_flags(nh, 0x4) }  // RTNH_F_ONLINK
+            rtnl_route_add_nexthop(r, nh)  // the route owns nh from here
+        }
+        let what = "\(route.destination) via \(route.gateway.map(\.description) ?? "-") dev \(route.interface.map(String.init) ?? "-")"
+        if add {
+            try check(rtnl_route_add(sock, r, NLM_F_EXCL), "RTM_NEWROUTE \(what)")
+        } else {
+            try check(rtnl_route_delete(sock, r, 0), "RTM_DELROUTE \(what)")
+        }
+    }
+}
