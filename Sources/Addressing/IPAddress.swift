@@ -1,7 +1,7 @@
 // IP addresses, prefixes and MAC addresses: the value types every podnet layer shares.
 //
 // Text forms follow Go's `net` package, which is what the reference plugins write into result JSON,
-// reservation file names and netfilter rules: IPv4 dotted quad, IPv6 in RFC 5952 form (inet_ntop),
+// reservation file names and netfilter rules: IPv4 dotted quad, IPv6 in RFC 5952 form,
 // MAC as lower-case colon-separated hex.
 
 #if canImport(Glibc)
@@ -62,10 +62,22 @@ public struct IPAddress: Hashable, Sendable, Comparable, CustomStringConvertible
     }
 
     public var description: String {
-        let b = bytes
-        var buf = [CChar](repeating: 0, count: Int(INET6_ADDRSTRLEN))
-        b.withUnsafeBytes { raw in _ = inet_ntop(family.af, raw.baseAddress, &buf, socklen_t(buf.count)) }
-        return String(decoding: buf.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        if family == .v4 { return bytes.map(String.init).joined(separator: ".") }
+        // RFC 5952, as Go prints it: lower-case hex groups, the longest run (of at least two) of
+        // zero groups shortened to "::", the first such run on a tie; never a dotted tail.
+        let groups = (0..<8).map { UInt16(truncatingIfNeeded: value >> (16 * (7 - $0))) }
+        var best = (start: -1, count: 0), run = (start: -1, count: 0)
+        for (i, g) in groups.enumerated() {
+            if g == 0 {
+                run = run.start < 0 ? (i, 1) : (run.start, run.count + 1)
+                if run.count > best.count { best = run }
+            } else {
+                run = (-1, 0)
+            }
+        }
+        let hex = groups.map { String($0, radix: 16) }
+        guard best.count >= 2 else { return hex.joined(separator: ":") }
+        return hex[..<best.start].joined(separator: ":") + "::" + hex[(best.start + best.count)...].joined(separator: ":")
     }
 
     public static func < (l: IPAddress, r: IPAddress) -> Bool {

@@ -5,6 +5,11 @@ import Testing
     @Test func parsesAndPrintsLikeGo() throws {
         #expect(IPAddress("10.88.0.5")?.description == "10.88.0.5")
         #expect(IPAddress("2001:0db8:0:0::5")?.description == "2001:db8::5")
+        #expect(IPAddress("::1.2.3.4")?.description == "::102:304")
+        #expect(IPAddress("::")?.description == "::")
+        #expect(IPAddress("1:0:0:1:0:0:0:1")?.description == "1:0:0:1::1")
+        #expect(IPAddress("1:0:0:1:1:0:0:1")?.description == "1::1:1:0:0:1")
+        #expect(IPAddress("1:2:3:4:5:6:0:8")?.description == "1:2:3:4:5:6:0:8")
         #expect(IPAddress("10.88.0") == nil)
         #expect(IPAddress("010.1.1.1") == nil)
         #expect(IPNetwork("10.88.0.5/16")?.network.description == "10.88.0.0/16")
