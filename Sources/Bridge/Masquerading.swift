@@ -1,0 +1,39 @@
+// The bridge's ipMasq rules, through Netfilter's reference-compatible layouts.
+
+import Addressing
+import CNI
+import Netfilter
+
+/// Masquerade operations bound to the backend the config chose (nil: the reference's automatic
+/// choice). Netfilter errors become CNI errors naming the command that failed.
+struct MasqueradeRules {
+    let backend: Masquerade.Backend?
+    let netfilter = Masquerade()
+
+    func setup(network: String, containerID: String, ifname: String, addresses: [IPNetwork]) throws {
+        try netfilter.setup(backend: backend, network: network, containerID: containerID, ifname: ifname,
+                            addresses: addresses)
+    }
+
+    /// Removes the attachment's rules in both layouts; needs no addresses.
+    func teardown(network: String, containerID: String, ifname: String) throws {
+        try netfilter.teardown(network: network, containerID: containerID, ifname: ifname)
+    }
+
+    func gc(network: String, valid: Set<Attachment>) throws {
+        try netfilter.gc(network: network, valid: Set(valid.map {
+            Masquerade.Attachment(containerID: $0.containerID, ifname: $0.ifname)
+        }))
+    }
+
+    func check(network: String, containerID: String, ifname: String, addresses: [IPNetwork]) throws -> Bool {
+        try netfilter.check(backend: backend, network: network, containerID: containerID, ifname: ifname,
+                            addresses: addresses)
+    }
+}
+
+extension Bridge {
+    func masquerade(_ conf: BridgeConfig) throws -> MasqueradeRules {
+        MasqueradeRules(backend: try conf.ipMasqBackend.map { try Masquerade.Backend(named: $0) })
+    }
+}

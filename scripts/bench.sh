@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Benchmarks, each against the reference tools in the same run, printed as ratios.
+#   scripts/bench.sh plugins [PODS]   bridge + host-local ADD+DEL per pod, with and without ipMasq
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ "$(id -u)" = 0 ] || { echo "bench.sh needs root (network namespaces)" >&2; exit 1; }
+what=${1:-plugins}
+case "$what" in
+  plugins)
+    scripts/deps.sh bench
+    bin=$(scripts/build.sh)
+    python3 scripts/bench_plugins.py "$bin" /usr/lib/cni "${2:-40}"
+    ;;
+  *) echo "usage: scripts/bench.sh plugins [PODS]" >&2; exit 2 ;;
+esac

@@ -1,0 +1,106 @@
+#!/usr/bin/env python3
+"""Times ADD+DEL per pod through bridge + host-local, for podnet's binaries and the Go reference
+plugins, on the same config, interleaved pod by pod, with and without ipMasq. Also prints binary
+sizes and the peak RSS of one invocation (wait4's ru_maxrss, which covers the IPAM child too).
+
+usage: bench_plugins.py OURS_DIR REF_DIR [PODS]
+Runs as root; everything happens in network namespaces named podnet-bench-*, deleted at the end.
+"""
+import ctypes, json, os, statistics, subprocess, sys, tempfile, time
+
+ours_dir, ref_dir = sys.argv[1], sys.argv[2]
+pods = int(sys.argv[3]) if len(sys.argv) > 3 else 40
+host = "podnet-bench-host"
+libc = ctypes.CDLL(None, use_errno=True)
+
+
+def sh(cmd):
+    subprocess.run(cmd, shell=True, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def invoke(directory, typ, command, conf, cid, netns):
+    """Runs one plugin invocation; returns (seconds, maxrss KiB, exit status, stdout)."""
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "CNI_COMMAND": command, "CNI_CONTAINERID": cid,
+           "CNI_NETNS": netns, "CNI_IFNAME": "eth0", "CNI_PATH": directory}
+    r, w = os.pipe()
+    out_r, out_w = os.pipe()
+    t0 = time.perf_counter()
+    pid = os.posix_spawn(os.path.join(directory, typ), [typ], env,
+                         file_actions=[(os.POSIX_SPAWN_DUP2, r, 0), (os.POSIX_SPAWN_DUP2, out_w, 1),
+                                       (os.POSIX_SPAWN_CLOSE, w), (os.POSIX_SPAWN_CLOSE, out_r)])
+    os.close(r); os.close(out_w)
+    os.write(w, conf); os.close(w)
+    out = b""
+    while chunk := os.read(out_r, 65536):
+        out += chunk
+    os.close(out_r)
+    _, status, ru = os.wait4(pid, 0)
+    return time.perf_counter() - t0, ru.ru_maxrss, os.waitstatus_to_exitcode(status), out
+
+
+def config(masq, data_dir):
+    c = {"cniVersion": "1.0.0", "name": "benchnet", "type": "bridge", "bridge": "cni0", "isGateway": True,
+         "ipMasq": masq, "ipam": {"type": "host-local", "dataDir": data_dir,
+                                  "ranges": [[{"subnet": "10.99.0.0/16"}]], "routes": [{"dst": "0.0.0.0/0"}]}}
+    return json.dumps(c).encode()
+
+
+def main():
+    data = tempfile.mkdtemp(prefix="podnet-bench-")
+    sh(f"ip netns add {host}")
+    pod_names = [f"podnet-bench-p{i}" for i in range(pods)]
+    try:
+        for p in pod_names:
+            sh(f"ip netns add {p}")
+        fd = os.open(f"/run/netns/{host}", os.O_RDONLY)
+        if libc.setns(fd, 0x40000000) != 0:  # CLONE_NEWNET
+            sys.exit("setns failed: errno %d" % ctypes.get_errno())
+        impls = [("podnet", ours_dir), ("reference", ref_dir)]
+        rows = []
+        rss = {}
+        for masq in (False, True):
+            conf = config(masq, data)
+            times = {name: [] for name, _ in impls}
+            # Warm-up: creates the bridge and loads page caches for both.
+            for name, d in impls:
+                for cmd in ("ADD", "DEL"):
+                    invoke(d, "bridge", cmd, conf, "warm", f"/run/netns/{pod_names[0]}")
+            for i, p in enumerate(pod_names):
+                order = impls if i % 2 == 0 else impls[::-1]
+                for name, d in order:
+                    cid = f"bench-{name}-{int(masq)}-{i}"
+                    ta, ra, sa, oa = invoke(d, "bridge", "ADD", conf, cid, f"/run/netns/{p}")
+                    td, rd, sd, od = invoke(d, "bridge", "DEL", conf, cid, f"/run/netns/{p}")
+                    if sa or sd:
+                        sys.exit(f"{name} failed (ADD {sa}, DEL {sd}): {oa.decode()} {od.decode()}")
+                    times[name].append(ta + td)
+                    rss[(name, "bridge")] = max(rss.get((name, "bridge"), 0), ra, rd)
+            rows.append((masq, times))
+        for name, d in impls:
+            conf = config(False, data)
+            _, r1, _, _ = invoke(d, "host-local", "ADD", conf, "rss", "")
+            _, r2, _, _ = invoke(d, "host-local", "DEL", conf, "rss", "")
+            rss[(name, "host-local")] = max(r1, r2)
+    finally:
+        for p in pod_names + [host]:
+            subprocess.run(["ip", "netns", "delete", p], stderr=subprocess.DEVNULL)
+        subprocess.run(["rm", "-rf", data])
+
+    print(f"bench plugins: bridge + host-local, ADD+DEL per pod, {pods} pods, interleaved")
+    print(f"{'config':<22}{'podnet ms':>12}{'reference ms':>15}{'ratio':>8}   (median; mean in brackets)")
+    for masq, times in rows:
+        a, b = statistics.median(times["podnet"]) * 1e3, statistics.median(times["reference"]) * 1e3
+        ma, mb = statistics.mean(times["podnet"]) * 1e3, statistics.mean(times["reference"]) * 1e3
+        label = "ipMasq (iptables)" if masq else "no ipMasq"
+        print(f"{label:<22}{a:>8.2f} [{ma:.1f}]{b:>10.2f} [{mb:.1f}]{a / b:>7.2f}x")
+    print(f"{'binary':<22}{'podnet KiB':>12}{'reference KiB':>15}{'ratio':>8}")
+    for typ in ("bridge", "host-local", "loopback"):
+        a, b = os.path.getsize(f"{ours_dir}/{typ}") / 1024, os.path.getsize(f"{ref_dir}/{typ}") / 1024
+        print(f"{typ + ' size':<22}{a:>12.0f}{b:>15.0f}{a / b:>7.2f}x")
+    for typ in ("bridge", "host-local"):
+        a, b = rss[("podnet", typ)], rss[("reference", typ)]
+        label = f"{typ} peak RSS" + (" (+IPAM)" if typ == "bridge" else "")
+        print(f"{label:<22}{a:>12}{b:>15}{a / b:>7.2f}x")
+
+
+main()
