@@ -2,7 +2,8 @@
 import PackageDescription
 
 // Layers (a target depends only on targets above it in this list):
-//   CLibNL -> Addressing -> CNI, Netlink, NetNS, IPAM, Netfilter -> Bridge, HostLocal, Loopback
+//   CLibNL -> Addressing -> CNI, Netlink, NetNS, IPAM, Netfilter -> Bridge, HostLocal, Loopback, Portmap,
+//   Flannel
 //   -> Plugins/<type> executables.
 // CNI plugins are short-lived processes on every pod's start-up path: they use FoundationEssentials
 // only, no async runtime, and are linked with the Swift standard library statically (scripts/install.sh).
@@ -23,6 +24,8 @@ let package = Package(
         .executable(name: "bridge", targets: ["BridgePlugin"]),
         .executable(name: "host-local", targets: ["HostLocalPlugin"]),
         .executable(name: "loopback", targets: ["LoopbackPlugin"]),
+        .executable(name: "portmap", targets: ["PortmapPlugin"]),
+        .executable(name: "flannel", targets: ["FlannelPlugin"]),
     ],
     targets: [
         .systemLibrary(name: "CLibNL", pkgConfig: "libnl-route-3.0",
@@ -37,14 +40,20 @@ let package = Package(
         .target(name: "HostLocal", dependencies: ["CNI", "IPAM"]),
         .target(name: "Bridge", dependencies: ["CNI", "Netlink", "NetNS", "Netfilter"]),
         .target(name: "Loopback", dependencies: ["CNI", "Netlink", "NetNS"]),
+        .target(name: "Portmap", dependencies: ["CNI", "Netfilter", "Netlink", "NetNS"]),
+        .target(name: "Flannel", dependencies: ["CNI"]),
         plugin("bridge", "Bridge"),
         plugin("host-local", "HostLocal"),
         plugin("loopback", "Loopback"),
+        plugin("portmap", "Portmap"),
+        plugin("flannel", "Flannel"),
         .target(name: "TestSupport", dependencies: ["CNI", "IPAM"]),
         .testTarget(name: "AddressingTests", dependencies: ["Addressing"]),
         .testTarget(name: "CNITests", dependencies: ["CNI", "TestSupport"]),
         .testTarget(name: "IPAMTests", dependencies: ["IPAM", "HostLocal", "TestSupport"]),
         .testTarget(name: "NetfilterTests", dependencies: ["Netfilter"]),
         .testTarget(name: "PluginTests", dependencies: ["CNI", "Addressing", "TestSupport"]),
+        .testTarget(name: "PortmapTests", dependencies: ["Portmap", "Netfilter", "CNI", "TestSupport"]),
+        .testTarget(name: "FlannelTests", dependencies: ["Flannel", "CNI", "TestSupport"]),
     ]
 )

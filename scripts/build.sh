@@ -11,7 +11,7 @@ mkdir -p "$cxx"
 ln -sf "$(g++ -print-file-name=libstdc++.a)" "$cxx/libstdc++.a"
 flags=(-c release --static-swift-stdlib -Xlinker -L"$PWD/$cxx" -Xswiftc -Xclang-linker -Xswiftc -static-libgcc
        -Xlinker -s)
-for p in bridge host-local loopback; do
+for p in bridge host-local loopback portmap flannel; do
   swift build -q "${flags[@]}" --product "$p" >&2
 done
 swift build "${flags[@]}" --show-bin-path

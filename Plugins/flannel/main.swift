@@ -1,0 +1,1 @@
+print("flannel: not built yet")

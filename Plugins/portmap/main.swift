@@ -1,0 +1,1 @@
+print("portmap: not built yet")
