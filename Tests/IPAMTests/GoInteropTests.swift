@@ -8,6 +8,7 @@ import Glibc
 #endif
 import Addressing
 import CNI
+import Spawn
 import Testing
 
 let goHostLocal = "/usr/lib/cni/host-local"
@@ -15,12 +16,12 @@ let goVersions: [SpecVersion] = [.v0_1_0, .v0_2_0, .v0_3_0, .v0_3_1, .v0_4_0, .v
 
 /// Runs the Go host-local as a runtime would: CNI_* in the environment, the config on stdin.
 func runGo(_ command: String, _ config: [UInt8], id: String = "ctr1", ifname: String = "eth0",
-           sourceLocation: SourceLocation = #_sourceLocation) throws -> Subprocess.Output {
+           sourceLocation: SourceLocation = #_sourceLocation) throws -> Spawn.Output {
     try #require(access(goHostLocal, X_OK) == 0,
                  "the Go reference plugin \(goHostLocal) is missing: run scripts/deps.sh bench to install it",
                  sourceLocation: sourceLocation)
-    return try Subprocess.run(goHostLocal, arguments: ["host-local"], environment: cniEnv(command, id: id, ifname: ifname),
-                              stdin: config, timeout: 30)
+    return try Spawn.run(goHostLocal, argv: ["host-local"], environment: cniEnv(command, id: id, ifname: ifname).map { "\($0.key)=\($0.value)" },
+                         stdin: config, timeout: 30)
 }
 
 /// Go's ADD result; records an issue if the Go plugin failed.
@@ -100,8 +101,9 @@ func goAdd(_ config: [UInt8], version: SpecVersion, id: String, sourceLocation: 
                     guard out.exitCode == 0 else { return failures.append("swift \(id): \(out.stdoutText)") }
                     stdout = out.stdout
                 } else {
-                    guard let out = try? Subprocess.run(goHostLocal, arguments: ["host-local"],
-                                                        environment: cniEnv("ADD", id: id), stdin: conf, timeout: 30),
+                    guard let out = try? Spawn.run(goHostLocal, argv: ["host-local"],
+                                                   environment: cniEnv("ADD", id: id).map { "\($0.key)=\($0.value)" },
+                                                   stdin: conf, timeout: 30),
                           out.status == 0
                     else { return failures.append("go \(id) failed") }
                     stdout = out.stdout

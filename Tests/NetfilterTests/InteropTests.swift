@@ -2,6 +2,7 @@
 // bridge writes the iptables layout): podnet must remove what the Go bridge added, and write
 // byte-identical rules.
 
+import Spawn
 import Addressing
 import Testing
 @testable import Netfilter
@@ -26,7 +27,7 @@ struct ReferenceInteropTests {
     }
 
     @Test func teardownAndGCRemoveRulesOfTheReferenceBridge() throws {
-        guard SystemCommandRunner.lookPath(Self.bridge) != nil else {
+        guard Spawn.lookPath(Self.bridge) != nil else {
             Issue.record("\(Self.bridge) is missing: run scripts/deps.sh bench to install the reference plugins")
             return
         }

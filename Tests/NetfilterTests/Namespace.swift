@@ -5,6 +5,7 @@
 // (TestSupport is growing a similar fixture; this one needs only Netfilter.)
 
 #if canImport(Glibc)
+import Spawn
 import Glibc
 #endif
 import Testing
@@ -27,7 +28,7 @@ struct TestNamespace {
     var path: String { "/run/netns/\(name)" }
 
     /// Root, and iproute2 to make namespaces: without them the privileged suites are skipped.
-    static let available = getuid() == 0 && SystemCommandRunner.lookPath("ip") != nil
+    static let available = getuid() == 0 && Spawn.lookPath("ip") != nil
 
     /// Creates `count` namespaces `podnet-nf-<random>[-i]`, runs `body`, and deletes them
     /// whatever happens.
