@@ -6,16 +6,12 @@ import PackageDescription
 //   Flannel
 //   -> Plugins/<type> executables.
 // CNI plugins are short-lived processes on every pod's start-up path: they use FoundationEssentials
-// only, no async runtime, and are linked with the Swift standard library statically (scripts/install.sh).
+// only, no async runtime. scripts/build.sh links their release builds statically (Swift standard
+// library, libstdc++, libgcc, libnl), so they need only glibc at run time.
 
-let libnlStatic: [LinkerSetting] = [
-    // libnl is linked from its static archives so a plugin needs only glibc at run time.
-    .unsafeFlags(["-Xlinker", "-l:libnl-route-3.a", "-Xlinker", "-l:libnl-3.a", "-Xlinker", "-lpthread", "-Xlinker", "-lm"])
-]
-
-func plugin(_ type: String, _ library: String) -> Target {
-    .executableTarget(name: "\(library)Plugin", dependencies: [.target(name: library)],
-                      path: "Plugins/\(type)", linkerSettings: libnlStatic)
+func plugin(_ type: String, _ library: String, inProcess: [String] = []) -> Target {
+    .executableTarget(name: "\(library)Plugin", dependencies: ([library] + inProcess).map { .target(name: $0) },
+                      path: "Plugins/\(type)")
 }
 
 let package = Package(
@@ -43,7 +39,7 @@ let package = Package(
         .target(name: "Loopback", dependencies: ["CNI", "Netlink", "NetNS"]),
         .target(name: "Portmap", dependencies: ["CNI", "Netfilter", "Netlink", "NetNS"]),
         .target(name: "Flannel", dependencies: ["CNI"]),
-        plugin("bridge", "Bridge"),
+        plugin("bridge", "Bridge", inProcess: ["HostLocal"]),
         plugin("host-local", "HostLocal"),
         plugin("loopback", "Loopback"),
         plugin("portmap", "Portmap"),

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Times ADD+DEL per pod through bridge + host-local, for podnet's binaries and the Go reference
 plugins, on the same config, interleaved pod by pod, with and without ipMasq. Also prints binary
-sizes and the peak RSS of one invocation (wait4's ru_maxrss, which covers the IPAM child too).
+sizes and the peak RSS of one invocation, measured by GNU time (%M) so that the figure is the
+plugin's own and not inherited from this Python process; for bridge it covers its IPAM child too.
 
 usage: bench_plugins.py OURS_DIR REF_DIR [PODS]
 Runs as root; everything happens in network namespaces named podnet-bench-*, deleted at the end.
@@ -19,7 +20,7 @@ def sh(cmd):
 
 
 def invoke(directory, typ, command, conf, cid, netns):
-    """Runs one plugin invocation; returns (seconds, maxrss KiB, exit status, stdout)."""
+    """Runs one plugin invocation; returns (seconds, exit status, stdout)."""
     env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "CNI_COMMAND": command, "CNI_CONTAINERID": cid,
            "CNI_NETNS": netns, "CNI_IFNAME": "eth0", "CNI_PATH": directory}
     r, w = os.pipe()
@@ -34,8 +35,19 @@ def invoke(directory, typ, command, conf, cid, netns):
     while chunk := os.read(out_r, 65536):
         out += chunk
     os.close(out_r)
-    _, status, ru = os.wait4(pid, 0)
-    return time.perf_counter() - t0, ru.ru_maxrss, os.waitstatus_to_exitcode(status), out
+    _, status = os.waitpid(pid, 0)
+    return time.perf_counter() - t0, os.waitstatus_to_exitcode(status), out
+
+
+def peak_rss(directory, typ, command, conf, cid, netns):
+    """Peak RSS in KiB of one invocation, from GNU time run in the current network namespace."""
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "CNI_COMMAND": command, "CNI_CONTAINERID": cid,
+           "CNI_NETNS": netns, "CNI_IFNAME": "eth0", "CNI_PATH": directory}
+    p = subprocess.run(["/usr/bin/time", "-f", "%M", os.path.join(directory, typ)], input=conf, env=env,
+                       capture_output=True)
+    if p.returncode != 0:
+        sys.exit(f"{directory}/{typ} {command} failed: {p.stdout.decode()} {p.stderr.decode()}")
+    return int(p.stderr.decode().strip().splitlines()[-1])
 
 
 def config(masq, data_dir):
@@ -69,18 +81,18 @@ def main():
                 order = impls if i % 2 == 0 else impls[::-1]
                 for name, d in order:
                     cid = f"bench-{name}-{int(masq)}-{i}"
-                    ta, ra, sa, oa = invoke(d, "bridge", "ADD", conf, cid, f"/run/netns/{p}")
-                    td, rd, sd, od = invoke(d, "bridge", "DEL", conf, cid, f"/run/netns/{p}")
+                    ta, sa, oa = invoke(d, "bridge", "ADD", conf, cid, f"/run/netns/{p}")
+                    td, sd, od = invoke(d, "bridge", "DEL", conf, cid, f"/run/netns/{p}")
                     if sa or sd:
                         sys.exit(f"{name} failed (ADD {sa}, DEL {sd}): {oa.decode()} {od.decode()}")
                     times[name].append(ta + td)
-                    rss[(name, "bridge")] = max(rss.get((name, "bridge"), 0), ra, rd)
             rows.append((masq, times))
+        netns = f"/run/netns/{pod_names[0]}"
         for name, d in impls:
-            conf = config(False, data)
-            _, r1, _, _ = invoke(d, "host-local", "ADD", conf, "rss", "")
-            _, r2, _, _ = invoke(d, "host-local", "DEL", conf, "rss", "")
-            rss[(name, "host-local")] = max(r1, r2)
+            conf = config(True, data)
+            for typ in ("bridge", "host-local"):
+                rss[(name, typ)] = max(peak_rss(d, typ, "ADD", conf, "rss", netns),
+                                       peak_rss(d, typ, "DEL", conf, "rss", netns))
     finally:
         for p in pod_names + [host]:
             subprocess.run(["ip", "netns", "delete", p], stderr=subprocess.DEVNULL)
@@ -99,7 +111,7 @@ def main():
         print(f"{typ + ' size':<22}{a:>12.0f}{b:>15.0f}{a / b:>7.2f}x")
     for typ in ("bridge", "host-local"):
         a, b = rss[("podnet", typ)], rss[("reference", typ)]
-        label = f"{typ} peak RSS" + (" (+IPAM)" if typ == "bridge" else "")
+        label = f"{typ} peak RSS KiB"
         print(f"{label:<22}{a:>12}{b:>15}{a / b:>7.2f}x")
 
 

@@ -56,7 +56,12 @@ for i in 1 2; do
   runtime DEL netconf/99-loopback.conflist --id "pod$i" --netns "/run/netns/podnet-demo-pod$i" --ifname lo
 done
 left=$(ls "$tmp/networks/podnet" 2>/dev/null | grep -cv -e '^lock$' -e '^last_reserved_ip' || true)
-ports=$(ip netns exec "$node" ip -o link show master cni0 | wc -l)
+# DEL detaches a pod's interface at once; the kernel unregisters it moments later.
+for _ in $(seq 50); do
+  ports=$(ip netns exec "$node" ip -o link show master cni0 | wc -l)
+  [ "$ports" = 0 ] && break
+  sleep 0.05
+done
 echo "after DEL: $left reserved IPs, $ports bridge ports, masquerade chains: $(ip netns exec "$node" iptables-save -t nat | grep -c '^:CNI-' || true)"
 [ "$left" = 0 ] && [ "$ports" = 0 ] || fail=1
 [ $fail = 0 ] && echo "demo: all green" || { echo "demo: FAILED"; exit 1; }

@@ -8,7 +8,8 @@ import NetNS
 extension Bridge {
     /// Removes the container interface (and with it the host end), the masquerade rules and the
     /// IP. Every step runs even when an earlier one failed; a namespace that is gone, an empty
-    /// CNI_NETNS or a path that is not a namespace is not an error. Idempotent.
+    /// CNI_NETNS or a path that is not a namespace is not an error. Idempotent. The interface is
+    /// detached at once and unregistered in the background (DeferredUnregister).
     public func del(_ request: Request) throws {
         let conf = try BridgeConfig(request)
         var errors: [CNIError] = []
@@ -18,7 +19,8 @@ extension Bridge {
                 try netns.run {
                     let nl = try NetlinkSession()
                     if let l = try nl.link(named: request.env.ifname) {
-                        do { try nl.deleteLink(l.index) } catch let e as NetlinkError where e.isNotFound {}
+                        do { try DeferredUnregister.detachAndDelete(l, nl, in: netns) }
+                        catch let e as NetlinkError where e.isNotFound {}
                     }
                 }
             } catch NetNSError.notFound, NetNSError.notANamespace {

@@ -8,6 +8,12 @@ import Glibc
 import Spawn
 
 public enum Delegate {
+    /// Plugins compiled into this executable, by CNI type. When the binary found in CNI_PATH for
+    /// such a type carries this executable's build-id, it is the same code, and it runs
+    /// in-process through the same dispatcher: same environment, stdin, result bytes and errors,
+    /// without paying for a process start on every pod's ADD and DEL. Set once by `CNIMain.run`.
+    nonisolated(unsafe) static var builtIn: [String: any CNIPlugin] = [:]
+
     /// How long a delegate may run before it is killed and the call fails with code 11.
     /// `PODNET_DELEGATE_TIMEOUT` (seconds) in the environment overrides it.
     public static let defaultTimeout: Double = 60
@@ -44,10 +50,15 @@ public enum Delegate {
         var env = request.env.raw
         env["CNI_COMMAND"] = command.rawValue
         let timeout = env["PODNET_DELEGATE_TIMEOUT"].flatMap(Double.init) ?? defaultTimeout
+        let input = stdin ?? request.stdin
+        if let plugin = builtIn[type], let own = BuildID.current, BuildID.read(path: path) == own {
+            let out = CNIMain.dispatch(plugin, env: env, stdin: input)
+            return try output(type, status: out.exitCode, stdout: out.stdout, stderr: [])
+        }
         let r: Spawn.Output
         do throws(Spawn.Failure) {
             r = try Spawn.run(path, argv: [type], environment: env.map { "\($0.key)=\($0.value)" },
-                              stdin: stdin ?? request.stdin, timeout: timeout)
+                              stdin: input, timeout: timeout)
         } catch {
             switch error {
             case .timedOut:
@@ -56,13 +67,18 @@ public enum Delegate {
                 throw CNIError(.internal, "failed to execute \(path): \(String(cString: strerror(e)))")
             }
         }
-        if !r.stderr.isEmpty { writeAll(fd: 2, r.stderr) }
-        guard r.status == 0 else {
-            if let j = try? JSON.parse(r.stdout), let e = CNIError(json: j) { throw e }
-            let err = String(decoding: r.stderr, as: UTF8.self).trimmed
-            throw CNIError(.internal, "plugin \(type) failed (exit status \(r.status)): \(err)")
+        return try output(type, status: r.status, stdout: r.stdout, stderr: r.stderr)
+    }
+
+    /// The delegate's stdout on success; its own error object, or code 999 with its stderr.
+    private static func output(_ type: String, status: Int32, stdout: [UInt8], stderr: [UInt8]) throws(CNIError) -> [UInt8] {
+        if !stderr.isEmpty { writeAll(fd: 2, stderr) }
+        guard status == 0 else {
+            if let j = try? JSON.parse(stdout), let e = CNIError(json: j) { throw e }
+            let err = String(decoding: stderr, as: UTF8.self).trimmed
+            throw CNIError(.internal, "plugin \(type) failed (exit status \(status)): \(err)")
         }
-        return r.stdout
+        return stdout
     }
 }
 

@@ -29,6 +29,14 @@ public struct Outcome: Sendable {
 public enum CNIMain {
     /// Runs the plugin as a process: reads the environment and stdin, writes stdout, exits.
     public static func run(_ plugin: some CNIPlugin, about: String) -> Never {
+        run(plugin, about: about, delegates: [:])
+    }
+
+    /// As `run(_:about:)`; `delegates` are plugins compiled into this executable that may run
+    /// in-process when the delegate binary found in CNI_PATH is from the same build
+    /// (see `Delegate.builtIn`).
+    public static func run(_ plugin: some CNIPlugin, about: String, delegates: [String: any CNIPlugin]) -> Never {
+        Delegate.builtIn = delegates
         var env: [String: String] = [:]
         var p = environ
         while let entry = p.pointee {

@@ -45,8 +45,12 @@ public struct LinkChange: Sendable {
     public var master: Int32?
     public var mtu: Int?
     public var mac: MACAddress?
-    public init(up: Bool? = nil, promiscuous: Bool? = nil, master: Int32? = nil, mtu: Int? = nil, mac: MACAddress? = nil) {
+    /// A new name; the kernel refuses to rename a link that is up (EBUSY).
+    public var name: String?
+    public init(up: Bool? = nil, promiscuous: Bool? = nil, master: Int32? = nil, mtu: Int? = nil, mac: MACAddress? = nil,
+                name: String? = nil) {
         self.up = up; self.promiscuous = promiscuous; self.master = master; self.mtu = mtu; self.mac = mac
+        self.name = name
     }
 }
 
@@ -122,7 +126,7 @@ extension NetlinkSession {
     }
 
     /// Applies `change` to the link with index `index`.
-    // ip link set dev <index> [up|down] [promisc on|off] [master <m>] [mtu <n>] [address <mac>]
+    // ip link set dev <index> [up|down] [promisc on|off] [master <m>] [mtu <n>] [address <mac>] [name <n>]
     public func setLink(_ index: Int32, _ change: LinkChange) throws(NetlinkError) {
         let orig = rtnl_link_alloc()!, c = rtnl_link_alloc()!
         defer { rtnl_link_put(orig); rtnl_link_put(c) }
@@ -135,6 +139,7 @@ extension NetlinkSession {
         }
         if let m = change.master { rtnl_link_set_master(c, m) }
         if let mtu = change.mtu { rtnl_link_set_mtu(c, UInt32(mtu)) }
+        if let name = change.name { rtnl_link_set_name(c, name) }
         if let mac = change.mac {
             let a = mac.nlAddr()
             defer { nl_addr_put(a) }

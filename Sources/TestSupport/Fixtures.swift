@@ -28,3 +28,14 @@ public func files(in dir: String) -> [String] {
 public func reservations(in dir: String) -> [String] {
     files(in: dir).filter { $0 != "lock" && !$0.hasPrefix("last_reserved_ip") }
 }
+
+/// Polls `condition` every 20 ms until it holds or `seconds` pass; returns whether it held.
+/// For state the kernel finishes after the call returns (a link unregistered in the background).
+public func eventually(within seconds: Double = 3, _ condition: () throws -> Bool) rethrows -> Bool {
+    let deadline = Date().addingTimeInterval(seconds)
+    repeat {
+        if try condition() { return true }
+        usleep(20_000)
+    } while Date() < deadline
+    return try condition()
+}

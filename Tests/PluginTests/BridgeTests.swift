@@ -90,11 +90,51 @@ struct BridgeTests {
             }
             let del = try node.run("DEL", call, conf)
             #expect(del.status == 0, "\(del.stdout)")
+            // eth0 is gone from the pod at once; the kernel's unregister finishes in the background.
             #expect(try pods[0].sh("ip -o link show").contains("eth0") == false)
             #expect(reservations(in: node.store).isEmpty)
-            #expect(try node.links().filter { $0.hasPrefix("veth") }.isEmpty)
+            #expect(try eventually { try node.links().filter { $0.hasPrefix("veth") }.isEmpty })
+            #expect(try eventually { try pods[0].sh("ip -o link show").contains("pdel") == false })
             // DEL again: still success.
             #expect(try node.run("DEL", call, conf).status == 0)
+        }
+    }
+
+    /// DEL frees CNI_IFNAME at once: an ADD into the same namespace right after it succeeds.
+    @Test func addRightAfterDelInTheSameNamespace() throws {
+        try withNode(pods: 1) { node, pods in
+            let conf = bridgeConfig(version: "1.0.0", dataDir: node.dataDir)
+            let call = PluginCall(containerID: "again", netns: pods[0].path)
+            for round in 0..<5 {
+                let add = try node.run("ADD", call, conf)
+                #expect(add.status == 0, "round \(round): \(add.stdout)")
+                #expect(try addresses(pods[0]).count == 1)
+                #expect(try node.run("DEL", call, conf).status == 0)
+                #expect(try pods[0].sh("ip -o -4 addr show").contains("10.88.") == false)
+            }
+            #expect(try eventually { try node.links().filter { $0.hasPrefix("veth") }.isEmpty })
+        }
+    }
+
+    /// A host-local that is not from this build (here the Go reference) is executed, not run
+    /// in-process, and works the same.
+    @Test func delegatesToAForeignHostLocal() throws {
+        let ref = "/usr/lib/cni/host-local"
+        guard FileManager.default.isExecutableFile(atPath: ref) else {
+            Issue.record("reference plugins missing: run scripts/deps.sh bench"); return
+        }
+        try withNode(pods: 1) { node, pods in
+            let dir = node.dataDir + "/bin"
+            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+            try FileManager.default.createSymbolicLink(atPath: dir + "/bridge", withDestinationPath: pluginDirectory + "/bridge")
+            try FileManager.default.createSymbolicLink(atPath: dir + "/host-local", withDestinationPath: ref)
+            let conf = bridgeConfig(version: "1.0.0", dataDir: node.dataDir)
+            let call = PluginCall(containerID: "foreign", netns: pods[0].path, path: dir)
+            let add = try node.run("ADD", call, conf, directory: dir)
+            #expect(add.status == 0, "\(add.stdout)")
+            #expect(reservations(in: node.store).count == 1)
+            #expect(try node.run("DEL", call, conf, directory: dir).status == 0)
+            #expect(reservations(in: node.store).isEmpty)
         }
     }
 
