@@ -13,12 +13,16 @@ extension Bridge {
     public func del(_ request: Request) throws {
         let conf = try BridgeConfig(request)
         var errors: [CNIError] = []
+        // The address families the attachment had, when known: the teardown of the masquerade
+        // rules then reads only those (nil: both, as nothing tells).
+        var families = Set((request.prevResult?.ips ?? []).map(\.address.family))
         if !request.env.netns.isEmpty {
             do {
                 let netns = try NetworkNamespace(path: request.env.netns)
                 try netns.run {
                     let nl = try NetlinkSession()
                     if let l = try nl.link(named: request.env.ifname) {
+                        families.formUnion(try nl.addresses(link: l.index).filter(\.address.isGlobalUnicast).map(\.family))
                         do { try DeferredUnregister.detachAndDelete(l, nl, in: netns) }
                         catch let e as NetlinkError where e.isNotFound {}
                     }
@@ -32,7 +36,7 @@ extension Bridge {
         if conf.ipMasq {
             do {
                 try masquerade(conf).teardown(network: request.name, containerID: request.env.containerID,
-                                              ifname: request.env.ifname)
+                                              ifname: request.env.ifname, families: families.isEmpty ? nil : families)
             } catch { errors.append(CNIError.wrap(error, "failed to remove masquerade rules")) }
         }
         if let ipamType = request.ipamType {

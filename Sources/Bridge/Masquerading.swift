@@ -15,9 +15,10 @@ struct MasqueradeRules {
                             addresses: addresses)
     }
 
-    /// Removes the attachment's rules in both layouts; needs no addresses.
-    func teardown(network: String, containerID: String, ifname: String) throws {
-        try netfilter.teardown(network: network, containerID: containerID, ifname: ifname)
+    /// Removes the attachment's rules in both layouts; needs no addresses. `families` limits the
+    /// iptables side to the families the attachment is known to have had.
+    func teardown(network: String, containerID: String, ifname: String, families: Set<IPFamily>? = nil) throws {
+        try netfilter.teardown(network: network, containerID: containerID, ifname: ifname, families: families)
     }
 
     func gc(network: String, valid: Set<Attachment>) throws {

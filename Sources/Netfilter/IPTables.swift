@@ -178,6 +178,13 @@ public struct IPTablesMasquerade: Hashable, Sendable {
         Self.deleteScript(chains: [chain], postrouting: postrouting)
     }
 
+    /// Whether `table` (the whole nat table) holds anything of this attachment: its chain or a
+    /// jump to it. When not, teardown has nothing to send (and an iptables-restore transaction
+    /// that declares and deletes a chain costs the kernel an RCU wait for nothing).
+    public func isPresent(in table: IPTablesListing) -> Bool {
+        table.chains.contains(chain) || !table.jumps(to: chain).isEmpty
+    }
+
     /// Whether `listing` (the whole nat table) has this attachment's chain, its rules and a jump
     /// for every address of this family.
     public func isInstalled(addresses: [IPNetwork], in listing: IPTablesListing) -> Bool {

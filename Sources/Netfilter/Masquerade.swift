@@ -95,12 +95,16 @@ public struct Masquerade: Sendable {
 
     /// Removes every rule of the attachment from both layouts, without needing its addresses.
     /// Idempotent; errors are reported only for a backend that is usable on this host.
-    public func teardown(network: String, containerID: String, ifname: String) throws(NetfilterError) {
+    /// `families`, when the caller knows which address families the attachment had (from the
+    /// interface or prevResult), limits the iptables side to them; nil tries both.
+    public func teardown(network: String, containerID: String, ifname: String,
+                         families: Set<IPFamily>? = nil) throws(NetfilterError) {
         var errors: [NetfilterError] = []
-        for family in [IPFamily.v4, .v6] {
+        for family in [IPFamily.v4, .v6] where families?.contains(family) ?? true {
             let m = IPTablesMasquerade(family: family, network: network, containerID: containerID)
             do throws(NetfilterError) {
-                try restore(family, m.teardownScript(postrouting: readNAT(family, chain: "POSTROUTING")))
+                let table = try readNAT(family, chain: nil)
+                if m.isPresent(in: table) { try restore(family, m.teardownScript(postrouting: table)) }
             } catch {
                 if iptablesUsable(family) { errors.append(error) }
             }
