@@ -3,7 +3,7 @@ import PackageDescription
 
 // Layers (a target depends only on targets above it in this list):
 //   CLibNL -> Addressing -> CNI, Netlink, NetNS, IPAM, Netfilter -> Bridge, HostLocal, Loopback, Portmap,
-//   Flannel
+//   Flannel; and for the daemon: Etcd -> Overlay (with Netlink, NetNS, Netfilter) -> podnetd.
 //   -> Plugins/<type> executables.
 // CNI plugins are short-lived processes on every pod's start-up path: they use FoundationEssentials
 // only, no async runtime. scripts/build.sh links their release builds statically (Swift standard
@@ -16,12 +16,24 @@ func plugin(_ type: String, _ library: String, inProcess: [String] = []) -> Targ
 
 let package = Package(
     name: "podnet",
+    platforms: [.macOS(.v15)],
     products: [
         .executable(name: "bridge", targets: ["BridgePlugin"]),
         .executable(name: "host-local", targets: ["HostLocalPlugin"]),
         .executable(name: "loopback", targets: ["LoopbackPlugin"]),
         .executable(name: "portmap", targets: ["PortmapPlugin"]),
         .executable(name: "flannel", targets: ["FlannelPlugin"]),
+        .executable(name: "podnetd", targets: ["podnetd"]),
+    ],
+    // Only podnetd uses these; the CNI plugins depend on none of them.
+    dependencies: [
+        .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
     ],
     targets: [
         .systemLibrary(name: "CLibNL", pkgConfig: "libnl-route-3.0",
@@ -44,6 +56,27 @@ let package = Package(
         plugin("loopback", "Loopback"),
         plugin("portmap", "Portmap"),
         plugin("flannel", "Flannel"),
+        .target(name: "Etcd", dependencies: [
+            .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        .target(name: "Overlay", dependencies: [
+            "Etcd", "Netlink", "NetNS", "Netfilter", "Addressing",
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "Metrics", package: "swift-metrics"),
+        ]),
+        .executableTarget(name: "podnetd", dependencies: [
+            "Overlay", "Etcd",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            .product(name: "Metrics", package: "swift-metrics"),
+            .product(name: "Prometheus", package: "swift-prometheus"),
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
+        ]),
         .target(name: "TestSupport", dependencies: ["CNI", "IPAM"]),
         .testTarget(name: "AddressingTests", dependencies: ["Addressing"]),
         .testTarget(name: "CNITests", dependencies: ["CNI", "TestSupport"]),
@@ -52,5 +85,7 @@ let package = Package(
         .testTarget(name: "PluginTests", dependencies: ["CNI", "Addressing", "TestSupport"]),
         .testTarget(name: "PortmapTests", dependencies: ["Portmap", "Netfilter", "CNI", "TestSupport"]),
         .testTarget(name: "FlannelTests", dependencies: ["Flannel", "CNI", "TestSupport"]),
+        .testTarget(name: "EtcdTests", dependencies: ["Etcd", "TestSupport"]),
+        .testTarget(name: "OverlayTests", dependencies: ["Overlay", "Netlink", "NetNS", "Etcd", "TestSupport"]),
     ]
 )

@@ -1,0 +1,1 @@
+print("podnetd: not built yet")
