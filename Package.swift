@@ -55,7 +55,7 @@ let package = Package(
         plugin("host-local", "HostLocal"),
         plugin("loopback", "Loopback"),
         plugin("portmap", "Portmap"),
-        plugin("flannel", "Flannel"),
+        plugin("flannel", "Flannel", inProcess: ["Bridge", "HostLocal"]),
         .target(name: "Etcd", dependencies: [
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
             .product(name: "NIOCore", package: "swift-nio"),
