@@ -141,7 +141,10 @@ final class FakeRunner: CommandRunner {
 
     @Test func teardownReportsErrorsOfUsableBackends() {
         let fake = FakeRunner { c in
-            c.executable == "iptables-restore" ? CommandOutput(status: 4, stderr: "iptables-restore: line 3 failed\n") : nil
+            if c.executable == "iptables-restore" { return CommandOutput(status: 4, stderr: "iptables-restore: line 3 failed\n") }
+            // Both families hold the attachment's chain, so both restores are attempted.
+            if c.arguments.contains("-S") { return CommandOutput(status: 0, stdout: "-N CNI-70a29d9dc18bc4d652ea5d59\n") }
+            return nil
         }
         #expect(throws: NetfilterError.commandFailed(command: "iptables-restore --noflush -w", status: 4,
                                                      stderr: "iptables-restore: line 3 failed")) {
