@@ -17,11 +17,16 @@ public struct Route: Equatable, Sendable {
     public var onlink = false
     public var mtu: UInt32?
     public var advmss: UInt32?
+    /// rtm_protocol, who installed the route: RTPROT_BOOT (3, as `ip route add`) unless set;
+    /// 2 (RTPROT_KERNEL) for the kernel's prefix routes. Always set on routes read back.
+    public var proto: UInt8?
 
     public init(destination: IPNetwork, gateway: IPAddress? = nil, interface: Int32? = nil, table: UInt32 = 254,
-                priority: UInt32? = nil, scope: UInt8? = nil, onlink: Bool = false, mtu: UInt32? = nil, advmss: UInt32? = nil) {
+                priority: UInt32? = nil, scope: UInt8? = nil, onlink: Bool = false, mtu: UInt32? = nil, advmss: UInt32? = nil,
+                proto: UInt8? = nil) {
         self.destination = destination.network; self.gateway = gateway; self.interface = interface; self.table = table
         self.priority = priority; self.scope = scope; self.onlink = onlink; self.mtu = mtu; self.advmss = advmss
+        self.proto = proto
     }
 }
 
@@ -75,11 +80,24 @@ extension NetlinkSession {
     /// Unicast routes of `family` in `table` (main by default).
     // ip [-6] route show table <table>
     public func routes(family: IPFamily, table: UInt32 = 254) throws(NetlinkError) -> [Route] {
-        var cache: OpaquePointer?
-        try check(rtnl_route_alloc_cache(sock, family.af, 0, &cache), "RTM_GETROUTE dump")
+        try routes(family: family, table: table, interface: nil)
+    }
+
+    /// Unicast routes of `family` in `table` whose next hop leaves through the link `interface`
+    /// (all of them when nil). One dump; replies are parsed one by one, not through a cache.
+    // ip [-6] route show table <table> [dev <interface>]
+    public func routes(family: IPFamily, table: UInt32 = 254, interface: Int32?) throws(NetlinkError) -> [Route] {
         var out: [Route] = []
-        forEachObject(in: cache!) { o in
-            guard rtnl_route_get_table(o) == table, rtnl_route_get_type(o) == 1 /* RTN_UNICAST */ else { return }
+        try dump("RTM_GETROUTE dump", request: { () throws(NetlinkError) -> Request in
+            Request(type: Int32(RTM_GETROUTE), flags: NLM_F_DUMP,
+                    header: rtmsg(rtm_family: UInt8(family.af), rtm_dst_len: 0, rtm_src_len: 0, rtm_tos: 0, rtm_table: 0,
+                                  rtm_protocol: 0, rtm_scope: 0, rtm_type: 0, rtm_flags: 0))
+        }, restart: { out.removeAll() }) { hdr in
+            var o: OpaquePointer?
+            guard rtnl_route_parse(hdr, &o) >= 0, let o else { return }
+            defer { rtnl_route_put(o) }
+            guard rtnl_route_get_family(o) == family.af, rtnl_route_get_table(o) == table,
+                  rtnl_route_get_type(o) == 1 /* RTN_UNICAST */ else { return }
             let d = rtnl_route_get_dst(o)
             let dst: IPNetwork
             if let d, let ip = IPAddress(nlAddr: d) {
@@ -87,13 +105,15 @@ extension NetlinkSession {
             } else {
                 dst = IPNetwork(address: IPAddress(family: family, value: 0), prefixLength: 0)!
             }
-            var r = Route(destination: dst, table: table, priority: rtnl_route_get_priority(o), scope: rtnl_route_get_scope(o))
+            var r = Route(destination: dst, table: table, priority: rtnl_route_get_priority(o), scope: rtnl_route_get_scope(o),
+                          proto: rtnl_route_get_protocol(o))
             if rtnl_route_get_nnexthops(o) > 0, let nh = rtnl_route_nexthop_n(o, 0) {
                 r.gateway = IPAddress(nlAddr: rtnl_route_nh_get_gateway(nh))
                 let i = rtnl_route_nh_get_ifindex(nh)
                 r.interface = i > 0 ? i : nil
                 r.onlink = rtnl_route_nh_get_flags(nh) & 0x4 != 0
             }
+            if let interface, r.interface != interface { return }
             out.append(r)
         }
         return out
@@ -102,16 +122,23 @@ extension NetlinkSession {
     /// Adds a route; `.exists` when an identical one is there (NLM_F_EXCL).
     // ip route add <dst> [via <gw>] [dev <if>] [onlink] [metric <p>] [mtu <m>] [advmss <a>] [table <t>]
     public func addRoute(_ route: Route) throws(NetlinkError) {
-        try modifyRoute(route, add: true)
+        try modifyRoute(route, add: true, flags: NLM_F_EXCL)
+    }
+
+    /// Adds a route or overwrites the one with the same destination, table, TOS and priority
+    /// (NLM_F_CREATE|NLM_F_REPLACE): its gateway, interface and flags become `route`'s. Idempotent.
+    // ip route replace <dst> [via <gw>] [dev <if>] [onlink] [metric <p>] [mtu <m>] [advmss <a>] [table <t>]
+    public func replaceRoute(_ route: Route) throws(NetlinkError) {
+        try modifyRoute(route, add: true, flags: NLM_F_REPLACE)
     }
 
     /// Deletes a route matching destination, table, and (if set) gateway and interface.
     // ip route del <dst> [via <gw>] [dev <if>] [table <t>]
     public func deleteRoute(_ route: Route) throws(NetlinkError) {
-        try modifyRoute(route, add: false)
+        try modifyRoute(route, add: false, flags: 0)
     }
 
-    private func modifyRoute(_ route: Route, add: Bool) throws(NetlinkError) {
+    private func modifyRoute(_ route: Route, add: Bool, flags: Int32) throws(NetlinkError) {
         let r = rtnl_route_alloc()!
         defer { rtnl_route_put(r) }
         let fam = route.destination.family
@@ -121,12 +148,14 @@ extension NetlinkSession {
         try check(rtnl_route_set_dst(r, dst), "set dst \(route.destination)")
         rtnl_route_set_table(r, route.table)
         if add {
-            rtnl_route_set_protocol(r, 3)  // RTPROT_BOOT, as `ip route add`
+            rtnl_route_set_protocol(r, route.proto ?? 3)  // RTPROT_BOOT, as `ip route add`
             try check(rtnl_route_set_type(r, 1), "set type")  // RTN_UNICAST
             rtnl_route_set_scope(r, route.scope ?? (route.gateway == nil ? 253 : 0))
         } else {
-            // RT_SCOPE_NOWHERE matches any scope on delete.
+            // RT_SCOPE_NOWHERE matches any scope on delete, protocol 0 any protocol (libnl would
+            // send RTPROT_STATIC, which the kernel compares with the route's and then misses).
             rtnl_route_set_scope(r, 255)
+            rtnl_route_set_protocol(r, 0)
         }
         if let p = route.priority { rtnl_route_set_priority(r, p) }
         if let m = route.mtu { try check(rtnl_route_set_metric(r, Int32(RTAX_MTU), m), "set mtu") }
@@ -144,7 +173,7 @@ extension NetlinkSession {
         }
         let what = "\(route.destination) via \(route.gateway.map(\.description) ?? "-") dev \(route.interface.map(String.init) ?? "-")"
         if add {
-            try check(rtnl_route_add(sock, r, NLM_F_EXCL), "RTM_NEWROUTE \(what)")
+            try check(rtnl_route_add(sock, r, flags), "RTM_NEWROUTE \(what)")
         } else {
             try check(rtnl_route_delete(sock, r, 0), "RTM_DELROUTE \(what)")
         }

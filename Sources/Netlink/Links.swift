@@ -1,4 +1,4 @@
-// Links: read, create (bridge, veth), change (up, master, MTU, MAC, promisc), delete.
+// Links: read, create (bridge, veth; tunnels in Tunnels.swift), change (up, master, MTU, MAC, promisc), delete.
 
 import Addressing
 import CLibNL
@@ -18,10 +18,22 @@ public struct Link: Equatable, Sendable {
     public var parentIndex: Int32?
     /// IFLA_OPERSTATE (RFC 2863): 6 is "up".
     public var operState: UInt8
+    /// IFLA_INFO_DATA of a VXLAN device.
+    public var vxlan: VXLANAttributes?
+    /// IFLA_INFO_DATA of an IPIP device.
+    public var ipip: IPIPAttributes?
 
     public var isUp: Bool { flags & 0x1 != 0 }          // IFF_UP
     public var isPromiscuous: Bool { flags & 0x100 != 0 } // IFF_PROMISC
     public var isOperUp: Bool { operState == 6 }        // IF_OPER_UP
+
+    /// A link value built by hand, for fakes of the kernel in tests.
+    public init(index: Int32, name: String, kind: String? = nil, mtu: Int = 1500, mac: MACAddress? = nil, flags: UInt32 = 0,
+                master: Int32? = nil, parentIndex: Int32? = nil, operState: UInt8 = 0, vxlan: VXLANAttributes? = nil,
+                ipip: IPIPAttributes? = nil) {
+        self.index = index; self.name = name; self.kind = kind; self.mtu = mtu; self.mac = mac; self.flags = flags
+        self.master = master; self.parentIndex = parentIndex; self.operState = operState; self.vxlan = vxlan; self.ipip = ipip
+    }
 
     init(_ l: OpaquePointer) {
         index = rtnl_link_get_ifindex(l)
@@ -35,11 +47,13 @@ public struct Link: Equatable, Sendable {
         let p = rtnl_link_get_link(l)
         parentIndex = p > 0 ? p : nil
         operState = rtnl_link_get_operstate(l)
+        vxlan = VXLANAttributes(link: l)
+        ipip = IPIPAttributes(link: l)
     }
 }
 
 /// What to change on an existing link; nil fields stay as they are.
-public struct LinkChange: Sendable {
+public struct LinkChange: Equatable, Sendable {
     public var up: Bool?
     public var promiscuous: Bool?
     public var master: Int32?

@@ -1,0 +1,96 @@
+// The kernel operations the overlay needs, as a protocol: `KernelDataPath` performs them over one
+// netlink socket, `RecordingDataPath` keeps an in-memory kernel and records every call, so the
+// objects handed to the kernel can be checked where the kernel cannot run them (no ipip module).
+
+import Addressing
+import Netlink
+import Synchronization
+
+/// Netlink, as the overlay uses it. Each method has the semantics of the `NetlinkSession` method
+/// of the same name (and its iproute2 twin).
+public protocol DataPath: AnyObject, Sendable {
+    func link(named name: String) throws(NetlinkError) -> Link?
+    func links() throws(NetlinkError) -> [Link]
+    func addVXLAN(name: String, _ attributes: VXLANAttributes, mtu: Int?, mac: MACAddress?) throws(NetlinkError)
+    func addIPIP(name: String, _ attributes: IPIPAttributes, mtu: Int?) throws(NetlinkError)
+    func setLink(_ index: Int32, _ change: LinkChange) throws(NetlinkError)
+    func deleteLink(_ index: Int32) throws(NetlinkError)
+
+    func addresses(link index: Int32, family: IPFamily?) throws(NetlinkError) -> [IPNetwork]
+    func addAddress(_ address: IPNetwork, link index: Int32) throws(NetlinkError)
+    func deleteAddress(_ address: IPNetwork, link index: Int32) throws(NetlinkError)
+
+    /// Unicast routes of `family` in `table`; only those leaving through `interface` when it is set.
+    func routes(family: IPFamily, table: UInt32, interface: Int32?) throws(NetlinkError) -> [Route]
+    func replaceRoute(_ route: Route) throws(NetlinkError)
+    func deleteRoute(_ route: Route) throws(NetlinkError)
+
+    func neighbours(interface: Int32, family: IPFamily) throws(NetlinkError) -> [Neighbour]
+    func replaceNeighbour(_ neighbour: Neighbour) throws(NetlinkError)
+    func deleteNeighbour(_ address: IPAddress, interface: Int32) throws(NetlinkError)
+
+    func fdbEntries(interface: Int32) throws(NetlinkError) -> [FDBEntry]
+    func replaceFDB(_ entry: FDBEntry) throws(NetlinkError)
+    func deleteFDB(_ entry: FDBEntry) throws(NetlinkError)
+}
+
+/// The kernel, through one NETLINK_ROUTE socket bound to the network namespace it was opened in.
+/// Calls are serialised on the socket, so one data path can be shared by tasks.
+public final class KernelDataPath: DataPath {
+    private let session: Mutex<NetlinkSession>
+
+    /// Opens the socket in the calling thread's network namespace: inside
+    /// `NetworkNamespace.run { }` to program another namespace from anywhere.
+    public init() throws(NetlinkError) {
+        session = Mutex(try NetlinkSession())
+    }
+
+    private func with<T: Sendable>(_ body: (NetlinkSession) throws(NetlinkError) -> T) throws(NetlinkError) -> T {
+        try session.withLock { (s: inout NetlinkSession) throws(NetlinkError) -> T in try body(s) }
+    }
+
+    public func link(named name: String) throws(NetlinkError) -> Link? { try with { s throws(NetlinkError) in try s.link(named: name) } }
+    public func links() throws(NetlinkError) -> [Link] { try with { s throws(NetlinkError) in try s.links() } }
+    public func addVXLAN(name: String, _ attributes: VXLANAttributes, mtu: Int?, mac: MACAddress?) throws(NetlinkError) {
+        try with { s throws(NetlinkError) in try s.addVXLAN(name: name, attributes, mtu: mtu, mac: mac) }
+    }
+    public func addIPIP(name: String, _ attributes: IPIPAttributes, mtu: Int?) throws(NetlinkError) {
+        try with { s throws(NetlinkError) in try s.addIPIP(name: name, attributes, mtu: mtu) }
+    }
+    public func setLink(_ index: Int32, _ change: LinkChange) throws(NetlinkError) {
+        try with { s throws(NetlinkError) in try s.setLink(index, change) }
+    }
+    public func deleteLink(_ index: Int32) throws(NetlinkError) { try with { s throws(NetlinkError) in try s.deleteLink(index) } }
+
+    public func addresses(link index: Int32, family: IPFamily?) throws(NetlinkError) -> [IPNetwork] {
+        try with { s throws(NetlinkError) in try s.addresses(link: index, family: family) }
+    }
+    public func addAddress(_ address: IPNetwork, link index: Int32) throws(NetlinkError) {
+        try with { s throws(NetlinkError) in try s.addAddress(address, link: index) }
+    }
+    public func deleteAddress(_ address: IPNetwork, link index: Int32) throws(NetlinkError) {
+        try with { s throws(NetlinkError) in try s.deleteAddress(address, link: index) }
+    }
+
+    public func routes(family: IPFamily, table: UInt32, interface: Int32?) throws(NetlinkError) -> [Route] {
+        try with { s throws(NetlinkError) in try s.routes(family: family, table: table, interface: interface) }
+    }
+    public func replaceRoute(_ route: Route) throws(NetlinkError) { try with { s throws(NetlinkError) in try s.replaceRoute(route) } }
+    public func deleteRoute(_ route: Route) throws(NetlinkError) { try with { s throws(NetlinkError) in try s.deleteRoute(route) } }
+
+    public func neighbours(interface: Int32, family: IPFamily) throws(NetlinkError) -> [Neighbour] {
+        try with { s throws(NetlinkError) in try s.neighbours(interface: interface, family: family) }
+    }
+    public func replaceNeighbour(_ neighbour: Neighbour) throws(NetlinkError) {
+        try with { s throws(NetlinkError) in try s.replaceNeighbour(neighbour) }
+    }
+    public func deleteNeighbour(_ address: IPAddress, interface: Int32) throws(NetlinkError) {
+        try with { s throws(NetlinkError) in try s.deleteNeighbour(address, interface: interface) }
+    }
+
+    public func fdbEntries(interface: Int32) throws(NetlinkError) -> [FDBEntry] {
+        try with { s throws(NetlinkError) in try s.fdbEntries(interface: interface) }
+    }
+    public func replaceFDB(_ entry: FDBEntry) throws(NetlinkError) { try with { s throws(NetlinkError) in try s.replaceFDB(entry) } }
+    public func deleteFDB(_ entry: FDBEntry) throws(NetlinkError) { try with { s throws(NetlinkError) in try s.deleteFDB(entry) } }
+}

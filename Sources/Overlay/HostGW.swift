@@ -1,0 +1,54 @@
+// host-gw backend: no tunnel. Each peer's subnet is routed to the peer's public IP on the external
+// interface -- `ip route replace <subnet> via <public IP> dev <iface>` -- one route per peer, the
+// data path of flannel's host-gw and of Calico's BGP mode. It needs L2 adjacency: a peer's public
+// IP must be on a subnet the interface reaches directly, or the kernel would refuse the gateway
+// (or, with onlink forced, send into a void); such a peer is skipped and logged. The node's own
+// public IP must be an address of the interface, since peers use it as their next hop.
+
+import Addressing
+import Logging
+import Netlink
+
+public struct HostGWBackend: Backend {
+    public let interface: ExternalInterface
+    public let network: IPNetwork
+    public var backendType: String { "host-gw" }
+
+    public init(interface: ExternalInterface, network: IPNetwork) {
+        self.interface = interface; self.network = network.network
+    }
+
+    /// No encapsulation: pods get the interface's MTU.
+    public var mtu: Int { interface.mtu }
+
+    public func registerNetwork(dataPath: any DataPath, logger: Logger) throws(OverlayError) -> any OverlayNetwork {
+        guard network.family == .v4 else { throw .invalidConfiguration("host-gw: only IPv4 networks are supported") }
+        let addresses: [IPNetwork]
+        do { addresses = try dataPath.addresses(link: interface.index, family: nil) } catch { throw .netlink(error) }
+        guard addresses.contains(where: { $0.address == interface.publicIP }) else {
+            throw .publicIPNotOnInterface(publicIP: interface.publicIP, interface: interface.name)
+        }
+        try removeOtherOverlayDevices(keeping: nil, dataPath: dataPath, logger: logger)
+        return PeerNetwork(mode: HostGWMode(interface: interface), dataPath: dataPath, interface: interface,
+                           network: network, mtu: mtu, device: nil, logger: logger)
+    }
+}
+
+struct HostGWMode: NetworkMode {
+    let interface: ExternalInterface
+    var backendType: String { "host-gw" }
+    var device: (any TunnelDevice)? { nil }
+    var ownsNeighbours: Bool { false }
+
+    func leaseAttributes(device: Link?) -> LeaseAttributes {
+        LeaseAttributes(publicIP: interface.publicIP, backendType: "host-gw")
+    }
+
+    func plan(_ peer: Peer, device: Link?, connected: [IPNetwork]) -> Plan {
+        guard connected.contains(where: { $0.contains(peer.publicIP) }) else {
+            return .skip("its public IP \(peer.publicIP) is not on a subnet \(interface.name) reaches directly: "
+                + "unreachable in host-gw mode (use vxlan, or ipip, across routers)")
+        }
+        return .program(PeerEntries(route: Route(destination: peer.subnet, gateway: peer.publicIP, interface: interface.index)))
+    }
+}

@@ -1,0 +1,210 @@
+// Reconciliation: read the kernel once, compare with the entries the peers need, change only the
+// difference. One route dump, one neighbour dump and one FDB dump per pass, whatever the number of
+// peers; then one netlink request per entry that is missing, wrong or stale -- on a converged node
+// a pass changes nothing.
+//
+// What a network owns (and so may remove) is decided by where an entry lives, never by a record
+// kept in memory, so entries left by a previous run, a crash or another mode are found too:
+// - on its tunnel device: every route with a gateway into the overlay network, every permanent
+//   neighbour, every FDB entry with a remote;
+// - on the underlay interface: gateway routes to subnet-sized prefixes of the overlay network that
+//   `ip route add` (RTPROT_BOOT) installed -- host-gw and DirectRouting routes, flanneld's included.
+//   Routes DHCP, a routing daemon or the kernel installed are never touched.
+
+import Addressing
+import Logging
+import Netlink
+
+/// The kernel entries that make one peer reachable. Set in this order: the neighbour and FDB entry
+/// first, the route last (it makes traffic flow, and the kernel would otherwise ARP for the
+/// gateway into a tunnel that cannot answer).
+struct PeerEntries: Equatable, Sendable {
+    var neighbour: Neighbour?
+    var fdb: FDBEntry?
+    var route: Route
+}
+
+/// What a network owns in the kernel.
+struct Ownership: Sendable {
+    /// The overlay network (flannel's Network): routes elsewhere are never touched.
+    var network: IPNetwork
+    /// This node's subnet: no peer entries for it.
+    var ownSubnet: IPNetwork
+    /// The tunnel device (vxlan, ipip); nil for host-gw.
+    var device: Int32?
+    /// Whether neighbours and FDB entries on the device are the network's (vxlan).
+    var ownsNeighbours: Bool
+    /// The underlay interface.
+    var interface: Int32
+
+    func owns(_ r: Route) -> Bool {
+        guard r.table == 254, r.gateway != nil, r.destination != ownSubnet, network.contains(r.destination.address),
+              r.destination.prefixLength >= network.prefixLength else { return false }
+        if let device, r.interface == device { return true }
+        return r.interface == interface && (r.proto ?? 3) == 3 && r.destination.prefixLength == ownSubnet.prefixLength
+    }
+}
+
+/// The kernel's state, read once per pass.
+struct KernelState: Sendable {
+    /// Main-table unicast IPv4 routes, all devices.
+    var routes: [Route]
+    /// Neighbours and FDB entries of the tunnel device (empty when the network owns none).
+    var neighbours: [Neighbour] = []
+    var fdb: [FDBEntry] = []
+}
+
+/// The changes that turn the kernel's state into the desired one.
+struct Changes: Equatable, Sendable {
+    struct PeerChange: Equatable, Sendable {
+        var subnet: IPNetwork
+        var neighbour: Neighbour?
+        var fdb: FDBEntry?
+        var route: Route?
+    }
+    var removeRoutes: [Route] = []
+    var removeFDB: [FDBEntry] = []
+    var removeNeighbours: [Neighbour] = []
+    /// Entries to create or correct, per peer, in subnet order.
+    var set: [PeerChange] = []
+
+    var isEmpty: Bool { removeRoutes.isEmpty && removeFDB.isEmpty && removeNeighbours.isEmpty && set.isEmpty }
+}
+
+extension Route {
+    /// True when this route (as the kernel reports it) is `wanted`, as far as forwarding goes.
+    func satisfies(_ wanted: Route) -> Bool {
+        destination == wanted.destination && gateway == wanted.gateway && interface == wanted.interface
+            && onlink == wanted.onlink && (priority ?? 0) == (wanted.priority ?? 0) && table == wanted.table
+    }
+}
+
+/// Compares the desired entries with the kernel's and returns what to remove and what to set.
+func diff(desired: [IPNetwork: PeerEntries], kernel: KernelState, ownership: Ownership) -> Changes {
+    var changes = Changes()
+    var set: [IPNetwork: Changes.PeerChange] = [:]
+    func mark(_ subnet: IPNetwork, _ update: (inout Changes.PeerChange) -> Void) {
+        update(&set[subnet, default: Changes.PeerChange(subnet: subnet)])
+    }
+
+    // Routes, keyed by destination. A desired route satisfied by one kernel route keeps it and
+    // loses its duplicates (other metrics); an unsatisfied one is replaced, which overwrites the
+    // kernel's route of the same metric, and the others of that destination go.
+    var owned: [IPNetwork: [Route]] = [:]
+    for r in kernel.routes where ownership.owns(r) { owned[r.destination, default: []].append(r) }
+    for (subnet, entries) in desired {
+        let wanted = entries.route
+        let existing = owned.removeValue(forKey: wanted.destination) ?? []
+        if let keep = existing.firstIndex(where: { $0.satisfies(wanted) }) {
+            changes.removeRoutes += existing.enumerated().filter { $0.offset != keep }.map(\.element)
+        } else {
+            mark(subnet) { $0.route = wanted }
+            changes.removeRoutes += existing.filter { ($0.priority ?? 0) != (wanted.priority ?? 0) }
+        }
+    }
+    changes.removeRoutes += owned.values.joined()
+
+    if ownership.ownsNeighbours {
+        // Neighbours, keyed by address. Only permanent entries are ours: others are the kernel's
+        // own resolution attempts and age out.
+        var wantedNeighbours: [IPAddress: (IPNetwork, Neighbour)] = [:]
+        for (subnet, entries) in desired { if let n = entries.neighbour { wantedNeighbours[n.address] = (subnet, n) } }
+        var satisfied = Set<IPAddress>()
+        for n in kernel.neighbours {
+            if let (_, wanted) = wantedNeighbours[n.address] {
+                if n.isPermanent && n.mac == wanted.mac { satisfied.insert(n.address) }
+            } else if n.isPermanent {
+                changes.removeNeighbours.append(n)
+            }
+        }
+        for (address, (subnet, wanted)) in wantedNeighbours where !satisfied.contains(address) {
+            mark(subnet) { $0.neighbour = wanted }
+        }
+
+        // FDB entries, keyed by MAC; a MAC may have several remotes (`bridge fdb append`), of
+        // which only the wanted one stays.
+        var wantedFDB: [MACAddress: (IPNetwork, FDBEntry)] = [:]
+        for (subnet, entries) in desired.sorted(by: { $0.key.address < $1.key.address }) {
+            if let f = entries.fdb { wantedFDB[f.mac] = (subnet, f) }
+        }
+        var satisfiedMACs = Set<MACAddress>()
+        for f in kernel.fdb where f.destination != nil {
+            if let (_, wanted) = wantedFDB[f.mac], f.destination == wanted.destination {
+                if f.isPermanent { satisfiedMACs.insert(f.mac) }
+            } else {
+                changes.removeFDB.append(f)
+            }
+        }
+        for (mac, (subnet, wanted)) in wantedFDB where !satisfiedMACs.contains(mac) {
+            mark(subnet) { $0.fdb = wanted }
+        }
+    }
+
+    changes.set = set.values.sorted { $0.subnet.address < $1.subnet.address }
+    changes.removeRoutes.sort { $0.destination.address < $1.destination.address }
+    changes.removeNeighbours.sort { $0.address < $1.address }
+    changes.removeFDB.sort { $0.mac.description < $1.mac.description }
+    return changes
+}
+
+/// Applies `changes`: removals first, then per peer its neighbour, FDB entry and route. A failure
+/// is recorded and the rest goes on; a peer whose neighbour or FDB entry failed does not get its
+/// route. Returns the subnets of peers that could not be completed.
+func apply(_ changes: Changes, to dataPath: any DataPath, report: inout ReconcileReport, logger: Logger) -> Set<IPNetwork> {
+    func attempt(_ what: @autoclosure () -> String, _ op: () throws(NetlinkError) -> Void) -> Bool {
+        do {
+            try op()
+            return true
+        } catch where error.isNotFound {
+            return true  // already gone: the goal of a removal
+        } catch {
+            report.failures.append("\(what()): \(error)")
+            logger.info("overlay: kernel change failed", metadata: ["overlay.change": "\(what())", "error": "\(error)"])
+            return false
+        }
+    }
+    for r in changes.removeRoutes {
+        if attempt("remove route \(r.destination)", { () throws(NetlinkError) in try dataPath.deleteRoute(r) }) {
+            report.removed.routes += 1
+        }
+    }
+    for f in changes.removeFDB {
+        if attempt("remove fdb \(f.mac) dst \(f.destination.map(\.description) ?? "-")", { () throws(NetlinkError) in try dataPath.deleteFDB(f) }) {
+            report.removed.fdbEntries += 1
+        }
+    }
+    for n in changes.removeNeighbours {
+        if attempt("remove neighbour \(n.address)", { () throws(NetlinkError) in try dataPath.deleteNeighbour(n.address, interface: n.interface) }) {
+            report.removed.neighbours += 1
+        }
+    }
+    var failed = Set<IPNetwork>()
+    for p in changes.set {
+        if let n = p.neighbour {
+            guard attempt("set neighbour \(n.address) for \(p.subnet)", { () throws(NetlinkError) in try dataPath.replaceNeighbour(n) })
+            else { failed.insert(p.subnet); continue }
+            report.programmed.neighbours += 1
+        }
+        if let f = p.fdb {
+            guard attempt("set fdb \(f.mac) for \(p.subnet)", { () throws(NetlinkError) in try dataPath.replaceFDB(f) })
+            else { failed.insert(p.subnet); continue }
+            report.programmed.fdbEntries += 1
+        }
+        if let r = p.route {
+            guard attempt("set route \(r.destination)", { () throws(NetlinkError) in try dataPath.replaceRoute(r) })
+            else { failed.insert(p.subnet); continue }
+            report.programmed.routes += 1
+        }
+    }
+    return failed
+}
+
+/// Prefixes reachable without a gateway through `interface`: its addresses' prefixes and its
+/// main-table routes without a gateway (default routes excepted).
+func connectedPrefixes(interface: Int32, addresses: [IPNetwork], routes: [Route]) -> [IPNetwork] {
+    var out = addresses.filter { $0.family == .v4 }.map(\.network)
+    for r in routes where r.interface == interface && r.gateway == nil && r.table == 254 && r.destination.prefixLength > 0 {
+        if !out.contains(r.destination) { out.append(r.destination) }
+    }
+    return out
+}

@@ -1,0 +1,197 @@
+// VXLAN backend.
+//
+// Design note. Every node has one VXLAN device, flannel.<VNI>: local = the node's public IP,
+// dev = the external interface, learning off, no group and no remote, so it sends only where its
+// FDB says. Its address is <own subnet>.0/32 (no prefix route), its MTU the underlay's less 50
+// (outer IPv4 20 + UDP 8 + VXLAN 8 + inner Ethernet 14). For each peer (subnet S, public IP P,
+// VTEP MAC M) the kernel gets three entries on the device:
+//
+//   route      S via S.0 dev flannel.<VNI> onlink    IP: S is behind the gateway S.0, which is on
+//                                                    the device though no prefix covers it
+//   neighbour  S.0 lladdr M nud permanent            ARP: the gateway's MAC is M, never resolved
+//   FDB        M dst P self permanent                L2: frames for M are encapsulated to P
+//
+// This is flanneld's layout, so a podnet node and a flanneld node interoperate, and an inner
+// packet needs no ARP, multicast or miss notification: the kernel resolves all three from its
+// tables. The cost is three entries per peer, each one netlink round trip to set: 1000 peers are
+// 3000 requests on one socket, the same work as `ip -batch` plus `bridge -batch` of the same
+// entries. A reconcile adds three dumps (routes, neighbours and FDB of the device), then changes
+// only the difference; a steady-state pass changes nothing.
+//
+// With DirectRouting, a peer whose public IP is on a subnet the external interface reaches
+// directly gets one plain route, S via P dev <iface>, and no neighbour or FDB entry: no
+// encapsulation between nodes of one L2 segment.
+//
+// The device is "ensured": created when missing; an existing one with the same VNI, local address,
+// port, learning, GBP and underlying device is kept with its MAC (so peers need no update after a
+// restart) and its MTU corrected; any other is deleted and created again, and everything on it is
+// programmed again. A device created again (deleted by hand, or incompatible) gets its old MAC
+// back, so peers' entries stay valid; should the MAC still change (udev's MACAddressPolicy), the
+// report says the lease must be published again.
+
+import Addressing
+import Logging
+import Netlink
+
+/// The vxlan backend's configuration: flanneld's `Backend` object for `"Type": "vxlan"`.
+public struct VXLANConfig: Equatable, Sendable, Decodable {
+    /// `VNI`; the device is `flannel.<VNI>`.
+    public var vni: UInt32 = 1
+    /// `Port`: the UDP port; 0 in flannel's config means the kernel default, 8472.
+    public var port: UInt16 = 8472
+    /// `MTU`: the underlay MTU to assume; the interface's when nil. The device gets 50 less.
+    public var mtu: Int?
+    /// `GBP`: group-based policy.
+    public var gbp = false
+    /// `Learning`: let the device learn remote MACs (off: the FDB is programmed).
+    public var learning = false
+    /// `DirectRouting`: peers on the interface's L2 segment get a plain route, no encapsulation.
+    public var directRouting = false
+    /// The MAC a newly created device gets, e.g. the VtepMAC this node's lease already publishes;
+    /// random when nil. An existing compatible device keeps its own. Not part of flannel's config.
+    public var mac: MACAddress?
+
+    public init(vni: UInt32 = 1, port: UInt16 = 8472, mtu: Int? = nil, gbp: Bool = false, learning: Bool = false,
+                directRouting: Bool = false, mac: MACAddress? = nil) {
+        self.vni = vni; self.port = port; self.mtu = mtu; self.gbp = gbp; self.learning = learning
+        self.directRouting = directRouting; self.mac = mac
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case vni = "VNI", port = "Port", mtu = "MTU", gbp = "GBP", learning = "Learning", directRouting = "DirectRouting"
+    }
+
+    /// Decodes flanneld's keys; a missing key (or `Port`/`MTU` 0) means the default.
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        vni = try c.decodeIfPresent(UInt32.self, forKey: .vni) ?? 1
+        let p = try c.decodeIfPresent(UInt16.self, forKey: .port) ?? 0
+        port = p == 0 ? 8472 : p
+        let m = try c.decodeIfPresent(Int.self, forKey: .mtu) ?? 0
+        mtu = m == 0 ? nil : m
+        gbp = try c.decodeIfPresent(Bool.self, forKey: .gbp) ?? false
+        learning = try c.decodeIfPresent(Bool.self, forKey: .learning) ?? false
+        directRouting = try c.decodeIfPresent(Bool.self, forKey: .directRouting) ?? false
+    }
+}
+
+public struct VXLANBackend: Backend {
+    public let interface: ExternalInterface
+    public let network: IPNetwork
+    public let config: VXLANConfig
+    public var backendType: String { "vxlan" }
+
+    /// - Parameters:
+    ///   - interface: the external interface; its public IP becomes the device's local address.
+    ///   - network: the overlay network (flannel's `Network`), e.g. 10.5.0.0/16.
+    public init(interface: ExternalInterface, network: IPNetwork, config: VXLANConfig = VXLANConfig()) {
+        self.interface = interface; self.network = network.network; self.config = config
+    }
+
+    /// `flannel.<VNI>`.
+    public var deviceName: String { "flannel.\(config.vni)" }
+    /// The device's MTU: the underlay's less 50.
+    public var mtu: Int { (config.mtu ?? interface.mtu) - 50 }
+
+    public func registerNetwork(dataPath: any DataPath, logger: Logger) throws(OverlayError) -> any OverlayNetwork {
+        guard (1...16_777_215).contains(config.vni) else { throw .invalidConfiguration("vxlan: VNI \(config.vni) is not in 1...16777215") }
+        guard mtu >= 68 else { throw .invalidConfiguration("vxlan: MTU \(mtu) (underlay \(mtu + 50) less 50) is below 68") }
+        guard interface.publicIP.family == .v4, network.family == .v4 else {
+            throw .invalidConfiguration("vxlan: only IPv4 public addresses and networks are supported")
+        }
+        try removeOtherOverlayDevices(keeping: deviceName, dataPath: dataPath, logger: logger)
+        let mode = VXLANMode(device: VXLANDevice(name: deviceName, attributes: VXLANAttributes(
+            vni: config.vni, local: interface.publicIP, port: config.port, learning: config.learning,
+            underlyingInterface: interface.index, gbp: config.gbp), mtu: mtu, mac: config.mac),
+            interfaceIndex: interface.index, publicIP: interface.publicIP, directRouting: config.directRouting)
+        let (link, _) = try mode.vxlan.ensure(dataPath, lastKnown: nil, logger: logger)
+        return PeerNetwork(mode: mode, dataPath: dataPath, interface: interface, network: network, mtu: mtu,
+                           device: link, logger: logger)
+    }
+}
+
+struct VXLANDevice: TunnelDevice {
+    let name: String
+    let attributes: VXLANAttributes
+    let mtu: Int
+    let mac: MACAddress?
+
+    /// flannel's vxlanLinksIncompat, stricter on learning (ours must be off when configured off).
+    func isCompatible(_ link: Link) -> Bool {
+        guard link.kind == "vxlan", let a = link.vxlan else { return false }
+        return a.vni == attributes.vni && a.local == attributes.local && (a.port ?? 8472) == (attributes.port ?? 8472)
+            && a.learning == attributes.learning && a.gbp == attributes.gbp
+            && a.underlyingInterface == attributes.underlyingInterface
+    }
+
+    func ensure(_ dataPath: any DataPath, lastKnown: Link?, logger: Logger) throws(OverlayError) -> (link: Link, created: Bool) {
+        // The MAC a new device gets: the configured one, else the one it had (the lease publishes
+        // it and peers have it programmed), else a random one from the kernel.
+        var mac = self.mac ?? lastKnown?.mac
+        if let existing = try netlink({ () throws(NetlinkError) in try dataPath.link(named: name) }) {
+            if isCompatible(existing) {
+                if existing.mtu == mtu { return (existing, false) }
+                logger.info("overlay: correcting the device MTU", metadata: [
+                    "overlay.device": "\(name)", "overlay.mtu": "\(existing.mtu) -> \(mtu)",
+                ])
+                try netlink { () throws(NetlinkError) in try dataPath.setLink(existing.index, LinkChange(mtu: mtu)) }
+                return (try netlink({ () throws(NetlinkError) in try dataPath.link(named: name) }) ?? existing, false)
+            }
+            logger.info("overlay: the existing device is incompatible; recreating it", metadata: [
+                "overlay.device": "\(name)", "overlay.found": "\(existing.kind ?? "-") \(existing.vxlan.map { "\($0)" } ?? "")",
+            ])
+            try netlink { () throws(NetlinkError) in try dataPath.deleteLink(existing.index) }
+            mac = mac ?? existing.mac
+        }
+        do {
+            try dataPath.addVXLAN(name: name, attributes, mtu: mtu, mac: mac)
+        } catch where error.isExists {
+            // Created between our look and our add: take it if it is what we want.
+            if let raced = try netlink({ () throws(NetlinkError) in try dataPath.link(named: name) }), isCompatible(raced) {
+                return (raced, false)
+            }
+            throw .netlink(error)
+        } catch {
+            throw .netlink(error)
+        }
+        guard let link = try netlink({ () throws(NetlinkError) in try dataPath.link(named: name) }) else {
+            throw .netlink(.libnl(.notFound, operation: "RTM_GETLINK \(name) after creating it", message: "Object not found"))
+        }
+        logger.info("overlay: created the device", metadata: [
+            "overlay.device": "\(name)", "overlay.vtep_mac": "\(link.mac?.description ?? "-")", "overlay.mtu": "\(link.mtu)",
+        ])
+        return (link, true)
+    }
+}
+
+struct VXLANMode: NetworkMode {
+    let vxlan: VXLANDevice
+    let interfaceIndex: Int32
+    let publicIP: IPAddress
+    let directRouting: Bool
+
+    init(device: VXLANDevice, interfaceIndex: Int32, publicIP: IPAddress, directRouting: Bool) {
+        vxlan = device; self.interfaceIndex = interfaceIndex; self.publicIP = publicIP; self.directRouting = directRouting
+    }
+
+    var backendType: String { "vxlan" }
+    var device: (any TunnelDevice)? { vxlan }
+    var ownsNeighbours: Bool { true }
+
+    func leaseAttributes(device: Link?) -> LeaseAttributes {
+        LeaseAttributes(publicIP: publicIP, backendType: "vxlan", vni: vxlan.attributes.vni, vtepMAC: device?.mac)
+    }
+
+    func plan(_ peer: Peer, device: Link?, connected: [IPNetwork]) -> Plan {
+        if directRouting && connected.contains(where: { $0.contains(peer.publicIP) }) {
+            return .program(PeerEntries(route: Route(destination: peer.subnet, gateway: peer.publicIP, interface: interfaceIndex)))
+        }
+        guard let device else { return .skip("the vxlan device is missing") }
+        guard let mac = peer.vtepMAC else { return .skip("its lease has no VtepMAC") }
+        let gateway = peer.subnet.firstAddress
+        return .program(PeerEntries(
+            neighbour: Neighbour(address: gateway, mac: mac, interface: device.index),
+            fdb: FDBEntry(mac: mac, interface: device.index, destination: peer.publicIP),
+            route: Route(destination: peer.subnet, gateway: gateway, interface: device.index, onlink: true)))
+    }
+}
