@@ -86,6 +86,7 @@ let package = Package(
         .testTarget(name: "PortmapTests", dependencies: ["Portmap", "Netfilter", "CNI", "TestSupport"]),
         .testTarget(name: "FlannelTests", dependencies: ["Flannel", "CNI", "TestSupport"]),
         .testTarget(name: "EtcdTests", dependencies: ["Etcd", "TestSupport"]),
+        .testTarget(name: "LeaseTests", dependencies: ["Overlay", "Addressing"]),
         .testTarget(name: "OverlayTests", dependencies: ["Overlay", "Netlink", "NetNS", "Etcd", "TestSupport"]),
     ]
 )

@@ -1,0 +1,72 @@
+// Lease keys and values in flanneld's etcd layout:
+//   <prefix>/subnets/10.5.34.0-24 -> {"PublicIP":"192.168.64.3","PublicIPv6":null,
+//                                    "BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"c6:d2:.."}}
+
+import Addressing
+import Foundation
+
+/// A subnet lease as stored in etcd.
+public struct Lease: Equatable, Sendable {
+    public var subnet: IPNetwork
+    public var attributes: LeaseAttributes
+    /// The etcd lease the key is attached to; nil for a reservation (a key put without a lease),
+    /// which podnetd uses as it is and never gives a TTL.
+    public var etcdLease: Int64?
+    /// When the key expires (nil for a reservation, or when not known).
+    public var expiration: Date?
+
+    public init(subnet: IPNetwork, attributes: LeaseAttributes, etcdLease: Int64?, expiration: Date? = nil) {
+        self.subnet = subnet.network; self.attributes = attributes; self.etcdLease = etcdLease
+        self.expiration = expiration
+    }
+
+    public var isReservation: Bool { etcdLease == nil }
+
+    /// The peer this lease describes, for the data path.
+    public var peer: Peer { Peer(subnet: subnet, publicIP: attributes.publicIP, vtepMAC: attributes.vtepMAC) }
+}
+
+public enum SubnetKey {
+    /// "10.5.34.0-24" (flannel's MakeSubnetKey for IPv4).
+    public static func name(_ subnet: IPNetwork) -> String {
+        "\(subnet.network.address)-\(subnet.prefixLength)"
+    }
+
+    /// Parses the last path element of a key; nil for keys that are not a subnet (skipped, as
+    /// flanneld does) and for dual-stack keys ("…&v6-len"), which podnetd does not use yet.
+    public static func parse(_ name: some StringProtocol) -> IPNetwork? {
+        let text = String(name)
+        let last = text.split(separator: "/").last.map(String.init) ?? ""
+        guard !last.contains("&"), let dash = last.lastIndex(of: "-"),
+              let ip = IPAddress(last[..<dash]), ip.family == IPFamily.v4,
+              let len = Int(last[last.index(after: dash)...]),
+              let n = IPNetwork(address: ip, prefixLength: len), !n.hasHostBits else { return nil }
+        return n
+    }
+}
+
+extension LeaseAttributes {
+    /// The JSON flanneld writes and reads.
+    public func json() -> Data {
+        var o: [String: Any] = ["PublicIP": publicIP.description, "PublicIPv6": NSNull(), "BackendType": backendType]
+        if backendType == "vxlan" {
+            var data: [String: Any] = [:]
+            if let vni { data["VNI"] = Int(vni) }
+            if let vtepMAC { data["VtepMAC"] = vtepMAC.description }
+            o["BackendData"] = data
+        }
+        return (try? JSONSerialization.data(withJSONObject: o, options: [.sortedKeys])) ?? Data()
+    }
+
+    /// Reads a lease value; nil when it is not one (logged and skipped by callers).
+    public init?(json: Data) {
+        guard let o = (try? JSONSerialization.jsonObject(with: json)) as? [String: Any] else { return nil }
+        let f = Dictionary(o.map { ($0.key.lowercased(), $0.value) }, uniquingKeysWith: { a, _ in a })
+        guard let s = f["publicip"] as? String, let ip = IPAddress(s), ip.family == .v4 else { return nil }
+        let data = Dictionary(((f["backenddata"] as? [String: Any]) ?? [:]).map { ($0.key.lowercased(), $0.value) },
+                              uniquingKeysWith: { a, _ in a })
+        self.init(publicIP: ip, backendType: (f["backendtype"] as? String ?? "").lowercased(),
+                  vni: (data["vni"] as? Int).map(UInt32.init),
+                  vtepMAC: (data["vtepmac"] as? String).flatMap { MACAddress($0) })
+    }
+}
