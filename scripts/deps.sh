@@ -3,7 +3,7 @@
 # Idempotent: packages already present are not fetched again.
 set -euo pipefail
 need=(pkg-config libnl-3-dev libnl-route-3-dev libmnl-dev iproute2 iptables nftables
-      conntrack iputils-ping time procps)
+      conntrack iputils-ping time procps etcd-server etcd-client)
 [ "${1:-}" = bench ] && need+=(containernetworking-plugins)
 missing=()
 for p in "${need[@]}"; do
