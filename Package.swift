@@ -67,7 +67,7 @@ let package = Package(
             .product(name: "Metrics", package: "swift-metrics"),
         ]),
         .executableTarget(name: "podnetd", dependencies: [
-            "Overlay", "Etcd",
+            "Overlay", "Etcd", "Netfilter", "Addressing",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

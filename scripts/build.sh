@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the release binaries: Swift standard library, libstdc++, libgcc and libnl linked
+# Builds the release binaries (all, or the products named as arguments): Swift standard library, libstdc++, libgcc and libnl linked
 # statically, so a plugin needs only glibc on the host. Prints the folder holding the binaries.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,7 +24,12 @@ stamp=$(find Package.swift Sources Plugins -type f -name '*.swift' -o -type f -n
 flags=(-c release --static-swift-stdlib -Xlinker -L"$PWD/$static" -Xswiftc -Xclang-linker -Xswiftc -static-libgcc
        -Xswiftc -Xclang-linker -Xswiftc -no-pie
        -Xlinker -s -Xlinker --build-id=0x"$stamp")
-for p in bridge host-local loopback portmap flannel; do
-  swift build -q "${flags[@]}" --product "$p" >&2
+# Products to build: the arguments, else every CNI plugin and podnetd.
+products=("$@")
+[ ${#products[@]} -gt 0 ] || products=(bridge host-local loopback portmap flannel podnetd)
+for p in "${products[@]}"; do
+  # (the static FoundationEssentials draws a linker warning about mktemp: noise, filtered)
+  swift build -q "${flags[@]}" --product "$p" 2>&1 | grep -v "the use of .mktemp' is dangerous" >&2 || true
+  [ -x "$(swift build "${flags[@]}" --show-bin-path)/$p" ] || { echo "build of $p failed" >&2; exit 1; }
 done
 swift build "${flags[@]}" --show-bin-path

@@ -1,67 +1,118 @@
 #!/usr/bin/env bash
-# podnet demo: one simulated node (a network namespace playing the host) and two pods, networked
-# through podnet's loopback, bridge and host-local plugins exactly as a runtime calls them, then
-# pinging each other and their gateway, then deleted. Everything it creates lives in namespaces
-# named podnet-demo-* and a temporary folder, and is removed on exit, also when interrupted.
+# podnet demo: a three-node cluster on one machine with a real etcd, pods on different nodes
+# talking through podnetd's overlay.
+#
+#   podnet-demo-switch   the underlay: a bridge joining every node and etcd (192.168.50.0/24)
+#   podnet-demo-etcd     the real etcd server (Debian etcd-server) at 192.168.50.2
+#   podnet-demo-node1..3 one podnetd each, at 192.168.50.11..13
+#   podnet-demo-podN-M   two pods per node, created through podnet's flannel CNI plugin
+#
+# It prints the leases and a full-mesh pod-to-pod ping matrix, then removes everything it
+# created (also when interrupted). Nothing outside these namespaces is touched.
+#   scripts/demo.sh [--backend vxlan|host-gw]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "demo.sh needs root (network namespaces)" >&2; exit 1; }
+backend=vxlan
+[ "${1:-}" = --backend ] && backend=${2:?--backend needs vxlan or host-gw}
 
+scripts/deps.sh
 bin=$(scripts/build.sh)
 tmp=$(mktemp -d /tmp/podnet-demo.XXXXXX)
-node=podnet-demo-node
-pods=(podnet-demo-pod1 podnet-demo-pod2)
+nodes=(1 2 3)
+pods=(1 2)
+ns_all=(podnet-demo-switch podnet-demo-etcd)
+for n in "${nodes[@]}"; do ns_all+=(podnet-demo-node$n); for p in "${pods[@]}"; do ns_all+=(podnet-demo-pod$n-$p); done; done
 
 cleanup() {
-  for ns in "$node" "${pods[@]}"; do ip netns delete "$ns" 2>/dev/null || true; done
+  for pid in $(cat "$tmp"/*.pid 2>/dev/null); do kill "$pid" 2>/dev/null || true; done
+  sleep 0.3
+  for pid in $(cat "$tmp"/*.pid 2>/dev/null); do kill -9 "$pid" 2>/dev/null || true; done
+  for ns in "${ns_all[@]}"; do ip netns delete "$ns" 2>/dev/null || true; done
   rm -rf "$tmp"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# The example conflist, with host-local's store moved into the temporary folder.
-python3 - "$tmp" <<'PY'
-import json, sys
-tmp = sys.argv[1]
-c = json.load(open("netconf/10-podnet.conflist"))
-c["plugins"][0]["ipam"]["dataDir"] = tmp + "/networks"
-json.dump(c, open(tmp + "/podnet.conflist", "w"))
-PY
+in_ns() { local ns=$1; shift; ip netns exec "podnet-demo-$ns" "$@"; }
 
-for ns in "$node" "${pods[@]}"; do ip netns add "$ns"; done
-runtime() { ip netns exec "$node" python3 scripts/cni_runtime.py "$@" --path "$bin" --cache "$tmp/cache"; }
-
-declare -A ip
-for i in 1 2; do
-  pod=podnet-demo-pod$i
-  runtime ADD netconf/99-loopback.conflist --id "pod$i" --netns "/run/netns/$pod" --ifname lo >/dev/null
-  result=$(runtime ADD "$tmp/podnet.conflist" --id "pod$i" --netns "/run/netns/$pod" --ifname eth0)
-  ip[$i]=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["ips"][0]["address"].split("/")[0])' <<<"$result")
-  echo "pod$i: eth0 ${ip[$i]}  ($(ip netns exec "$pod" ip -o -4 addr show dev eth0 | awk '{print $4}'))"
-done
-echo "node: cni0 $(ip netns exec "$node" ip -o -4 addr show dev cni0 | awk '{print $4}'), ports: $(ip netns exec "$node" ip -o link show master cni0 | awk -F': ' '{print $2}' | cut -d@ -f1 | tr '\n' ' ')"
-
-fail=0
-ping_check() { # from-pod target label
-  if ip netns exec "$1" ping -c 2 -i 0.2 -W 2 "$2" >/dev/null 2>&1; then echo "  ok    $3"; else echo "  FAIL  $3"; fail=1; fi
+# Underlay: a bridge in the switch namespace, one veth per host.
+ip netns add podnet-demo-switch
+in_ns switch ip link add br0 type bridge
+in_ns switch ip link set br0 up
+attach() { # host address
+  ip netns add "podnet-demo-$1"
+  in_ns switch ip link add "sw-$1" type veth peer name eth0 netns "podnet-demo-$1"
+  in_ns switch ip link set "sw-$1" master br0 up
+  in_ns "$1" ip addr add "$2/24" dev eth0
+  in_ns "$1" ip link set eth0 up
+  in_ns "$1" ip link set lo up
 }
-echo "pings:"
-ping_check podnet-demo-pod1 10.88.0.1 "pod1 -> gateway 10.88.0.1"
-ping_check podnet-demo-pod2 10.88.0.1 "pod2 -> gateway 10.88.0.1"
-ping_check podnet-demo-pod1 "${ip[2]}" "pod1 -> pod2 ${ip[2]}"
-ping_check podnet-demo-pod2 "${ip[1]}" "pod2 -> pod1 ${ip[1]}"
+attach etcd 192.168.50.2
+for n in "${nodes[@]}"; do attach "node$n" "192.168.50.1$n"; done
 
-for i in 1 2; do
-  runtime DEL "$tmp/podnet.conflist" --id "pod$i" --netns "/run/netns/podnet-demo-pod$i" --ifname eth0
-  runtime DEL netconf/99-loopback.conflist --id "pod$i" --netns "/run/netns/podnet-demo-pod$i" --ifname lo
+# etcd, and the network config in flanneld's layout.
+in_ns etcd etcd --name demo --data-dir "$tmp/etcd" --listen-client-urls http://192.168.50.2:2379 \
+  --advertise-client-urls http://192.168.50.2:2379 --listen-peer-urls http://127.0.0.1:2380 \
+  --initial-advertise-peer-urls http://127.0.0.1:2380 --initial-cluster demo=http://127.0.0.1:2380 \
+  >"$tmp/etcd.log" 2>&1 &
+echo $! > "$tmp/etcd.pid"
+etcdctl() { in_ns etcd env ETCDCTL_API=3 etcdctl --endpoints http://192.168.50.2:2379 "$@"; }
+for _ in $(seq 100); do etcdctl endpoint health >/dev/null 2>&1 && break; sleep 0.1; done
+etcdctl put /coreos.com/network/config "{\"Network\":\"10.244.0.0/16\",\"Backend\":{\"Type\":\"$backend\"}}" >/dev/null
+
+# podnetd on every node.
+for n in "${nodes[@]}"; do
+  mkdir -p "$tmp/node$n"
+  in_ns "node$n" "$bin/podnetd" --etcd-endpoints http://192.168.50.2:2379 --iface eth0 \
+    --subnet-file "$tmp/node$n/subnet.env" --healthz-port 0 >"$tmp/node$n/podnetd.log" 2>&1 &
+  echo $! > "$tmp/node$n.pid"
 done
-left=$(ls "$tmp/networks/podnet" 2>/dev/null | grep -cv -e '^lock$' -e '^last_reserved_ip' || true)
-# DEL detaches a pod's interface at once; the kernel unregisters it moments later.
-for _ in $(seq 50); do
-  ports=$(ip netns exec "$node" ip -o link show master cni0 | wc -l)
-  [ "$ports" = 0 ] && break
-  sleep 0.05
+for n in "${nodes[@]}"; do
+  for _ in $(seq 100); do [ -s "$tmp/node$n/subnet.env" ] && break; sleep 0.1; done
+  [ -s "$tmp/node$n/subnet.env" ] || { echo "node$n: podnetd wrote no subnet file:"; cat "$tmp/node$n/podnetd.log"; exit 1; }
 done
-echo "after DEL: $left reserved IPs, $ports bridge ports, masquerade chains: $(ip netns exec "$node" iptables-save -t nat | grep -c '^:CNI-' || true)"
-[ "$left" = 0 ] && [ "$ports" = 0 ] || fail=1
-[ $fail = 0 ] && echo "demo: all green" || { echo "demo: FAILED"; exit 1; }
+echo "leases in etcd ($backend):"
+etcdctl get --prefix /coreos.com/network/subnets/ | paste - - | sed 's|/coreos.com/network/subnets/|  |'
+
+# Two pods per node through the flannel plugin (bridge + host-local delegates), as a runtime would.
+declare -A ip
+for n in "${nodes[@]}"; do
+  python3 - "$tmp" "$n" <<'PY'
+import json, sys
+tmp, n = sys.argv[1], sys.argv[2]
+c = json.load(open("netconf/40-flannel.conflist"))
+f = c["plugins"][0]
+f["subnetFile"] = f"{tmp}/node{n}/subnet.env"
+f["dataDir"] = f"{tmp}/node{n}/flannel"
+f.setdefault("delegate", {})
+f["ipam"] = {"dataDir": f"{tmp}/node{n}/networks"}
+json.dump(c, open(f"{tmp}/node{n}/flannel.conflist", "w"))
+PY
+  for p in "${pods[@]}"; do
+    pod=podnet-demo-pod$n-$p
+    ip netns add "$pod"
+    in_ns "node$n" python3 scripts/cni_runtime.py ADD "$tmp/node$n/flannel.conflist" --id "pod$n-$p" \
+      --netns "/run/netns/$pod" --ifname eth0 --path "$bin" --cache "$tmp/node$n/cache" > "$tmp/pod$n-$p.json"
+    ip[$n-$p]=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["ips"][0]["address"].split("/")[0])' "$tmp/pod$n-$p.json")
+  done
+done
+echo "pods:"
+for n in "${nodes[@]}"; do for p in "${pods[@]}"; do echo "  pod$n-$p on node$n: ${ip[$n-$p]}"; done; done
+
+echo "ping matrix (row pings column):"
+printf '%10s' ""; for n in "${nodes[@]}"; do for p in "${pods[@]}"; do printf '%9s' "pod$n-$p"; done; done; echo
+fail=0
+for n in "${nodes[@]}"; do for p in "${pods[@]}"; do
+  printf '%10s' "pod$n-$p"
+  for m in "${nodes[@]}"; do for q in "${pods[@]}"; do
+    if [ "$n-$p" = "$m-$q" ]; then printf '%9s' "-"; continue; fi
+    if in_ns "pod$n-$p" ping -c 1 -W 2 "${ip[$m-$q]}" >/dev/null 2>&1; then printf '%9s' "ok"; else printf '%9s' "FAIL"; fail=1; fi
+  done; done; echo
+done; done
+
+for n in "${nodes[@]}"; do for p in "${pods[@]}"; do
+  in_ns "node$n" python3 scripts/cni_runtime.py DEL "$tmp/node$n/flannel.conflist" --id "pod$n-$p" \
+    --netns "/run/netns/podnet-demo-pod$n-$p" --ifname eth0 --path "$bin" --cache "$tmp/node$n/cache"
+done; done
+[ $fail = 0 ] && echo "demo: all green" || { echo "demo: FAILED"; for n in "${nodes[@]}"; do echo "--- node$n"; tail -5 "$tmp/node$n/podnetd.log"; done; exit 1; }

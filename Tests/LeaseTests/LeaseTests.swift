@@ -55,11 +55,11 @@ func config(_ json: String) throws -> NetworkConfig { try NetworkConfig(json: Da
         #expect(c.subnetMin.description == "10.5.1.0")
         #expect(c.subnetMax.description == "10.5.255.0")
         #expect(Array(c.subnets).count == 255)
-        #expect(c.backend == .init(type: "vxlan", vni: 1, port: 8472, mtu: nil, directRouting: false))
+        #expect(c.backendType == "vxlan")
         // Field names match case-insensitively, as Go's encoding/json does.
         let lower = try config(#"{"network":"10.6.0.0/24","backend":{"type":"HOST-GW"}}"#)
         #expect(lower.subnetLength == 26)
-        #expect(lower.backend.type == "host-gw")
+        #expect(lower.backendType == "host-gw")
     }
 
     @Test func invalidConfigsSayWhy() {

@@ -12,16 +12,10 @@ public struct NetworkConfig: Equatable, Sendable {
     public var subnetMin: IPAddress
     public var subnetMax: IPAddress
     public var enableNFTables: Bool
-    public var backend: BackendConfig
-
-    /// The `Backend` object: `Type` lower-cased plus the options podnet reads.
-    public struct BackendConfig: Equatable, Sendable {
-        public var type: String
-        public var vni: UInt32
-        public var port: UInt16
-        public var mtu: Int?
-        public var directRouting: Bool
-    }
+    /// `Backend.Type`, lower-cased: "vxlan", "host-gw" or "ipip".
+    public var backendType: String
+    /// The `Backend` object as it was, for the backend's own options (VXLANConfig, IPIPConfig).
+    public var backendJSON: Data
 
     /// Parses and validates; every failure is `ConfigError` with flanneld's wording.
     public init(json bytes: Data) throws(ConfigError) {
@@ -68,19 +62,14 @@ public struct NetworkConfig: Equatable, Sendable {
         subnetMax = try bound("subnetmax", "SubnetMax", default: net.lastAddress.advanced(by: 1 - size)!)
         guard subnetMin <= subnetMax else { throw ConfigError("SubnetMin is greater than SubnetMax") }
         enableNFTables = o["enablenftables"] as? Bool ?? false
-        let b = Self.folded(o["backend"] as? [String: Any] ?? [:])
+        let raw = o["backend"] as? [String: Any] ?? [:]
         // flanneld picks "udp" when Backend is missing; podnetd has no udp backend, so it says so.
-        let type = (b["type"] as? String)?.lowercased() ?? "udp"
+        let type = (Self.folded(raw)["type"] as? String)?.lowercased() ?? "udp"
         guard ["vxlan", "host-gw", "ipip"].contains(type) else {
             throw ConfigError("backend type \"\(type)\" is not supported: use vxlan, host-gw or ipip")
         }
-        let vni = b["vni"] as? Int ?? 1
-        guard (0...16_777_215).contains(vni) else { throw ConfigError("VNI \(vni) is out of range") }
-        let port = b["port"] as? Int ?? 0
-        guard (0...65535).contains(port) else { throw ConfigError("Port \(port) is out of range") }
-        backend = BackendConfig(type: type, vni: UInt32(vni == 0 ? 1 : vni), port: UInt16(port == 0 ? 8472 : port),
-                                mtu: (b["mtu"] as? Int).flatMap { $0 > 0 ? $0 : nil },
-                                directRouting: b["directrouting"] as? Bool ?? false)
+        backendType = type
+        backendJSON = (try? JSONSerialization.data(withJSONObject: raw)) ?? Data("{}".utf8)
     }
 
     /// Keys lower-cased, the way Go matches struct fields.

@@ -1,0 +1,84 @@
+// The lease registry over etcd, in flanneld's layout:
+//   <prefix>/config                  the network config (written by the operator)
+//   <prefix>/subnets/10.5.34.0-24    one lease per node, attached to an etcd lease (or none: a
+//                                    reservation)
+// Ranges and watches use `<prefix>/subnets/` (with the slash), not flanneld's `<prefix>/subnets`
+// prefix, which also matched unrelated keys such as `<prefix>/subnets-foo`.
+
+import Addressing
+import Etcd
+import Foundation
+import Logging
+
+public struct EtcdLeaseRegistry: LeaseRegistry {
+    public let client: EtcdClient
+    /// The prefix without a trailing slash (flanneld joins paths, so "/x/" and "/x" are the same).
+    public let prefix: String
+    let logger: Logger
+
+    public init(client: EtcdClient, prefix: String, logger: Logger) {
+        self.client = client
+        var p = prefix
+        while p.hasSuffix("/") && p.count > 1 { p.removeLast() }
+        self.prefix = p
+        self.logger = logger
+    }
+
+    public var subnetsPrefix: String { prefix + "/subnets/" }
+    func key(_ subnet: IPNetwork) -> String { subnetsPrefix + SubnetKey.name(subnet) }
+
+    public func config() async throws -> Data? {
+        try await client.get(prefix + "/config").map { Data($0.value) }
+    }
+
+    public func leases() async throws -> LeaseSnapshot {
+        let r = try await client.range(.prefix(subnetsPrefix))
+        return LeaseSnapshot(leases: r.kvs.compactMap(lease), revision: r.header.revision)
+    }
+
+    /// A lease from a key-value, or nil (logged) for keys and values that are not leases.
+    public func lease(_ kv: KeyValue) -> Lease? {
+        guard let subnet = SubnetKey.parse(kv.keyString) else {
+            logger.warning("skipping a key that is not a subnet lease", metadata: ["etcd.key": "\(kv.keyString)"])
+            return nil
+        }
+        guard let attributes = LeaseAttributes(json: Data(kv.value)) else {
+            logger.warning("skipping a lease whose value cannot be read", metadata: ["etcd.key": "\(kv.keyString)"])
+            return nil
+        }
+        return Lease(subnet: subnet, attributes: attributes, etcdLease: kv.lease?.rawValue)
+    }
+
+    public func create(_ subnet: IPNetwork, _ attributes: LeaseAttributes, ttl: Duration) async throws -> Lease? {
+        let grant = try await client.grantLease(ttl: ttl)
+        switch try await client.create(key(subnet), value: attributes.json(), lease: grant.id) {
+        case .created:
+            return Lease(subnet: subnet, attributes: attributes, etcdLease: grant.id.rawValue,
+                         expiration: Date().addingTimeInterval(Double(grant.ttl.components.seconds)))
+        case .exists:
+            try? await client.revokeLease(grant.id)
+            return nil
+        }
+    }
+
+    public func update(_ subnet: IPNetwork, _ attributes: LeaseAttributes, ttl: Duration?) async throws -> Lease {
+        guard let ttl else {
+            _ = try await client.put(key(subnet), value: attributes.json())
+            return Lease(subnet: subnet, attributes: attributes, etcdLease: nil)
+        }
+        let grant = try await client.grantLease(ttl: ttl)
+        _ = try await client.put(key(subnet), value: attributes.json(), lease: grant.id)
+        return Lease(subnet: subnet, attributes: attributes, etcdLease: grant.id.rawValue,
+                     expiration: Date().addingTimeInterval(Double(grant.ttl.components.seconds)))
+    }
+
+    public func delete(_ subnet: IPNetwork) async throws {
+        _ = try await client.delete(.key(key(subnet)))
+    }
+
+    /// Changes to the leases from `revision` on (see EtcdClient.watch for reconnects and
+    /// compaction).
+    public func watch(fromRevision revision: Int64) -> EtcdWatch {
+        client.watch(.prefix(subnetsPrefix), fromRevision: revision)
+    }
+}

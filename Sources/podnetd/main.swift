@@ -1,1 +1,0 @@
-print("podnetd: not built yet")
