@@ -87,6 +87,8 @@ let package = Package(
         .testTarget(name: "FlannelTests", dependencies: ["Flannel", "CNI", "TestSupport"]),
         .testTarget(name: "EtcdTests", dependencies: ["Etcd", "TestSupport"]),
         .testTarget(name: "LeaseTests", dependencies: ["Overlay", "Addressing"]),
+        // End to end: the built podnetd, flannel, bridge and host-local in simulated nodes with a real etcd.
+        .testTarget(name: "DaemonTests", dependencies: ["TestSupport", "Etcd", "Addressing"]),
         .testTarget(name: "OverlayTests", dependencies: ["Overlay", "Netlink", "NetNS", "Etcd", "TestSupport"]),
     ]
 )
