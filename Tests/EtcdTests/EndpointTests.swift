@@ -11,7 +11,7 @@ import Testing
             let dead = "http://127.0.0.1:\(try freePort())"
             try await withClient([dead, server.clientURL]) { etcd in
                 let (_, took) = try await measure { try await etcd.put("k", value: "v") }
-                #expect(took < .seconds(2))
+                #expect(took < .seconds(30), "the failover hung for \(took)")
                 #expect(etcd.currentEndpoint == server.clientURL)
                 #expect(etcd.statistics.failovers == 1)
                 #expect(try await etcd.get("k")?.valueString == "v")
@@ -65,9 +65,11 @@ import Testing
         let silent = try SilentTCPListener()
         defer { silent.close() }
         try await withClient([silent.url], configure: { $0.requestTimeout = .milliseconds(500) }) { etcd in
-            // A read: every endpoint tried, each bounded.
+            // A read: every endpoint tried, each bounded by the request timeout. The error says so
+            // (`after == 500 ms`); the elapsed time is only checked against hanging (a generous
+            // bound, not a performance claim: CI machines are loaded).
             let (readError, readTook) = await measure { await etcdError { try await etcd.range(.all) } }
-            #expect(readTook < .seconds(2), "took \(readTook)")
+            #expect(readTook < .seconds(30), "a read against a silent endpoint hung for \(readTook)")
             guard case .unavailable(_, let failures)? = readError, case .timeout(let after, _, let endpoint)? = failures.first else {
                 Issue.record("\(String(describing: readError))")
                 return
@@ -75,14 +77,14 @@ import Testing
             #expect(after == .milliseconds(500) && endpoint == silent.url)
             // A write: may have been applied, so it is not retried elsewhere and says so.
             let (writeError, writeTook) = await measure { await etcdError { try await etcd.put("k", value: "v") } }
-            #expect(writeTook < .seconds(2), "took \(writeTook)")
+            #expect(writeTook < .seconds(30), "a write against a silent endpoint hung for \(writeTook)")
             guard case .timeout? = writeError else {
                 Issue.record("\(String(describing: writeError))")
                 return
             }
             // A watch is not created in time, and says so too.
             let watch = WatchRecorder(etcd.watch(.all))
-            await watch.wait(within: .seconds(3), "the watch timeout") { !$0.interruptions.isEmpty }
+            await watch.wait(within: .seconds(30), "the watch timeout") { !$0.interruptions.isEmpty }
             guard case .timeout? = watch.interruptions.first else {
                 Issue.record("\(watch.interruptions)")
                 return
@@ -97,7 +99,8 @@ import Testing
         try await EtcdServer.with { server in
             try await withClient([silent.url, server.clientURL], configure: { $0.requestTimeout = .milliseconds(500) }) { etcd in
                 let (response, took) = try await measure { try await etcd.range(.all) }
-                #expect(response.kvs.isEmpty && took < .seconds(2))
+                #expect(response.kvs.isEmpty)
+                #expect(took < .seconds(30), "the failover past a silent endpoint hung for \(took)")
                 #expect(etcd.currentEndpoint == server.clientURL)
                 try await etcd.put("k", value: "v")  // now straight to the endpoint that answered
             }

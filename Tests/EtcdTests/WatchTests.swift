@@ -133,7 +133,7 @@ import Testing
                 await watch.wait("the ping timeout") { !$0.interruptions.isEmpty }
             }
             try server.thaw()
-            #expect(waited < .seconds(4), "noticed after \(waited)")
+            #expect(waited < .seconds(30), "the frozen server went unnoticed for \(waited)")
             guard case .timeout? = watch.interruptions.first else {
                 Issue.record("not a timeout: \(watch.interruptions)")
                 return
