@@ -57,6 +57,67 @@ def config(masq, data_dir):
     return json.dumps(c).encode()
 
 
+def bench_portmap(ours_dir, ref_dir, pods):
+    """The chain bridge + portmap with one TCP mapping, as a runtime runs it: bridge ADD, portmap
+    ADD with bridge's result as prevResult, then portmap DEL and bridge DEL with that result.
+    Ours and the reference interleaved pod by pod, in fresh namespaces (podnet-bench-pm-*)."""
+    data = tempfile.mkdtemp(prefix="podnet-bench-pm-")
+    pm_host = "podnet-bench-pm-host"
+    pod_names = [f"podnet-bench-pm-p{i}" for i in range(pods)]
+    bridge = {"cniVersion": "1.0.0", "name": "benchpm", "type": "bridge", "bridge": "cni0", "isGateway": True,
+              "ipam": {"type": "host-local", "dataDir": data, "ranges": [[{"subnet": "10.98.0.0/16"}]],
+                       "routes": [{"dst": "0.0.0.0/0"}]}}
+    portmap = {"cniVersion": "1.0.0", "name": "benchpm", "type": "portmap",
+               "runtimeConfig": {"portMappings": [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]}}
+
+    def chain(d, cid, netns):
+        """Seconds for the whole chain and for portmap's ADD and DEL alone."""
+        bconf = json.dumps(bridge).encode()
+        t1, s1, out = invoke(d, "bridge", "ADD", bconf, cid, netns)
+        if s1:
+            sys.exit(f"{d}/bridge ADD failed: {out.decode()}")
+        pconf = json.dumps(dict(portmap, prevResult=json.loads(out))).encode()
+        t2, s2, o2 = invoke(d, "portmap", "ADD", pconf, cid, netns)
+        t3, s3, o3 = invoke(d, "portmap", "DEL", pconf, cid, netns)
+        t4, s4, o4 = invoke(d, "bridge", "DEL", json.dumps(dict(bridge, prevResult=json.loads(out))).encode(), cid, netns)
+        if s2 or s3 or s4:
+            sys.exit(f"{d} chain failed: {o2.decode()} {o3.decode()} {o4.decode()}")
+        return t1 + t2 + t3 + t4, t2 + t3
+
+    subprocess.run(["ip", "netns", "add", pm_host], check=True)
+    try:
+        for p in pod_names:
+            subprocess.run(["ip", "netns", "add", p], check=True)
+        fd = os.open(f"/run/netns/{pm_host}", os.O_RDONLY)
+        if libc.setns(fd, 0x40000000) != 0:  # CLONE_NEWNET
+            sys.exit("setns failed: errno %d" % ctypes.get_errno())
+        os.close(fd)
+        subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+        impls = [("podnet", ours_dir), ("reference", ref_dir)]
+        for name, d in impls:  # warm-up: bridge, shared chains, page caches
+            chain(d, f"pm-warm-{name}", f"/run/netns/{pod_names[0]}")
+        whole = {name: [] for name, _ in impls}
+        alone = {name: [] for name, _ in impls}
+        for i, p in enumerate(pod_names):
+            for name, d in (impls if i % 2 == 0 else impls[::-1]):
+                w, a = chain(d, f"pm-{name}-{i}", f"/run/netns/{p}")
+                whole[name].append(w)
+                alone[name].append(a)
+    finally:
+        for p in pod_names + [pm_host]:
+            subprocess.run(["ip", "netns", "delete", p], stderr=subprocess.DEVNULL)
+        subprocess.run(["rm", "-rf", data])
+
+    print(f"bench plugins: bridge + host-local + portmap (one TCP mapping, iptables), ADD+DEL per pod, {pods} pods, interleaved")
+    print(f"{'chain':<22}{'podnet ms':>12}{'reference ms':>15}{'ratio':>8}   (median; mean in brackets)")
+    for label, times in (("bridge + portmap", whole), ("portmap alone", alone)):
+        a, b = statistics.median(times["podnet"]) * 1e3, statistics.median(times["reference"]) * 1e3
+        ma, mb = statistics.mean(times["podnet"]) * 1e3, statistics.mean(times["reference"]) * 1e3
+        print(f"{label:<22}{a:>8.2f} [{ma:.1f}]{b:>10.2f} [{mb:.1f}]{a / b:>7.2f}x")
+    a, b = os.path.getsize(f"{ours_dir}/portmap") / 1024, os.path.getsize(f"{ref_dir}/portmap") / 1024
+    print(f"{'portmap size KiB':<22}{a:>12.0f}{b:>15.0f}{a / b:>7.2f}x")
+
+
 def main():
     data = tempfile.mkdtemp(prefix="podnet-bench-")
     sh(f"ip netns add {host}")
@@ -113,6 +174,7 @@ def main():
         a, b = rss[("podnet", typ)], rss[("reference", typ)]
         label = f"{typ} peak RSS KiB"
         print(f"{label:<22}{a:>12}{b:>15}{a / b:>7.2f}x")
+    bench_portmap(ours_dir, ref_dir, pods)
 
 
 main()

@@ -1,0 +1,256 @@
+// Port forwarding for the portmap plugin in the reference's iptables or nftables layout
+// (PortmapIPTables.swift, PortmapNFTables.swift), and the conntrack clean-up for UDP host ports.
+//
+// Processes per call, for a container with one address family (a second family doubles the
+// iptables numbers):
+//   setup     iptables: 2 (read the nat table, one restore); nftables: 1 (one transaction)
+//   teardown  iptables: 1 read per family asked for + 1 restore where the container has rules;
+//             nftables: 1 listing per family + 1 transaction if the container has rules
+//   check     1 read or listing per family
+//   gc        iptables: 2 reads + 1 restore per family with stale rules; nftables: 2 listings + 1
+//   conntrack 1 (`conntrack -R -`, every UDP port and family in one batch), only for UDP ports
+// With the backend left to the reference's automatic choice, the first iptables read doubles as
+// the usability probe; nftables is probed only when it fails.
+//
+// What differs from the reference, on purpose:
+// - Teardown needs no port list: the container's chain (iptables) and comment (nftables) are
+//   derived from network and container ID, so a DEL without portMappings removes everything.
+// - GC removes the rules of containers that are not valid attachments (the reference's is a no-op).
+
+import Addressing
+
+public struct HostPorts: Sendable {
+    /// The `backend` config value; the same two as the bridge's `ipMasqBackend`.
+    public typealias Backend = Masquerade.Backend
+
+    public let runner: any CommandRunner
+
+    public init(runner: any CommandRunner = SystemCommandRunner()) {
+        self.runner = runner
+    }
+
+    /// Installs the forwarding to the first address of each family in `addresses`. `backend`
+    /// nil means the reference's default: iptables, unless iptables is unusable and nftables is
+    /// usable. Returns the backend used. A failure leaves no rule of this call behind.
+    @discardableResult
+    public func setup(backend: Backend?, _ forwarding: PortForwarding,
+                      addresses: [IPNetwork]) throws(NetfilterError) -> Backend {
+        let containers = Self.firstPerFamily(addresses)
+        guard let first = containers.first else { return backend ?? .iptables }
+        let (chosen, firstTable) = try resolve(backend, probing: first.family)
+        switch chosen {
+        case .iptables:
+            var done: [IPFamily] = []
+            for c in containers {
+                let p = IPTablesPortmap(family: c.family, forwarding: forwarding)
+                do throws(NetfilterError) {
+                    _ = try applyIPTables(c.family, read: c.family == first.family ? firstTable : nil) { table in
+                        p.setupScript(container: c, table: table)
+                    }
+                    done.append(c.family)
+                } catch {
+                    for family in done {
+                        _ = try? applyIPTables(family, read: nil) { IPTablesPortmap.teardownScript(chains: [p.chain], table: $0) }
+                    }
+                    throw error
+                }
+            }
+        case .nftables:
+            let lines = containers.flatMap { NFTPortmap(family: $0.family, forwarding: forwarding).setupLines(container: $0.address) }
+            _ = try runner.succeed(Command("nft", ["-f", "-"], stdin: (lines + [""]).joined(separator: "\n")))
+        }
+        return chosen
+    }
+
+    /// Removes every rule of the container (network + container ID) in `families`, without
+    /// needing its ports or addresses, and returns the UDP host ports whose DNAT rules were
+    /// removed. Idempotent. iptables: a family whose iptables is unusable is skipped, as in the
+    /// reference, unless no family is usable.
+    public func teardown(backend: Backend?, network: String, containerID: String,
+                         families: [IPFamily] = [.v4, .v6]) throws(NetfilterError) -> [UDPPort] {
+        if backend == .nftables { return try teardownNFT(containerID: containerID, families: families) }
+        let chains = [PortmapNames.containerChain(network: network, containerID: containerID),
+                      PortmapNames.legacyContainerSNATChain(network: network, containerID: containerID)]
+        var removed: [UDPPort] = [], errors: [NetfilterError] = [], unusable: [NetfilterError] = []
+        for family in families {
+            let table: IPTablesListing
+            do throws(NetfilterError) { table = try runner.listNAT(family) } catch { unusable.append(error); continue }
+            do throws(NetfilterError) {
+                if let used = try applyIPTables(family, read: table, { IPTablesPortmap.teardownScript(chains: chains, table: $0) }) {
+                    removed += IPTablesPortmap.udpPorts(chain: chains[0], table: used).map { UDPPort(family: family, port: $0) }
+                }
+            } catch { errors.append(error) }
+        }
+        if unusable.count == families.count && !families.isEmpty {
+            if backend == nil && nftablesUsable() { return try teardownNFT(containerID: containerID, families: families) }
+            throw NetfilterError.joined(unusable)!
+        }
+        if let error = NetfilterError.joined(errors) { throw error }
+        return removed
+    }
+
+    private func teardownNFT(containerID: String, families: [IPFamily]) throws(NetfilterError) -> [UDPPort] {
+        var removed: [UDPPort] = []
+        try deleteNFT(families) { family, listing in
+            let rules = NFTPortmap.containerRules(containerID: containerID, in: listing)
+            removed += NFTPortmap.udpPorts(rules).map { UDPPort(family: family, port: $0) }
+            return rules
+        }
+        return removed
+    }
+
+    /// What is missing of the container's forwarding, or nil when every rule is in place.
+    public func check(backend: Backend?, _ forwarding: PortForwarding,
+                      addresses: [IPNetwork]) throws(NetfilterError) -> String? {
+        let containers = Self.firstPerFamily(addresses)
+        guard let first = containers.first else { return nil }
+        let (chosen, firstTable) = try resolve(backend, probing: first.family)
+        for c in containers {
+            let missing: String?
+            switch chosen {
+            case .iptables:
+                let table: IPTablesListing
+                if c.family == first.family, let t = firstTable { table = t } else { table = try runner.listNAT(c.family) }
+                missing = IPTablesPortmap(family: c.family, forwarding: forwarding).missingRule(container: c, in: table)
+            case .nftables:
+                missing = NFTPortmap(family: c.family, forwarding: forwarding).missingRule(container: c.address, in: try listNFT(c.family))
+            }
+            if let missing { return missing }
+        }
+        return nil
+    }
+
+    /// Removes the rules of every container not in `validContainerIDs`. iptables: only rules of
+    /// `network` (their comments name it). nftables: the reference's rules carry the container ID
+    /// alone, so rules of containers attached to another network that also uses portmap's
+    /// nftables backend are removed too; run GC with the valid attachments of every such network.
+    public func gc(backend: Backend?, network: String, validContainerIDs: Set<String>) throws(NetfilterError) {
+        if backend == .nftables { return try gcNFT(validContainerIDs) }
+        var errors: [NetfilterError] = [], unusable: [NetfilterError] = []
+        for family in [IPFamily.v4, .v6] {
+            let table: IPTablesListing
+            do throws(NetfilterError) { table = try runner.listNAT(family) } catch { unusable.append(error); continue }
+            do throws(NetfilterError) {
+                _ = try applyIPTables(family, read: table) { t in
+                    IPTablesPortmap.teardownScript(
+                        chains: IPTablesPortmap.staleChains(network: network, validContainerIDs: validContainerIDs, table: t), table: t)
+                }
+            } catch { errors.append(error) }
+        }
+        if unusable.count == 2 {
+            if backend == nil && nftablesUsable() { return try gcNFT(validContainerIDs) }
+            throw NetfilterError.joined(unusable)!
+        }
+        if let error = NetfilterError.joined(errors) { throw error }
+    }
+
+    private func gcNFT(_ valid: Set<String>) throws(NetfilterError) {
+        try deleteNFT([.v4, .v6]) { _, listing in NFTPortmap.staleRules(validContainerIDs: valid, in: listing) }
+    }
+
+    /// Deletes the conntrack entries whose original destination port is one of these UDP host
+    /// ports (the reference's `DeleteConntrackEntriesForDstPort`), so that flows of a container
+    /// that is gone stop going to its address. One `conntrack -R -` batch; conntrack before
+    /// 1.4.7 has no -R, and then each port is one `conntrack -D`.
+    public func deleteConntrack(_ ports: [UDPPort]) throws(NetfilterError) {
+        guard !ports.isEmpty else { return }
+        let commands = ports.sorted().map { ["-D", "-f", $0.family == .v4 ? "ipv4" : "ipv6", "-p", "udp", "--orig-port-dst", String($0.port)] }
+        let batch = Command("conntrack", ["-R", "-"], stdin: commands.map { $0.joined(separator: " ") + "\n" }.joined())
+        if try runner.run(batch).status == 0 { return }
+        var errors: [NetfilterError] = []
+        for args in commands {
+            let command = Command("conntrack", args)
+            let out = try runner.run(command)
+            // Exit status 1 with "0 flow entries have been deleted" only means nothing matched.
+            if out.status != 0 && !out.stderr.contains(" 0 flow entries") {
+                errors.append(.commandFailed(command: command.description, status: out.status, stderr: trimmed(out.stderr)))
+            }
+        }
+        if let error = NetfilterError.joined(errors) { throw error }
+    }
+
+    /// The reference's `SupportsIPTables`-style probe: the nat table of `family` can be listed.
+    public func iptablesUsable(_ family: IPFamily = .v4) -> Bool {
+        (try? runner.run(Command(family == .v4 ? "iptables" : "ip6tables", ["-w", "-t", "nat", "-S", "OUTPUT"])))?.status == 0
+    }
+
+    /// nft accepts a dry-run transaction on the portmap table.
+    public func nftablesUsable() -> Bool {
+        (try? runner.run(Command("nft", ["--check", "add", "table", "ip", PortmapNames.nftTable])))?.status == 0
+    }
+
+    // MARK: - Helpers
+
+    /// The first address of each family, v4 first (the reference's ContIPv4 / ContIPv6).
+    static func firstPerFamily(_ addresses: [IPNetwork]) -> [IPNetwork] {
+        [IPFamily.v4, .v6].compactMap { f in addresses.first { $0.family == f } }
+    }
+
+    /// The backend to use: `backend`, or for nil iptables, unless reading the nat table of
+    /// `family` fails (the read is returned, so it doubles as the probe) and nftables is usable.
+    private func resolve(_ backend: Backend?, probing family: IPFamily) throws(NetfilterError) -> (Backend, IPTablesListing?) {
+        guard backend == nil else { return (backend!, nil) }
+        do throws(NetfilterError) {
+            return (.iptables, try runner.listNAT(family))
+        } catch {
+            guard nftablesUsable() else { throw error }
+            return (.nftables, nil)
+        }
+    }
+
+    /// Reads the nat table (unless `read` is given), renders a restore script from it and runs
+    /// it; nil from `script` means there is nothing to do. A failed restore changed nothing (it
+    /// is one transaction); it is retried twice from a fresh read, since the usual cause is a
+    /// concurrent ADD or DEL that changed the shared chains between our read and our write.
+    /// Returns the listing the successful script was made from, nil when there was nothing to do.
+    private func applyIPTables(_ family: IPFamily, read: IPTablesListing?,
+                               _ script: (IPTablesListing) -> String?) throws(NetfilterError) -> IPTablesListing? {
+        var table = read
+        for attempt in 0..<3 {
+            let t: IPTablesListing
+            if let table { t = table } else { t = try runner.listNAT(family) }
+            guard let text = script(t) else { return nil }
+            let command = Command((family == .v4 ? "iptables" : "ip6tables") + "-restore", ["--noflush", "-w"], stdin: text)
+            let out = try runner.run(command)
+            if out.status == 0 { return t }
+            if attempt == 2 {
+                throw .commandFailed(command: command.description, status: out.status, stderr: trimmed(out.stderr))
+            }
+            table = nil
+        }
+        return nil
+    }
+
+    /// Lists the portmap table of each family, picks rules with `select`, and deletes them all
+    /// in one transaction, retried once from fresh listings (a handle may have vanished).
+    private func deleteNFT(_ families: [IPFamily],
+                           _ select: (IPFamily, NFTListing) -> [NFTRule]) throws(NetfilterError) {
+        for attempt in 0..<2 {
+            var lines: [String] = []
+            for family in families { lines += NFTPortmap.deleteLines(family, select(family, try listNFT(family))) }
+            guard !lines.isEmpty else { return }
+            let command = Command("nft", ["-f", "-"], stdin: (lines + [""]).joined(separator: "\n"))
+            let out = try runner.run(command)
+            if out.status == 0 { return }
+            if attempt == 1 {
+                throw .commandFailed(command: command.description, status: out.status, stderr: trimmed(out.stderr))
+            }
+        }
+    }
+
+    /// `nft -a list table ip|ip6 cni_hostport`; empty when the table does not exist.
+    private func listNFT(_ family: IPFamily) throws(NetfilterError) -> NFTListing {
+        let command = Command("nft", ["-a", "list", "table", family == .v4 ? "ip" : "ip6", PortmapNames.nftTable])
+        let out = try runner.run(command)
+        if out.status == 0 { return NFTListing(parsing: out.stdout) }
+        if out.stderr.contains("No such file or directory") { return NFTListing() }
+        throw .commandFailed(command: command.description, status: out.status, stderr: trimmed(out.stderr))
+    }
+}
+
+extension CommandRunner {
+    /// `iptables -w -t nat -S` (or ip6tables): the whole nat table.
+    func listNAT(_ family: IPFamily) throws(NetfilterError) -> IPTablesListing {
+        IPTablesListing(parsing: try succeed(Command(family == .v4 ? "iptables" : "ip6tables", ["-w", "-t", "nat", "-S"])))
+    }
+}
