@@ -6,32 +6,7 @@ import Synchronization
 import Testing
 @testable import Netfilter
 
-/// Answers like a host with empty tables unless `respond` says otherwise, and records every call.
-final class FakeRunner: CommandRunner {
-    let calls = Mutex<[Command]>([])
-    let respond: @Sendable (Command) -> CommandOutput?
-    /// Programs that are "not installed".
-    let missing: Set<String>
-
-    init(missing: Set<String> = [], respond: @escaping @Sendable (Command) -> CommandOutput? = { _ in nil }) {
-        self.missing = missing
-        self.respond = respond
-    }
-
-    var commands: [Command] { calls.withLock { $0 } }
-    var lines: [String] { commands.map(\.description) }
-
-    func run(_ command: Command) throws(NetfilterError) -> CommandOutput {
-        calls.withLock { $0.append(command) }
-        if missing.contains(command.executable) { throw .launchFailed(command: command.description, errno: 2) }
-        if let out = respond(command) { return out }
-        switch (command.executable, command.arguments.first) {
-        case ("iptables", _), ("ip6tables", _): return CommandOutput(status: 0, stdout: "-P POSTROUTING ACCEPT\n")
-        case ("nft", "-a"): return CommandOutput(status: 1, stderr: "Error: No such file or directory\n")
-        default: return CommandOutput(status: 0)
-        }
-    }
-}
+typealias FakeRunner = RecordingCommandRunner
 
 @Suite struct MasqueradeTests {
     let dual = [IPNetwork("10.99.0.2/24")!, IPNetwork("fd99::2/64")!]

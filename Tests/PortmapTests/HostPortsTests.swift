@@ -13,31 +13,7 @@ import Testing
 /// Netfilter's, not CNI's `Command`.
 typealias Command = Netfilter.Command
 
-/// Answers like a node with empty tables unless `respond` says otherwise, and records every call.
-final class RecordingRunner: CommandRunner {
-    let calls = Mutex<[Command]>([])
-    let respond: @Sendable (Command) -> CommandOutput?
-    let missing: Set<String>
-
-    init(missing: Set<String> = [], respond: @escaping @Sendable (Command) -> CommandOutput? = { _ in nil }) {
-        self.missing = missing
-        self.respond = respond
-    }
-
-    var commands: [Command] { calls.withLock { $0 } }
-    var lines: [String] { commands.map(\.description) }
-
-    func run(_ command: Command) throws(NetfilterError) -> CommandOutput {
-        calls.withLock { $0.append(command) }
-        if missing.contains(command.executable) { throw .launchFailed(command: command.description, errno: 2) }
-        if let out = respond(command) { return out }
-        switch (command.executable, command.arguments.first) {
-        case ("iptables", _), ("ip6tables", _): return CommandOutput(status: 0, stdout: "-P PREROUTING ACCEPT\n")
-        case ("nft", "-a"): return CommandOutput(status: 1, stderr: "Error: No such file or directory\n")
-        default: return CommandOutput(status: 0)
-        }
-    }
-}
+typealias RecordingRunner = RecordingCommandRunner
 
 let readV4 = "iptables -w -t nat -S"
 let readV6 = "ip6tables -w -t nat -S"
