@@ -155,7 +155,9 @@ struct PeerWatcher: Service {
         var revision = startRevision
         let reconnects = Counter(label: "podnet_etcd_reconnects_total")
         let errors = Counter(label: "podnet_etcd_errors_total")
-        while !Task.isCancelled {
+        // Graceful shutdown ends the watch's iteration without cancelling this task: the loop
+        // must check for it too, or it would start a new watch that ends at once, forever.
+        while !Task.isCancelled && !Task.isShuttingDownGracefully {
             do {
                 for try await update in registry.watch(fromRevision: revision + 1).cancelOnGracefulShutdown() {
                     switch update {
@@ -174,10 +176,10 @@ struct PeerWatcher: Service {
                     }
                 }
             } catch {
-                if Task.isCancelled { break }
+                if Task.isCancelled || Task.isShuttingDownGracefully { break }
                 errors.increment()
                 logger.warning("the lease watch failed; listing again in 1 s: \(error)")
-                try? await Task.sleep(for: .seconds(1))
+                try? await cancelWhenGracefulShutdown { try await Task.sleep(for: .seconds(1)) }
                 if let r = try? await relist() { revision = r }
             }
         }
@@ -225,9 +227,11 @@ struct Repairer: Service {
 
     func run() async throws {
         let repairs = Counter(label: "podnet_repairs_total")
+        let interval = self.interval
         while true {
+            // The sleep ends on graceful shutdown too: SIGTERM must not wait out the interval.
             do {
-                try await Task.sleep(for: interval)
+                try await cancelWhenGracefulShutdown { try await Task.sleep(for: interval) }
             } catch { return }
             if Task.isShuttingDownGracefully { return }
             do {
