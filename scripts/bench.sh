@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Benchmarks, each against the reference tools in the same run, printed as ratios.
 #   scripts/bench.sh plugins [PODS]   bridge + host-local ADD+DEL per pod, with and without ipMasq
+#   scripts/bench.sh overlay [--backend vxlan|host-gw] [--peers N] [--runs N]
+#                                     podnetd: convergence with 1000 peers against ip -batch, lease
+#                                     propagation, peak RSS, pod-to-pod iperf3 against a hand-built path
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "bench.sh needs root (network namespaces)" >&2; exit 1; }
@@ -11,5 +14,10 @@ case "$what" in
     bin=$(scripts/build.sh)
     python3 scripts/bench_plugins.py "$bin" /usr/lib/cni "${2:-40}"
     ;;
-  *) echo "usage: scripts/bench.sh plugins [PODS]" >&2; exit 2 ;;
+  overlay)
+    scripts/deps.sh bench
+    bin=$(scripts/build.sh podnetd flannel bridge host-local)
+    python3 scripts/bench_overlay.py "$bin" "${@:2}"
+    ;;
+  *) echo "usage: scripts/bench.sh plugins [PODS] | overlay [--backend vxlan|host-gw]" >&2; exit 2 ;;
 esac

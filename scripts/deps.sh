@@ -4,7 +4,7 @@
 set -euo pipefail
 need=(pkg-config libnl-3-dev libnl-route-3-dev libmnl-dev iproute2 iptables nftables
       conntrack iputils-ping time procps etcd-server etcd-client)
-[ "${1:-}" = bench ] && need+=(containernetworking-plugins)
+[ "${1:-}" = bench ] && need+=(containernetworking-plugins iperf3)
 missing=()
 for p in "${need[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

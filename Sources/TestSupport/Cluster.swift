@@ -1,0 +1,880 @@
+// A simulated cluster for end-to-end tests of podnetd: the topology of scripts/demo.sh, made of
+// network namespaces on this machine.
+//
+//   <id>-sw        the underlay switch: bridge br0, one veth per host, 192.168.50.0/24
+//   <id>-etcd      a real etcd at 192.168.50.2, also listening on that namespace's own 127.0.0.1,
+//                  which the test's etcdctl uses: cutting the etcd host off the switch
+//                  (`disconnect()`) hides etcd from the daemons but not from the test
+//   <id>-n<i>      node i at 192.168.50.<10+i>, running the built podnetd ($PODNET_BIN_DIR)
+//   <id>-n<i>p<j>  pod j of node i, attached by the built flannel plugin (bridge + host-local)
+//
+// `Cluster.with(options) { cluster in ... }` always tears everything down, also when the body
+// throws: it stops the daemons (SIGTERM, then SIGKILL), stops etcd, kills whatever still runs in
+// the cluster's namespaces, deletes them and the cluster's directory. Namespaces of a test process
+// that died without cleaning up (the pid is in the name) are removed by the next cluster.
+//
+// Everything here is synchronous: commands run through `ip netns exec`, so the test process never
+// changes namespace and no Swift task has to care which thread it runs on.
+
+import Foundation
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+public struct ClusterOptions: Sendable {
+    /// flannel's `Backend.Type`: "vxlan", "host-gw" or "ipip".
+    public var backend = "vxlan"
+    /// flannel's `Network`.
+    public var network = "10.244.0.0/16"
+    /// flannel's `SubnetLen` (nil: left out, flannel's default).
+    public var subnetLength: Int?
+    /// Nodes started by `with` (more can be added later).
+    public var nodes = 3
+    /// Pods attached on every node once its daemon is ready.
+    public var podsPerNode = 1
+    /// `--reconcile-interval` of every daemon.
+    public var reconcileInterval = 10
+    /// More podnetd arguments, for every daemon.
+    public var daemonArguments: [String] = []
+    /// etcd serves https and requires client certificates; the daemons get the files.
+    public var tls = false
+    /// etcd has auth enabled; the daemons log in as this user, who may read and write the
+    /// network prefix only.
+    public var credentials: (user: String, password: String)?
+    /// `--etcd-prefix`.
+    public var prefix = "/coreos.com/network"
+
+    public init(backend: String = "vxlan", nodes: Int = 3, podsPerNode: Int = 1) {
+        self.backend = backend
+        self.nodes = nodes
+        self.podsPerNode = podsPerNode
+    }
+
+    /// The network config as flanneld's `<prefix>/config` holds it.
+    public var configJSON: String {
+        Cluster.configJSON(network: network, subnetLength: subnetLength, backend: backend)
+    }
+}
+
+/// A lease as read from etcd.
+public struct ClusterLease: Hashable, Sendable, CustomStringConvertible {
+    /// e.g. "10.244.3.0/24".
+    public var subnet: String
+    public var publicIP: String
+    public var backendType: String
+    public var vtepMAC: String?
+
+    public var description: String { "\(subnet) at \(publicIP) (\(backendType)\(vtepMAC.map { " \($0)" } ?? ""))" }
+}
+
+/// The peer entries a node's kernel holds, each kind as sorted text lines (duplicates kept, so
+/// that "exactly one per peer" can be checked by comparing with the expectation).
+public struct KernelEntries: Equatable, Sendable, CustomStringConvertible {
+    /// Main-table routes with a gateway into the overlay network: "<dst> via <gw> dev <dev>[ onlink]".
+    public var routes: [String] = []
+    /// IPv4 neighbours on the tunnel device: "<address> lladdr <mac> <state>".
+    public var neighbours: [String] = []
+    /// FDB entries of the tunnel device with a remote: "<mac> dst <address>".
+    public var fdb: [String] = []
+
+    public init(routes: [String] = [], neighbours: [String] = [], fdb: [String] = []) {
+        self.routes = routes.sorted(); self.neighbours = neighbours.sorted(); self.fdb = fdb.sorted()
+    }
+
+    public var description: String {
+        "routes: \(routes)\nneighbours: \(neighbours)\nfdb: \(fdb)"
+    }
+}
+
+public final class Cluster: @unchecked Sendable {
+    public let id: String
+    public let options: ClusterOptions
+    /// Holds etcd's data, the TLS files and every node's files and log.
+    public let directory: String
+    public let switchNamespace: TestNamespace
+    public let etcd: ClusterEtcd
+    public private(set) var nodes: [ClusterNode] = []
+    /// The folder holding podnetd, flannel, bridge and host-local.
+    public let binaries: String
+    private var namespaces: [TestNamespace] = []
+
+    public static let underlayPrefix = "192.168.50"
+
+    // MARK: Life cycle
+
+    /// Builds the cluster, runs `body`, and tears everything down whatever happens.
+    public static func with<T>(_ options: ClusterOptions = ClusterOptions(),
+                               _ body: (Cluster) throws -> T) throws -> T {
+        let cluster = try Cluster(options: options)
+        defer { cluster.teardown() }
+        try cluster.setUp()
+        return try body(cluster)
+    }
+
+    private init(options: ClusterOptions) throws {
+        for tool in ["podnetd", "flannel", "bridge", "host-local"] {
+            guard FileManager.default.isExecutableFile(atPath: pluginDirectory + "/" + tool) else {
+                throw TestFailure("\(pluginDirectory)/\(tool) not found: run scripts/build.sh and set PODNET_BIN_DIR")
+            }
+        }
+        for tool in ["etcd", "etcdctl"] where EtcdServer.executable(tool) == nil {
+            throw TestFailure("\(tool) is not installed: run scripts/deps.sh (Debian packages etcd-server, etcd-client)")
+        }
+        Self.reapLeftovers()
+        self.options = options
+        binaries = pluginDirectory
+        id = "podnet-t-c\(getpid())x\(String(UInt32.random(in: 0...UInt32.max), radix: 16))"
+        directory = try temporaryDirectory()
+        switchNamespace = TestNamespace(name: id + "-sw")
+        etcd = ClusterEtcd(namespace: TestNamespace(name: id + "-etcd"), directory: directory + "/etcd",
+                           prefix: options.prefix)
+    }
+
+    private func setUp() throws {
+        try addNamespace(switchNamespace)
+        try switchNamespace.sh("ip link add br0 type bridge && ip link set br0 up")
+        try attach(etcd.namespace, address: ClusterEtcd.address, port: "sw-etcd")
+        if options.tls {
+            let tls = try makeTLSFiles(in: directory + "/tls", name: "cluster")
+            etcd.tls = tls
+        }
+        try etcd.start()
+        if let c = options.credentials { try etcd.enableAuth(user: c.user, password: c.password) }
+        try etcd.put(options.prefix + "/config", options.configJSON)
+        let made = try (0..<options.nodes).map { _ in try addNode(start: false) }
+        for node in made { try node.start() }
+        for node in made { try node.waitUntilReady() }
+        for node in made {
+            for _ in 0..<options.podsPerNode { try node.addPod() }
+        }
+    }
+
+    /// Stops everything and deletes every namespace and file of the cluster. Safe to call twice.
+    public func teardown() {
+        for node in nodes { node.kill() }
+        etcd.stop()
+        // Whatever still runs inside (a ping, iperf3, a daemon started by hand) keeps a namespace
+        // alive after `ip netns delete`: end it first.
+        for ns in namespaces.reversed() { Self.killProcesses(in: ns.name) }
+        for ns in namespaces.reversed() { _ = try? run(["/usr/sbin/ip", "netns", "delete", ns.name]) }
+        namespaces = []
+        try? FileManager.default.removeItem(atPath: directory)
+    }
+
+    deinit { teardown() }
+
+    // MARK: Topology
+
+    /// Adds node `nodes.count + 1` on the switch; starts its daemon unless `start` is false.
+    @discardableResult
+    public func addNode(start: Bool = true, arguments: [String] = []) throws -> ClusterNode {
+        let index = nodes.count + 1
+        guard index < 240 else { throw TestFailure("too many nodes") }
+        let node = ClusterNode(cluster: self, index: index, namespace: TestNamespace(name: "\(id)-n\(index)"),
+                               address: "\(Self.underlayPrefix).\(10 + index)", directory: "\(directory)/n\(index)",
+                               arguments: arguments)
+        try FileManager.default.createDirectory(atPath: node.directory, withIntermediateDirectories: true)
+        try attach(node.namespace, address: node.address, port: "sw-n\(index)")
+        nodes.append(node)
+        if start {
+            try node.start()
+            try node.waitUntilReady()
+        }
+        return node
+    }
+
+    func addNamespace(_ ns: TestNamespace) throws {
+        try sh("ip netns add \(ns.name)")
+        namespaces.append(ns)
+        try ns.sh("ip link set lo up")
+    }
+
+    /// A new namespace with `address`/24 on eth0, plugged into the switch as `port`.
+    private func attach(_ ns: TestNamespace, address: String, port: String) throws {
+        try addNamespace(ns)
+        try switchNamespace.sh("ip link add \(port) type veth peer name eth0 netns \(ns.name) && ip link set \(port) master br0 up")
+        try ns.sh("ip addr add \(address)/24 dev eth0 && ip link set eth0 up")
+    }
+
+    // MARK: State
+
+    /// Every lease in etcd.
+    public func leases() throws -> [ClusterLease] {
+        let out = try etcd.etcdctl("get", "--prefix", options.prefix + "/subnets/")
+        let lines = out.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+        var result: [ClusterLease] = []
+        var i = 0
+        while i + 1 < lines.count {
+            let key = lines[i], value = lines[i + 1]
+            i += 2
+            guard let name = key.split(separator: "/").last, let dash = name.lastIndex(of: "-") else { continue }
+            let subnet = "\(name[..<dash])/\(name[name.index(after: dash)...])"
+            guard let o = (try? JSONSerialization.jsonObject(with: Data(value.utf8))) as? [String: Any],
+                  let publicIP = o["PublicIP"] as? String else { continue }
+            let data = o["BackendData"] as? [String: Any]
+            result.append(ClusterLease(subnet: subnet, publicIP: publicIP, backendType: (o["BackendType"] as? String) ?? "",
+                                       vtepMAC: (data?["VtepMAC"] as? String)?.lowercased()))
+        }
+        return result
+    }
+
+    /// The entries `node` must hold for `leases` (etcd's by default): per lease of another node
+    /// with this cluster's backend one route, and for vxlan one neighbour and one FDB entry.
+    public func expectedEntries(on node: ClusterNode, leases: [ClusterLease]? = nil,
+                                backend: String? = nil) throws -> KernelEntries {
+        let backend = backend ?? options.backend
+        let own = try node.subnet()
+        var expected = KernelEntries()
+        for l in try leases ?? self.leases() where l.subnet != own && l.backendType == backend {
+            let gateway = String(l.subnet.split(separator: "/")[0])
+            switch backend {
+            case "vxlan":
+                guard let mac = l.vtepMAC else { continue }
+                expected.routes.append("\(l.subnet) via \(gateway) dev flannel.1 onlink")
+                expected.neighbours.append("\(gateway) lladdr \(mac) PERMANENT")
+                expected.fdb.append("\(mac) dst \(l.publicIP)")
+            case "host-gw":
+                expected.routes.append("\(l.subnet) via \(l.publicIP) dev eth0")
+            case "ipip":
+                expected.routes.append("\(l.subnet) via \(l.publicIP) dev flannel.ipip onlink")
+            default:
+                throw TestFailure("unknown backend \(backend)")
+            }
+        }
+        return KernelEntries(routes: expected.routes, neighbours: expected.neighbours, fdb: expected.fdb)
+    }
+
+    // MARK: Traffic
+
+    /// Pings every pod from every other pod (all sources at once, one ping each, retried once);
+    /// returns the pairs that failed, "source -> destination", empty when the mesh is green.
+    public func pingMatrixFailures(timeout: Int = 2) throws -> [String] {
+        let pods = nodes.flatMap(\.pods)
+        func round(_ pairs: [(ClusterPod, ClusterPod)]) throws -> [(ClusterPod, ClusterPod)] {
+            let bySource = Dictionary(grouping: pairs, by: { $0.0.namespace.name })
+            let failed = LockedPairs()
+            let sources = Array(bySource.values)
+            DispatchQueue.concurrentPerform(iterations: sources.count) { i in
+                let group = sources[i]
+                let script = group.map { "(ping -c 1 -W \(timeout) \($0.1.address) >/dev/null 2>&1 || echo \($0.1.address)) &" }
+                    .joined(separator: "\n") + "\nwait"
+                let out = (try? group[0].0.namespace.sh(script)) ?? group.map(\.1.address).joined(separator: "\n")
+                let bad = Set(out.split(separator: "\n").map(String.init))
+                failed.append(group.filter { bad.contains($0.1.address) })
+            }
+            return failed.pairs
+        }
+        var pairs: [(ClusterPod, ClusterPod)] = []
+        for a in pods { for b in pods where a.namespace.name != b.namespace.name { pairs.append((a, b)) } }
+        let failed = try round(try round(pairs))
+        return failed.map { "\($0.0.name) (\($0.0.address)) -> \($0.1.name) (\($0.1.address))" }.sorted()
+    }
+
+    // MARK: Helpers
+
+    /// A network config in flanneld's schema.
+    public static func configJSON(network: String, subnetLength: Int? = nil, backend: String) -> String {
+        let len = subnetLength.map { #","SubnetLen":\#($0)"# } ?? ""
+        return #"{"Network":"\#(network)"\#(len),"Backend":{"Type":"\#(backend)"}}"#
+    }
+
+    /// Kills every process inside namespace `name` (all of them were started by the cluster).
+    static func killProcesses(in name: String) {
+        for _ in 0..<3 {
+            let pids = ((try? run(["/usr/sbin/ip", "netns", "pids", name]))?.stdout ?? "")
+                .split(separator: "\n").compactMap { Int32($0.trimmingCharacters(in: .whitespaces)) }
+            if pids.isEmpty { return }
+            for pid in pids { Glibc.kill(pid, SIGCONT); Glibc.kill(pid, SIGKILL) }
+            usleep(100_000)
+        }
+    }
+
+    /// Removes the namespaces of clusters whose test process no longer exists.
+    private static func reapLeftovers() {
+        let names = ((try? run(["/usr/sbin/ip", "netns", "list"]))?.stdout ?? "")
+            .split(separator: "\n").compactMap { $0.split(separator: " ").first.map(String.init) }
+        for name in names where name.hasPrefix("podnet-t-c") {
+            let rest = name.dropFirst("podnet-t-c".count)
+            guard let x = rest.firstIndex(of: "x"), let owner = Int32(rest[..<x]), Glibc.kill(owner, 0) != 0,
+                  errno == ESRCH else { continue }
+            killProcesses(in: name)
+            _ = try? run(["/usr/sbin/ip", "netns", "delete", name])
+        }
+    }
+
+    /// A CA, and server and client certificates signed by it, the server's valid for etcd's
+    /// underlay address and 127.0.0.1 (EtcdTLSFiles.generate makes them for 127.0.0.1 only).
+    public func makeTLSFiles(in dir: String, name: String) throws -> EtcdTLSFiles {
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let p = dir + "/" + name
+        let ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes"
+        try "subjectAltName=IP:\(ClusterEtcd.address),IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n"
+            .write(toFile: p + "-server.ext", atomically: true, encoding: .utf8)
+        try "extendedKeyUsage=clientAuth\n".write(toFile: p + "-client.ext", atomically: true, encoding: .utf8)
+        try sh("""
+            set -e; cd '\(dir)'
+            openssl req -x509 \(ec) -keyout \(name)-ca.key -out \(name)-ca.crt -days 2 -subj /CN=podnet-\(name)-ca \
+              -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign 2>/dev/null
+            for who in server client; do
+              openssl req \(ec) -keyout \(name)-$who.key -out \(name)-$who.csr -subj /CN=podnet-\(name)-$who 2>/dev/null
+              openssl x509 -req -in \(name)-$who.csr -CA \(name)-ca.crt -CAkey \(name)-ca.key -CAcreateserial \
+                -out \(name)-$who.crt -days 2 -extfile \(name)-$who.ext 2>/dev/null
+            done
+            """)
+        return EtcdTLSFiles(caFile: p + "-ca.crt", serverCertFile: p + "-server.crt", serverKeyFile: p + "-server.key",
+                            clientCertFile: p + "-client.crt", clientKeyFile: p + "-client.key")
+    }
+}
+
+// MARK: - etcd
+
+/// The cluster's etcd, run in its own namespace with `ip netns exec`.
+public final class ClusterEtcd: @unchecked Sendable {
+    public static let address = "\(Cluster.underlayPrefix).2"
+    public let namespace: TestNamespace
+    public let directory: String
+    public let prefix: String
+    public internal(set) var tls: EtcdTLSFiles?
+    private var rootPassword: String?
+    private var process: Process?
+
+    init(namespace: TestNamespace, directory: String, prefix: String) {
+        self.namespace = namespace; self.directory = directory; self.prefix = prefix
+    }
+
+    var scheme: String { tls == nil ? "http" : "https" }
+    /// The endpoint the daemons use.
+    public var endpoint: String { "\(scheme)://\(Self.address):2379" }
+    public var logFile: String { directory + "/etcd.log" }
+    public var isRunning: Bool { process?.isRunning ?? false }
+
+    /// Starts etcd (same data on a restart) and waits until it answers.
+    public func start() throws {
+        guard !isRunning else { return }
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let urls = "\(scheme)://127.0.0.1:2379,\(endpoint)"
+        var args = ["--name", "podnet-cluster", "--data-dir", directory + "/data", "--logger", "zap",
+                    "--listen-client-urls", urls, "--advertise-client-urls", endpoint,
+                    "--listen-peer-urls", "http://127.0.0.1:2380", "--initial-advertise-peer-urls", "http://127.0.0.1:2380",
+                    "--initial-cluster", "podnet-cluster=http://127.0.0.1:2380", "--initial-cluster-state", "new"]
+        if let tls {
+            args += ["--cert-file", tls.serverCertFile, "--key-file", tls.serverKeyFile,
+                     "--trusted-ca-file", tls.caFile, "--client-cert-auth"]
+        }
+        process = try spawn(in: namespace, EtcdServer.executable("etcd")!, args, log: logFile)
+        let deadline = Date().addingTimeInterval(20)
+        while Date() < deadline {
+            guard isRunning else { break }
+            if (try? etcdctl("endpoint", "health", "--command-timeout=1s")) != nil { return }
+            usleep(100_000)
+        }
+        let text = (try? String(contentsOfFile: logFile, encoding: .utf8)) ?? ""
+        stop()
+        throw TestFailure("etcd did not become healthy; its log ends:\n" + text.split(separator: "\n").suffix(15).joined(separator: "\n"))
+    }
+
+    /// Stops etcd (SIGTERM, SIGKILL after 10 s), keeping its data.
+    public func stop() {
+        guard let process else { return }
+        terminate(process, grace: 10)
+        self.process = nil
+    }
+
+    /// SIGSTOP: etcd keeps its connections but answers nothing until `thaw()`.
+    public func freeze() throws {
+        guard let process, process.isRunning else { throw TestFailure("etcd is not running") }
+        kill(process.processIdentifier, SIGSTOP)
+    }
+
+    /// SIGCONT.
+    public func thaw() throws {
+        guard let process, process.isRunning else { throw TestFailure("etcd is not running") }
+        kill(process.processIdentifier, SIGCONT)
+    }
+
+    /// Cuts the etcd host off the switch (its eth0 down): the daemons lose etcd, the test's
+    /// etcdctl (over the namespace's loopback) does not.
+    public func disconnect() throws { try namespace.sh("ip link set eth0 down") }
+    public func reconnect() throws { try namespace.sh("ip link set eth0 up") }
+
+    /// Runs etcdctl inside etcd's namespace, against 127.0.0.1, with the TLS files and root login
+    /// when set up; returns its output, throws when it fails.
+    @discardableResult
+    public func etcdctl(_ args: String...) throws -> String { try etcdctl(args) }
+
+    @discardableResult
+    public func etcdctl(_ args: [String]) throws -> String {
+        var argv = ["/usr/sbin/ip", "netns", "exec", namespace.name, EtcdServer.executable("etcdctl")!,
+                    "--endpoints", "\(scheme)://127.0.0.1:2379"]
+        if let tls { argv += ["--cacert", tls.caFile, "--cert", tls.clientCertFile, "--key", tls.clientKeyFile] }
+        if let rootPassword { argv += ["--user", "root:\(rootPassword)"] }
+        let r = try run(argv + args, env: ["ETCDCTL_API": "3"])
+        guard r.status == 0 else { throw TestFailure("etcdctl \(args.joined(separator: " ")) exited \(r.status): \(r.stderr)") }
+        return r.stdout
+    }
+
+    public func put(_ key: String, _ value: String) throws { try etcdctl("put", key, value) }
+    public func delete(_ key: String) throws { try etcdctl("del", key) }
+
+    /// The key of a subnet's lease, e.g. "10.244.3.0/24" -> "<prefix>/subnets/10.244.3.0-24".
+    public func leaseKey(_ subnet: String) -> String {
+        prefix + "/subnets/" + subnet.replacingOccurrences(of: "/", with: "-")
+    }
+
+    /// Puts a lease for a node that does not exist (no etcd lease: a reservation), in flannel's
+    /// value layout.
+    public func putLease(subnet: String, publicIP: String, backend: String = "vxlan", vtepMAC: String? = nil) throws {
+        let data = backend == "vxlan" ? #","BackendData":{"VNI":1,"VtepMAC":"\#(vtepMAC ?? "")"}"# : ""
+        try put(leaseKey(subnet), #"{"PublicIP":"\#(publicIP)","PublicIPv6":null,"BackendType":"\#(backend)"\#(data)}"#)
+    }
+
+    /// The store's current revision.
+    public func revision() throws -> Int64 {
+        let out = try etcdctl("endpoint", "status", "-w", "json")
+        guard let list = (try? JSONSerialization.jsonObject(with: Data(out.utf8))) as? [[String: Any]],
+              let status = list.first?["Status"] as? [String: Any], let header = status["header"] as? [String: Any],
+              let revision = (header["revision"] as? NSNumber)?.int64Value else {
+            throw TestFailure("cannot read the revision from \(out)")
+        }
+        return revision
+    }
+
+    /// Turns auth on: user root (role root) and `user` with read and write access to the prefix.
+    func enableAuth(user: String, password: String) throws {
+        let rootPassword = "root-" + String(UInt32.random(in: 0...UInt32.max), radix: 16)
+        try etcdctl("user", "add", "root:\(rootPassword)")
+        try etcdctl("role", "add", "root")
+        try etcdctl("user", "grant-role", "root", "root")
+        try etcdctl("user", "add", "\(user):\(password)")
+        try etcdctl("role", "add", "podnet")
+        try etcdctl("role", "grant-permission", "podnet", "--prefix=true", "readwrite", prefix + "/")
+        try etcdctl("user", "grant-role", user, "podnet")
+        try etcdctl("auth", "enable")
+        self.rootPassword = rootPassword
+    }
+}
+
+// MARK: - Nodes
+
+/// One node: a namespace on the switch running podnetd, and its pods.
+public final class ClusterNode: @unchecked Sendable {
+    public unowned let cluster: Cluster
+    public let index: Int
+    public let namespace: TestNamespace
+    /// The underlay address (the node's public IP).
+    public let address: String
+    public let directory: String
+    /// Arguments added to this node's daemon on every start.
+    public var arguments: [String]
+    public private(set) var pods: [ClusterPod] = []
+    private var process: Process?
+    private var logOffset: UInt64 = 0
+
+    init(cluster: Cluster, index: Int, namespace: TestNamespace, address: String, directory: String, arguments: [String]) {
+        self.cluster = cluster; self.index = index; self.namespace = namespace; self.address = address
+        self.directory = directory; self.arguments = arguments
+    }
+
+    public var name: String { "n\(index)" }
+    public var subnetFile: String { directory + "/subnet.env" }
+    public var logFile: String { directory + "/podnetd.log" }
+    public var pid: Int32? { process?.processIdentifier }
+    public var isRunning: Bool { process?.isRunning ?? false }
+    /// The daemon's exit status once it has exited, else nil.
+    public var exitStatus: Int32? {
+        guard let process, !process.isRunning else { return nil }
+        return process.terminationStatus
+    }
+
+    /// The daemon's command line.
+    public func commandLine(extra: [String] = []) -> [String] {
+        let o = cluster.options
+        var args = [cluster.binaries + "/podnetd", "--etcd-endpoints", cluster.etcd.endpoint, "--etcd-prefix", o.prefix,
+                    "--iface", "eth0", "--subnet-file", subnetFile, "--healthz-port", "0",
+                    "--reconcile-interval", "\(o.reconcileInterval)"]
+        if let tls = cluster.etcd.tls {
+            args += ["--etcd-cafile", tls.caFile, "--etcd-certfile", tls.clientCertFile, "--etcd-keyfile", tls.clientKeyFile]
+        }
+        if let c = o.credentials { args += ["--etcd-username", c.user, "--etcd-password", c.password] }
+        return args + o.daemonArguments + arguments + extra
+    }
+
+    /// Starts the daemon (its output appended to `logFile`); `extra` arguments for this start only.
+    public func start(extra: [String] = []) throws {
+        guard !isRunning else { throw TestFailure("\(name): podnetd is already running") }
+        logOffset = (try? FileManager.default.attributesOfItem(atPath: logFile)[.size] as? UInt64) ?? 0
+        let argv = commandLine(extra: extra)
+        process = try spawn(in: namespace, argv[0], Array(argv.dropFirst()), log: logFile)
+    }
+
+    /// Waits until this start of the daemon has written the subnet file; throws with the log's
+    /// end when it exits or takes longer than `timeout` seconds.
+    public func waitUntilReady(timeout: Double = 15) throws {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            if currentLog.contains("subnet file written") { return }
+            guard isRunning else { break }
+            usleep(20_000)
+        }
+        throw TestFailure("\(name): podnetd \(isRunning ? "is not ready after \(timeout) s" : "exited (\(exitStatus ?? -1))"); its log ends:\n\(logTail())")
+    }
+
+    /// SIGTERM, then SIGKILL after `grace` seconds; returns the exit status.
+    @discardableResult
+    public func stop(grace: Double = 10) -> Int32? {
+        guard let process else { return nil }
+        terminate(process, grace: grace)
+        return process.terminationStatus
+    }
+
+    /// SIGTERM and start again.
+    public func restart(extra: [String] = []) throws {
+        stop()
+        try start(extra: extra)
+        try waitUntilReady()
+    }
+
+    /// SIGKILL, for tear-down.
+    func kill() {
+        guard let process, process.isRunning else { return }
+        Glibc.kill(process.processIdentifier, SIGCONT)
+        Glibc.kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+    }
+
+    /// SIGSTOP: the daemon stops without closing anything.
+    public func freeze() throws {
+        guard let pid, isRunning else { throw TestFailure("\(name): podnetd is not running") }
+        Glibc.kill(pid, SIGSTOP)
+    }
+
+    /// SIGCONT.
+    public func thaw() throws {
+        guard let pid, isRunning else { throw TestFailure("\(name): podnetd is not running") }
+        Glibc.kill(pid, SIGCONT)
+    }
+
+    /// Waits for the daemon to exit by itself; its status, or nil after `timeout` seconds.
+    public func waitForExit(timeout: Double) -> Int32? {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            if let s = exitStatus { return s }
+            usleep(50_000)
+        }
+        return exitStatus
+    }
+
+    /// Everything the daemon logged, over all its starts.
+    public var log: String { (try? String(contentsOfFile: logFile, encoding: .utf8)) ?? "" }
+
+    /// What the daemon logged since it was last started.
+    public var currentLog: String {
+        guard let h = FileHandle(forReadingAtPath: logFile) else { return "" }
+        defer { try? h.close() }
+        try? h.seek(toOffset: logOffset)
+        return String(decoding: (try? h.readToEnd()) ?? Data(), as: UTF8.self)
+    }
+
+    public func logTail(_ lines: Int = 20) -> String {
+        log.split(separator: "\n").suffix(lines).joined(separator: "\n")
+    }
+
+    /// FLANNEL_SUBNET of the subnet file as the lease's subnet ("10.244.3.0/24").
+    public func subnet() throws -> String {
+        let text = try String(contentsOfFile: subnetFile, encoding: .utf8)
+        guard let line = text.split(separator: "\n").first(where: { $0.hasPrefix("FLANNEL_SUBNET=") }) else {
+            throw TestFailure("\(name): no FLANNEL_SUBNET in \(subnetFile)")
+        }
+        let value = line.dropFirst("FLANNEL_SUBNET=".count)
+        let parts = value.split(separator: "/")
+        guard parts.count == 2, let ip = IPv4(parts[0]), let len = Int(parts[1]) else {
+            throw TestFailure("\(name): cannot read FLANNEL_SUBNET=\(value)")
+        }
+        return "\(ip.masked(len))/\(len)"
+    }
+
+    /// The subnet file's `KEY=value` pairs.
+    public func subnetEnv() throws -> [String: String] {
+        let text = try String(contentsOfFile: subnetFile, encoding: .utf8)
+        var out: [String: String] = [:]
+        for line in text.split(separator: "\n") {
+            if let eq = line.firstIndex(of: "=") { out[String(line[..<eq])] = String(line[line.index(after: eq)...]) }
+        }
+        return out
+    }
+
+    // MARK: Kernel
+
+    /// The peer entries in this node's kernel: routes with a gateway into the cluster's network
+    /// (any device), and the neighbours and FDB entries of `device` when it exists.
+    public func kernelEntries(device: String = "flannel.1") throws -> KernelEntries {
+        let network = try IPv4Prefix(cluster.options.network)
+        // One shell for the three reads, with `ip -n` (no mount namespace as with `ip netns
+        // exec`), so that polling is quick.
+        let ns = namespace.name
+        let out = try sh("""
+            ip -n \(ns) -j -4 route show table main; echo; echo @@
+            ip -n \(ns) -j -4 neigh show dev \(device) 2>/dev/null || echo '[]'; echo; echo @@
+            bridge -n \(ns) -j fdb show dev \(device) 2>/dev/null || echo '[]'
+            """)
+        let parts = out.components(separatedBy: "\n@@\n").map { text -> [[String: Any]] in
+            (try? JSONSerialization.jsonObject(with: Data(text.utf8))) as? [[String: Any]] ?? []
+        }
+        guard parts.count == 3 else { throw TestFailure("\(name): cannot read the kernel's entries from: \(out.prefix(300))") }
+        var entries = KernelEntries()
+        for r in parts[0] {
+            guard let dst = r["dst"] as? String, let gateway = r["gateway"] as? String, let dev = r["dev"] as? String,
+                  let prefix = try? IPv4Prefix(dst.contains("/") ? dst : dst + "/32"), network.contains(prefix) else { continue }
+            let onlink = (r["flags"] as? [String])?.contains("onlink") == true
+            entries.routes.append("\(dst) via \(gateway) dev \(dev)\(onlink ? " onlink" : "")")
+        }
+        for n in parts[1] {
+            let state = (n["state"] as? [String])?.joined(separator: ",") ?? "?"
+            entries.neighbours.append("\(n["dst"] as? String ?? "?") lladdr \((n["lladdr"] as? String ?? "-").lowercased()) \(state)")
+        }
+        for f in parts[2] {
+            guard let dst = f["dst"] as? String else { continue }
+            entries.fdb.append("\((f["mac"] as? String ?? "?").lowercased()) dst \(dst)")
+        }
+        return KernelEntries(routes: entries.routes, neighbours: entries.neighbours, fdb: entries.fdb)
+    }
+
+    /// Starts recording this node's route and neighbour changes (see `KernelMonitor`).
+    public func monitor() throws -> KernelMonitor { try KernelMonitor(self) }
+
+    public func hasLink(_ name: String) throws -> Bool {
+        try json("ip -j link show").contains { $0["ifname"] as? String == name }
+    }
+
+    /// Link names of podnet's tunnel devices (flannel.<VNI>, flannel.ipip) on this node.
+    public func tunnelDevices() throws -> [String] {
+        try json("ip -j link show").compactMap { $0["ifname"] as? String }.filter { $0.hasPrefix("flannel.") }.sorted()
+    }
+
+    /// `ip -j -d link show <name>`: the device's index, MAC and kind.
+    public func link(_ name: String) throws -> (index: Int, mac: String, kind: String?) {
+        guard let l = try json("ip -j -d link show \(name)").first else { throw TestFailure("\(name) does not exist on \(self.name)") }
+        let kind = (l["linkinfo"] as? [String: Any])?["info_kind"] as? String
+        return ((l["ifindex"] as? NSNumber)?.intValue ?? -1, (l["address"] as? String ?? "").lowercased(), kind)
+    }
+
+    /// The JSON array a command in this namespace prints.
+    public func json(_ command: String) throws -> [[String: Any]] {
+        let out = try namespace.sh(command)
+        if out.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty { return [] }
+        guard let list = (try? JSONSerialization.jsonObject(with: Data(out.utf8))) as? [[String: Any]] else {
+            throw TestFailure("\(name): `\(command)` printed no JSON array: \(out.prefix(300))")
+        }
+        return list
+    }
+
+    // MARK: Pods
+
+    /// A pod attached through the flannel plugin (bridge + host-local delegates), as a runtime
+    /// would: the plugin runs inside the node's namespace.
+    @discardableResult
+    public func addPod() throws -> ClusterPod {
+        let j = pods.count + 1
+        let ns = TestNamespace(name: "\(namespace.name)p\(j)")
+        try cluster.addNamespace(ns)
+        let config = #"""
+            {"cniVersion":"1.0.0","name":"cbr0","type":"flannel","subnetFile":"\#(subnetFile)",
+             "dataDir":"\#(directory)/flannel","delegate":{"hairpinMode":true,"isDefaultGateway":true},
+             "ipam":{"dataDir":"\#(directory)/ipam"}}
+            """#
+        let call = PluginCall(containerID: "\(name)-pod\(j)", netns: ns.path, path: cluster.binaries)
+        let r = try runPlugin("flannel", "ADD", call, config: config, host: namespace, directory: cluster.binaries)
+        guard r.status == 0, let ips = r.json["ips"] as? [[String: Any]], let address = ips.first?["address"] as? String else {
+            throw TestFailure("\(name): flannel ADD failed (\(r.status)): \(r.stdout) \(r.stderr)")
+        }
+        let pod = ClusterPod(name: "\(name)p\(j)", namespace: ns, address: String(address.split(separator: "/")[0]))
+        pods.append(pod)
+        return pod
+    }
+}
+
+/// Pod pairs collected from concurrent pings.
+private final class LockedPairs: @unchecked Sendable {
+    private let lock = NSLock()
+    private var items: [(ClusterPod, ClusterPod)] = []
+    func append(_ more: [(ClusterPod, ClusterPod)]) { lock.withLock { items += more } }
+    var pairs: [(ClusterPod, ClusterPod)] { lock.withLock { items } }
+}
+
+/// A node's route and neighbour changes as they happen (`ip -ts monitor route neigh`), each with
+/// the time the monitor received it: "within 2 s" is timed from the kernel's own notifications,
+/// not from polling, whose every round costs processes (and, on a busy machine, most of the 2 s).
+public final class KernelMonitor: @unchecked Sendable {
+    private let process: Process
+    private let file: String
+
+    init(_ node: ClusterNode) throws {
+        file = node.directory + "/monitor-\(UInt32.random(in: 0...UInt32.max)).log"
+        process = try spawn(in: node.namespace, "/usr/sbin/ip", ["-ts", "monitor", "route", "neigh"], log: file,
+                            environment: ["TZ": "UTC"])
+        usleep(200_000)  // subscribed by then
+    }
+
+    /// Every event so far: "[2026-11-22T01:13:46.307364] Deleted 10.244.3.0/24 via ...".
+    public func events() -> [(time: Date, line: String)] {
+        let text = (try? String(contentsOfFile: file, encoding: .utf8)) ?? ""
+        return text.split(separator: "\n").compactMap { line in
+            guard line.hasPrefix("["), let close = line.firstIndex(of: "]"),
+                  let time = Self.parse(line[line.index(after: line.startIndex)..<close]) else { return nil }
+            return (time, String(line[line.index(after: close)...]).trimmingCharacters(in: .whitespaces))
+        }
+    }
+
+    /// The time of the last event in `from...to` whose line contains one of `texts`.
+    public func lastEvent(containing texts: [String], from: Date, to: Date = .distantFuture) -> Date? {
+        events().filter { e in e.time >= from && e.time <= to && texts.contains { e.line.contains($0) } }.last?.time
+    }
+
+    public func stop() {
+        if process.isRunning {
+            kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+        }
+    }
+
+    deinit { stop() }
+
+    /// "2026-11-22T01:13:46.307364", UTC.
+    static func parse(_ text: Substring) -> Date? {
+        let parts = text.split(whereSeparator: { "-T:.".contains($0) }).map { Int($0) }
+        guard parts.count == 7, !parts.contains(nil) else { return nil }
+        var c = DateComponents()
+        (c.year, c.month, c.day, c.hour, c.minute, c.second) = (parts[0], parts[1], parts[2], parts[3], parts[4], parts[5])
+        var calendar = Calendar(identifier: .gregorian)
+        calendar.timeZone = TimeZone(identifier: "UTC")!
+        return calendar.date(from: c).map { $0.addingTimeInterval(Double(parts[6]!) / 1e6) }
+    }
+}
+
+/// A pod: its namespace and its eth0 address.
+public struct ClusterPod: Sendable {
+    public let name: String
+    public let namespace: TestNamespace
+    public let address: String
+
+    /// Whether one ping to `address` gets an answer within `timeout` seconds.
+    public func ping(_ address: String, timeout: Int = 2) -> Bool {
+        (try? namespace.sh("ping -c 1 -W \(timeout) \(address) >/dev/null")) != nil
+    }
+
+    /// Starts `ping -i <interval>` to `address` in the background; `stop()` returns its counts.
+    public func startPing(_ address: String, interval: Double = 0.1) throws -> BackgroundPing {
+        try BackgroundPing(from: namespace, to: address, interval: interval)
+    }
+}
+
+/// A ping running in the background, stopped with SIGINT so that it prints its summary.
+public final class BackgroundPing: @unchecked Sendable {
+    private let process: Process
+    private let output: String
+
+    init(from ns: TestNamespace, to address: String, interval: Double) throws {
+        output = try temporaryDirectory() + "/ping.out"
+        process = try spawn(in: ns, "/usr/bin/ping", ["-i", "\(interval)", "-W", "1", address], log: output)
+    }
+
+    /// Stops it; returns (transmitted, received).
+    public func stop() throws -> (transmitted: Int, received: Int) {
+        if process.isRunning {
+            Glibc.kill(process.processIdentifier, SIGINT)
+            process.waitUntilExit()
+        }
+        let text = (try? String(contentsOfFile: output, encoding: .utf8)) ?? ""
+        try? FileManager.default.removeItem(atPath: (output as NSString).deletingLastPathComponent)
+        // "30 packets transmitted, 29 received, 3.33333% packet loss, time 2904ms"
+        guard let line = text.split(separator: "\n").first(where: { $0.contains("packets transmitted") }) else {
+            throw TestFailure("ping printed no summary: \(text.suffix(300))")
+        }
+        let numbers = line.split(separator: ",").map { $0.split(separator: " ").first.flatMap { Int($0) } ?? -1 }
+        return (numbers[0], numbers.count > 1 ? numbers[1] : 0)
+    }
+
+    deinit {
+        if process.isRunning { Glibc.kill(process.processIdentifier, SIGKILL) }
+    }
+}
+
+// MARK: - Processes
+
+/// Starts `executable` inside `ns` (`ip netns exec` execs it in place, so the process is the
+/// program itself), stdin from /dev/null, stdout and stderr appended to `log`.
+func spawn(in ns: TestNamespace, _ executable: String, _ args: [String], log: String,
+           environment: [String: String] = [:]) throws -> Process {
+    if !FileManager.default.fileExists(atPath: log) { _ = FileManager.default.createFile(atPath: log, contents: nil) }
+    let output = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
+    defer { try? output.close() }
+    try output.seekToEnd()
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
+    p.arguments = ["netns", "exec", ns.name, executable] + args
+    p.environment = ["PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"].merging(environment) { $1 }
+    p.standardInput = FileHandle.nullDevice
+    p.standardOutput = output
+    p.standardError = output
+    try p.run()
+    return p
+}
+
+/// SIGTERM (after SIGCONT, for a frozen process), SIGKILL after `grace` seconds; waits for it.
+func terminate(_ p: Process, grace: Double) {
+    guard p.isRunning else { return }
+    kill(p.processIdentifier, SIGCONT)
+    kill(p.processIdentifier, SIGTERM)
+    let deadline = Date().addingTimeInterval(grace)
+    while p.isRunning && Date() < deadline { usleep(20_000) }
+    if p.isRunning { kill(p.processIdentifier, SIGKILL) }
+    p.waitUntilExit()
+}
+
+// MARK: - IPv4 arithmetic, just enough for the checks above
+
+struct IPv4: CustomStringConvertible {
+    var value: UInt32
+
+    init?(_ text: some StringProtocol) {
+        let parts = text.split(separator: ".")
+        guard parts.count == 4 else { return nil }
+        var v: UInt32 = 0
+        for p in parts {
+            guard let b = UInt8(p) else { return nil }
+            v = v << 8 | UInt32(b)
+        }
+        value = v
+    }
+
+    init(value: UInt32) { self.value = value }
+
+    func masked(_ length: Int) -> IPv4 {
+        IPv4(value: length == 0 ? 0 : value & ~UInt32(0) << (32 - UInt32(length)))
+    }
+
+    var description: String { "\(value >> 24).\(value >> 16 & 255).\(value >> 8 & 255).\(value & 255)" }
+}
+
+public struct IPv4Prefix: Equatable, Sendable {
+    var address: UInt32
+    public var length: Int
+
+    public init(_ text: String) throws {
+        let parts = text.split(separator: "/")
+        guard parts.count == 2, let ip = IPv4(parts[0]), let len = Int(parts[1]), (0...32).contains(len) else {
+            throw TestFailure("not an IPv4 prefix: \(text)")
+        }
+        address = ip.masked(len).value
+        length = len
+    }
+
+    /// Whether `other` lies inside this prefix.
+    public func contains(_ other: IPv4Prefix) -> Bool {
+        other.length >= length && IPv4(value: other.address).masked(length).value == address
+    }
+
+    /// Whether the two prefixes share an address.
+    public func overlaps(_ other: IPv4Prefix) -> Bool { contains(other) || other.contains(self) }
+}
