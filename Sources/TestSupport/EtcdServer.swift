@@ -145,20 +145,33 @@ public final class EtcdServer: @unchecked Sendable {
             try output.close()
             process = p
             try "\(p.processIdentifier)".write(toFile: directory + "/etcd.pid", atomically: true, encoding: .utf8)
-            let deadline = ContinuousClock.now + .seconds(20)
-            while ContinuousClock.now < deadline, p.isRunning {
-                // Healthy, and the answer is ours: the client port is open and etcd still runs.
-                if httpGet(port: metricsPort, path: "/health")?.contains(#""health":"true""#) == true,
-                   accepts(port: clientPort), p.isRunning {
-                    return
-                }
-                try await Task.sleep(for: .milliseconds(50))
-            }
+            if await becomesHealthy(p, within: .seconds(20)) { return }
             let text = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
             await stop()
             if text.contains("address already in use") && attempt < 3 { continue }
             throw TestFailure("etcd did not become healthy on \(clientURL); its log ends:\n"
                 + text.split(separator: "\n").suffix(15).joined(separator: "\n"))
+        }
+    }
+
+    /// Probes the server every 50 ms until it is healthy and the answer is ours (the client port is
+    /// open and etcd still runs). The probing runs on a thread of its own: synchronous tests block
+    /// the few threads of the cooperative pool, and a probe loop that waits for one of them could
+    /// see its deadline pass without having probed at all.
+    private func becomesHealthy(_ p: Process, within limit: Duration) async -> Bool {
+        let (metricsPort, clientPort) = (metricsPort, clientPort)
+        return await withCheckedContinuation { (done: CheckedContinuation<Bool, Never>) in
+            Thread.detachNewThread {
+                let deadline = ContinuousClock.now + limit
+                while ContinuousClock.now < deadline, p.isRunning {
+                    if httpGet(port: metricsPort, path: "/health")?.contains(#""health":"true""#) == true,
+                       accepts(port: clientPort), p.isRunning {
+                        return done.resume(returning: true)
+                    }
+                    usleep(50_000)
+                }
+                done.resume(returning: false)
+            }
         }
     }
 
