@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
-# Builds the release binaries (all, or the products named as arguments): Swift standard library, libstdc++, libgcc and libnl linked
-# statically, so a plugin needs only glibc on the host. Prints the folder holding the binaries.
+# Builds the release binaries (all, or the products named as arguments) and prints the folder that
+# holds them. The CNI plugins are fully static executables (glibc, the Swift runtime, libstdc++ and
+# libnl included): they need no shared library on the host, and a static executable maps fewer
+# pages at start-up, which is part of every pod's latency and memory. podnetd links glibc
+# dynamically (its etcd endpoints may be host names, resolved through the host's NSS) and everything
+# else statically.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh >&2
@@ -21,15 +25,28 @@ export PKG_CONFIG_PATH="$PWD/$static/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PA
 # Every plugin of this build gets the same build-id, a hash of the sources: a plugin runs a
 # delegate in-process only when the delegate's binary carries its own build-id (CNI/BuildID.swift).
 stamp=$(find Package.swift Sources Plugins -type f -name '*.swift' -o -type f -name '*.[ch]' | LC_ALL=C sort | xargs cat | sha1sum | cut -c1-40)
-flags=(-c release --static-swift-stdlib -Xlinker -L"$PWD/$static" -Xswiftc -Xclang-linker -Xswiftc -static-libgcc
-       -Xswiftc -Xclang-linker -Xswiftc -no-pie
-       -Xlinker -s -Xlinker --build-id=0x"$stamp")
+common=(-c release --static-swift-stdlib -Xlinker -L"$PWD/$static" -Xlinker -s -Xlinker --build-id=0x"$stamp")
+plugin_flags=("${common[@]}" -Xswiftc -static-executable)
+# The two kinds are linked differently, so they build in separate scratch folders (a change of
+# flags would otherwise rebuild everything on each switch).
+daemon_flags=("${common[@]}" --scratch-path .build/daemon -Xswiftc -Xclang-linker -Xswiftc -static-libgcc
+              -Xswiftc -Xclang-linker -Xswiftc -no-pie)
 # Products to build: the arguments, else every CNI plugin and podnetd.
 products=("$@")
 [ ${#products[@]} -gt 0 ] || products=(bridge host-local loopback portmap flannel podnetd)
+out=.build/podnet-bin
+mkdir -p "$out"
 for p in "${products[@]}"; do
-  # (the static FoundationEssentials draws a linker warning about mktemp: noise, filtered)
-  swift build -q "${flags[@]}" --product "$p" 2>&1 | grep -v "the use of .mktemp' is dangerous" >&2 || true
-  [ -x "$(swift build "${flags[@]}" --show-bin-path)/$p" ] || { echo "build of $p failed" >&2; exit 1; }
+  if [ "$p" = podnetd ]; then flags=("${daemon_flags[@]}"); else flags=("${plugin_flags[@]}"); fi
+  # Linker noise, filtered: the static FoundationEssentials' mktemp, and the warnings about glibc
+  # functions that would need the host's shared NSS modules in a static executable, for callers
+  # the plugins never reach: libnl's address/protocol name helpers and the Swift runtime's lookup
+  # of an optional prespecializations library.
+  swift build -q "${flags[@]}" --product "$p" 2>&1 \
+    | grep -v -e "the use of .mktemp' is dangerous" \
+        -e "function \(LibPrespecializedState::findLibPrespecialized()\|nl_addr_info\|nl_ip_proto2str\|nl_str2ip_proto\): warning: Using" >&2 || true
+  bin="$(swift build "${flags[@]}" --show-bin-path)/$p"
+  [ -x "$bin" ] || { echo "build of $p failed" >&2; exit 1; }
+  ln -f "$bin" "$out/$p"
 done
-swift build "${flags[@]}" --show-bin-path
+echo "$PWD/$out"
