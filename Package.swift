@@ -5,9 +5,10 @@ import PackageDescription
 //   CLibNL -> Addressing -> CNI, Netlink, NetNS, IPAM, Netfilter -> Bridge, HostLocal, Loopback, Portmap,
 //   Flannel; and for the daemon: Etcd -> Overlay (with Netlink, NetNS, Netfilter) -> podnetd.
 //   -> Plugins/<type> executables.
-// CNI plugins are short-lived processes on every pod's start-up path: they use FoundationEssentials
-// only, no async runtime. scripts/build.sh links their release builds statically (Swift standard
-// library, libstdc++, libgcc, libnl), so they need only glibc at run time.
+// CNI plugins are short-lived processes on every pod's start-up path: they use no Foundation at all
+// (CNI/JSON.swift parses and prints JSON itself) and no async runtime. scripts/build.sh links their
+// release builds statically (Swift standard library, libstdc++, libgcc, libnl), so they need only
+// glibc at run time.
 
 func plugin(_ type: String, _ library: String, inProcess: [String] = []) -> Target {
     .executableTarget(name: "\(library)Plugin", dependencies: ([library] + inProcess).map { .target(name: $0) },

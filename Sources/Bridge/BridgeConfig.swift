@@ -25,7 +25,7 @@ public struct BridgeConfig: Sendable {
     /// Keys of the reference that podnet does not implement. A non-default value fails with code 2
     /// (unsupported field) naming the key, rather than being silently ignored.
     static let unimplemented: [(key: String, isDefault: @Sendable (JSON) -> Bool)] = [
-        ("vlan", { $0 == .int(0) }),
+        ("vlan", { Int(json: $0) == 0 }),  // 0 also written as 0.0, which parses as a double
         ("vlanTrunk", { $0.arrayValue?.isEmpty ?? false }),
         ("preserveDefaultVlan", { _ in true }),  // only meaningful with vlan or vlanTrunk
         ("macspoofchk", { $0 == .bool(false) }),
