@@ -38,15 +38,18 @@ out=.build/podnet-bin
 mkdir -p "$out"
 for p in "${products[@]}"; do
   if [ "$p" = podnetd ]; then flags=("${daemon_flags[@]}"); else flags=("${plugin_flags[@]}"); fi
-  # Linker noise, filtered: the static FoundationEssentials' mktemp, and the warnings about glibc
+  # Linker noise, filtered: podnetd's static FoundationEssentials' mktemp, and the warnings about glibc
   # functions that would need the host's shared NSS modules in a static executable, for callers
   # the plugins never reach: libnl's address/protocol name helpers and the Swift runtime's lookup
   # of an optional prespecializations library.
+  # (a failed build must not pass off the previous binary as this one)
+  status=0
   swift build -q "${flags[@]}" --product "$p" 2>&1 \
     | grep -v -e "the use of .mktemp' is dangerous" \
-        -e "function \(LibPrespecializedState::findLibPrespecialized()\|nl_addr_info\|nl_ip_proto2str\|nl_str2ip_proto\): warning: Using" >&2 || true
+        -e "function \(LibPrespecializedState::findLibPrespecialized()\|nl_addr_info\|nl_ip_proto2str\|nl_str2ip_proto\): warning: Using" >&2 \
+    || status=${PIPESTATUS[0]}
   bin="$(swift build "${flags[@]}" --show-bin-path)/$p"
-  [ -x "$bin" ] || { echo "build of $p failed" >&2; exit 1; }
+  [ "$status" = 0 ] && [ -x "$bin" ] || { echo "build of $p failed" >&2; exit 1; }
   ln -f "$bin" "$out/$p"
 done
 echo "$PWD/$out"
