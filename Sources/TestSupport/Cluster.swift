@@ -304,26 +304,9 @@ public final class Cluster: @unchecked Sendable {
     }
 
     /// A CA, and server and client certificates signed by it, the server's valid for etcd's
-    /// underlay address and 127.0.0.1 (EtcdTLSFiles.generate makes them for 127.0.0.1 only).
+    /// underlay address and 127.0.0.1.
     public func makeTLSFiles(in dir: String, name: String) throws -> EtcdTLSFiles {
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        let p = dir + "/" + name
-        let ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes"
-        try "subjectAltName=IP:\(ClusterEtcd.address),IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n"
-            .write(toFile: p + "-server.ext", atomically: true, encoding: .utf8)
-        try "extendedKeyUsage=clientAuth\n".write(toFile: p + "-client.ext", atomically: true, encoding: .utf8)
-        try sh("""
-            set -e; cd '\(dir)'
-            openssl req -x509 \(ec) -keyout \(name)-ca.key -out \(name)-ca.crt -days 2 -subj /CN=podnet-\(name)-ca \
-              -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign 2>/dev/null
-            for who in server client; do
-              openssl req \(ec) -keyout \(name)-$who.key -out \(name)-$who.csr -subj /CN=podnet-\(name)-$who 2>/dev/null
-              openssl x509 -req -in \(name)-$who.csr -CA \(name)-ca.crt -CAkey \(name)-ca.key -CAcreateserial \
-                -out \(name)-$who.crt -days 2 -extfile \(name)-$who.ext 2>/dev/null
-            done
-            """)
-        return EtcdTLSFiles(caFile: p + "-ca.crt", serverCertFile: p + "-server.crt", serverKeyFile: p + "-server.key",
-                            clientCertFile: p + "-client.crt", clientKeyFile: p + "-client.key")
+        try EtcdTLSFiles.generate(in: dir, name: name, addresses: [ClusterEtcd.address])
     }
 }
 

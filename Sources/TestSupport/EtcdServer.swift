@@ -258,17 +258,20 @@ public struct EtcdTLSFiles: Sendable, Hashable {
     public var clientCertFile: String
     public var clientKeyFile: String
 
-    /// Makes the files in `directory` (created if needed), their names starting with `name`.
+    /// Makes the files in `directory` (created if needed), their names starting with `name`; the
+    /// server certificate is valid for `addresses` (IPs), localhost and 127.0.0.1.
     /// The server certificate carries both serverAuth and clientAuth: etcd's gateway presents it
     /// to its own gRPC port as a client certificate (flannel.md §10.7).
-    public static func generate(in directory: String, name: String = "test") throws -> EtcdTLSFiles {
+    public static func generate(in directory: String, name: String = "test",
+                                addresses: [String] = []) throws -> EtcdTLSFiles {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         let p = directory + "/" + name
         let files = EtcdTLSFiles(caFile: p + "-ca.crt", serverCertFile: p + "-server.crt",
                                  serverKeyFile: p + "-server.key", clientCertFile: p + "-client.crt",
                                  clientKeyFile: p + "-client.key")
         let ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes"
-        try "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n"
+        let names = (addresses + ["127.0.0.1"]).map { "IP:\($0)" } + ["DNS:localhost"]
+        try "subjectAltName=\(names.joined(separator: ","))\nextendedKeyUsage=serverAuth,clientAuth\n"
             .write(toFile: p + "-server.ext", atomically: true, encoding: .utf8)
         try "extendedKeyUsage=clientAuth\n".write(toFile: p + "-client.ext", atomically: true, encoding: .utf8)
         try sh("""
