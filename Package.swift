@@ -2,13 +2,12 @@
 import PackageDescription
 
 // Layers (a target depends only on targets above it in this list):
-//   CLibNL -> Addressing -> CNI, Netlink, NetNS, IPAM, Netfilter -> Bridge, HostLocal, Loopback, Portmap,
+//   CLibNL, JSONValue -> Addressing -> CNI, Netlink, NetNS, IPAM, Netfilter -> Bridge, HostLocal, Loopback, Portmap,
 //   Flannel; and for the daemon: Etcd -> Overlay (with Netlink, NetNS, Netfilter) -> podnetd.
 //   -> Plugins/<type> executables.
 // CNI plugins are short-lived processes on every pod's start-up path: they use no Foundation at all
-// (CNI/JSON.swift parses and prints JSON itself) and no async runtime. scripts/build.sh links their
-// release builds statically (Swift standard library, libstdc++, libgcc, libnl), so they need only
-// glibc at run time.
+// (JSONValue parses and prints JSON itself) and no async runtime. scripts/build.sh links their
+// release builds as fully static executables (glibc, Swift standard library, libstdc++, libnl).
 
 func plugin(_ type: String, _ library: String, inProcess: [String] = []) -> Target {
     .executableTarget(name: "\(library)Plugin", dependencies: ([library] + inProcess).map { .target(name: $0) },
@@ -41,7 +40,8 @@ let package = Package(
                        providers: [.apt(["libnl-3-dev", "libnl-route-3-dev"])]),
         .target(name: "Addressing"),
         .target(name: "Spawn"),
-        .target(name: "CNI", dependencies: ["Addressing", "Spawn"]),
+        .target(name: "JSONValue"),
+        .target(name: "CNI", dependencies: ["Addressing", "Spawn", "JSONValue"]),
         .target(name: "CNetNS"),
         .target(name: "NetNS", dependencies: ["CNetNS"]),
         .target(name: "Netlink", dependencies: ["CLibNL", "Addressing"]),
@@ -63,7 +63,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "Overlay", dependencies: [
-            "Etcd", "Netlink", "NetNS", "Netfilter", "Addressing",
+            "Etcd", "Netlink", "NetNS", "Netfilter", "Addressing", "JSONValue",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Metrics", package: "swift-metrics"),
         ]),

@@ -7,7 +7,7 @@
 import Addressing
 import ArgumentParser
 import Etcd
-import Foundation
+import FoundationEssentials
 import Logging
 import Metrics
 import Overlay

@@ -8,7 +8,7 @@
 
 import Addressing
 import Etcd
-import Foundation
+import FoundationEssentials
 import Logging
 import Metrics
 import Overlay

@@ -101,6 +101,15 @@ func config(_ json: String) throws -> NetworkConfig { try NetworkConfig(json: Da
         #expect((round["BackendData"] as? [String: Any])?["VtepMAC"] as? String == "c6:d2:32:6f:8f:44")
         let hostgw = #"{"PublicIP":"192.168.77.12","PublicIPv6":null,"BackendType":"host-gw"}"#
         #expect(LeaseAttributes(json: Data(hostgw.utf8))?.backendType == "host-gw")
+        // The exact bytes podnetd writes: flanneld's fields, keys sorted.
+        #expect(String(decoding: a.json(), as: UTF8.self)
+                == #"{"BackendData":{"VNI":1,"VtepMAC":"c6:d2:32:6f:8f:44"},"BackendType":"vxlan","PublicIP":"192.168.64.3","PublicIPv6":null}"#)
+        // Go reads field names case-insensitively and a whole number written as 1.0 into an int.
+        let spelled = #"{"publicip":"192.168.64.3","backendtype":"VXLAN","backenddata":{"vni":1.0,"vtepmac":"c6:d2:32:6f:8f:44"}}"#
+        #expect(LeaseAttributes(json: Data(spelled.utf8)) == a)
+        for bad in [#"{"PublicIP":"fd00::1"}"#, #"{"PublicIP":7}"#, "[]", "{", ""] {
+            #expect(LeaseAttributes(json: Data(bad.utf8)) == nil, "\(bad)")
+        }
     }
 
     @Test func subnetFileAsFlanneldWritesIt() throws {

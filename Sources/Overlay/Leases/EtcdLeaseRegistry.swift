@@ -7,7 +7,7 @@
 
 import Addressing
 import Etcd
-import Foundation
+import FoundationEssentials
 import Logging
 
 public struct EtcdLeaseRegistry: LeaseRegistry {

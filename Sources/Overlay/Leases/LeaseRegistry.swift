@@ -2,7 +2,7 @@
 // acquisition logic is tested against an in-memory fake and runs against the real client.
 
 import Addressing
-import Foundation
+import FoundationEssentials
 
 /// All leases under `<prefix>/subnets/` and the store revision they were read at.
 public struct LeaseSnapshot: Equatable, Sendable {

@@ -3,7 +3,8 @@
 //                                    "BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"c6:d2:.."}}
 
 import Addressing
-import Foundation
+import FoundationEssentials
+import JSONValue
 
 /// A subnet lease as stored in etcd.
 public struct Lease: Equatable, Sendable {
@@ -48,25 +49,44 @@ public enum SubnetKey {
 extension LeaseAttributes {
     /// The JSON flanneld writes and reads.
     public func json() -> Data {
-        var o: [String: Any] = ["PublicIP": publicIP.description, "PublicIPv6": NSNull(), "BackendType": backendType]
+        var o: [String: JSON] = ["PublicIP": .string(publicIP.description), "PublicIPv6": .null,
+                                 "BackendType": .string(backendType)]
         if backendType == "vxlan" {
-            var data: [String: Any] = [:]
-            if let vni { data["VNI"] = Int(vni) }
-            if let vtepMAC { data["VtepMAC"] = vtepMAC.description }
-            o["BackendData"] = data
+            var data: [String: JSON] = [:]
+            if let vni { data["VNI"] = .int(Int64(vni)) }
+            if let vtepMAC { data["VtepMAC"] = .string(vtepMAC.description) }
+            o["BackendData"] = .object(data)
         }
-        return (try? JSONSerialization.data(withJSONObject: o, options: [.sortedKeys])) ?? Data()
+        return Data(JSON.object(o).encoded())
     }
 
     /// Reads a lease value; nil when it is not one (logged and skipped by callers).
     public init?(json: Data) {
-        guard let o = (try? JSONSerialization.jsonObject(with: json)) as? [String: Any] else { return nil }
-        let f = Dictionary(o.map { ($0.key.lowercased(), $0.value) }, uniquingKeysWith: { a, _ in a })
-        guard let s = f["publicip"] as? String, let ip = IPAddress(s), ip.family == .v4 else { return nil }
-        let data = Dictionary(((f["backenddata"] as? [String: Any]) ?? [:]).map { ($0.key.lowercased(), $0.value) },
-                              uniquingKeysWith: { a, _ in a })
-        self.init(publicIP: ip, backendType: (f["backendtype"] as? String ?? "").lowercased(),
-                  vni: (data["vni"] as? Int).map(UInt32.init),
-                  vtepMAC: (data["vtepmac"] as? String).flatMap { MACAddress($0) })
+        guard let f = (try? JSON(parsing: json))?.foldedObject,
+              let s = f["publicip"]?.stringValue, let ip = IPAddress(s), ip.family == .v4 else { return nil }
+        let data = f["backenddata"]?.foldedObject ?? [:]
+        self.init(publicIP: ip, backendType: (f["backendtype"]?.stringValue ?? "").lowercased(),
+                  vni: data["vni"]?.integerValue.flatMap { UInt32(exactly: $0) },
+                  vtepMAC: data["vtepmac"]?.stringValue.flatMap { MACAddress($0) })
     }
+}
+
+extension JSON {
+    /// An object's members with their keys lower-cased, the way Go's encoding/json matches struct
+    /// fields (the first of keys that fold alike wins); nil when this is not an object.
+    var foldedObject: [String: JSON]? {
+        objectValue.map { o in Dictionary(o.map { ($0.key.lowercased(), $0.value) }, uniquingKeysWith: { a, _ in a }) }
+    }
+
+    /// A whole number, also when written with a fraction or exponent (`1.0`, `1e2`), as Go reads
+    /// it into an integer field.
+    var integerValue: Int64? {
+        switch self {
+        case .int(let i): i
+        case .double(let d): Int64(exactly: d)
+        default: nil
+        }
+    }
+
+    var boolValue: Bool? { if case .bool(let b) = self { b } else { nil } }
 }

@@ -4,7 +4,8 @@
 // Field names match case-insensitively, as Go's encoding/json does; unknown fields are ignored.
 
 import Addressing
-import Foundation
+import FoundationEssentials
+import JSONValue
 
 public struct NetworkConfig: Equatable, Sendable {
     public var network: IPNetwork
@@ -19,23 +20,22 @@ public struct NetworkConfig: Equatable, Sendable {
 
     /// Parses and validates; every failure is `ConfigError` with flanneld's wording.
     public init(json bytes: Data) throws(ConfigError) {
-        guard let top = (try? JSONSerialization.jsonObject(with: bytes)) as? [String: Any] else {
+        guard let o = (try? JSON(parsing: bytes))?.foldedObject else {
             throw ConfigError("the network config is not a JSON object")
         }
-        let o = Self.folded(top)
-        if (o["enableipv6"] as? Bool) == true {
+        if o["enableipv6"]?.boolValue == true {
             throw ConfigError("EnableIPv6 is not supported by podnetd yet: dual-stack overlays are not built")
         }
-        if let v4 = o["enableipv4"] as? Bool, !v4 {
+        if let v4 = o["enableipv4"]?.boolValue, !v4 {
             throw ConfigError("EnableIPv4 false is not supported: podnetd needs an IPv4 Network")
         }
-        guard let n = o["network"] as? String, let parsed = IPNetwork(n), parsed.family == .v4 else {
+        guard let n = o["network"]?.stringValue, let parsed = IPNetwork(n), parsed.family == .v4 else {
             throw ConfigError("please define a correct Network parameter in the flannel config")
         }
         let net = parsed.network
         network = net
         let prefix = net.prefixLength
-        if let len = o["subnetlen"] as? Int, len != 0 {
+        if let len = o["subnetlen"]?.integerValue.map(Int.init), len != 0 {
             guard len <= 30 else { throw ConfigError("SubnetLen must be less than /31") }
             guard len >= prefix + 2 else { throw ConfigError("network must be able to accommodate at least four subnets") }
             subnetLength = len
@@ -48,9 +48,9 @@ public struct NetworkConfig: Equatable, Sendable {
         }
         let size = 1 << (32 - subnetLength)
         func bound(_ key: String, _ name: String, default d: IPAddress) throws(ConfigError) -> IPAddress {
-            guard let v = o[key] else { return d }
-            guard let s = v as? String, let ip = IPAddress(s), ip.family == .v4 else {
-                throw ConfigError("\(name) is not an IPv4 address: \(v)")
+            guard let v = o[key], !v.isNull else { return d }
+            guard let s = v.stringValue, let ip = IPAddress(s), ip.family == .v4 else {
+                throw ConfigError("\(name) is not an IPv4 address: \(v.text)")
             }
             guard parsed.contains(ip) else { throw ConfigError("\(name) is not in the range of the Network") }
             guard (ip.value - net.address.value) % UInt128(size) == 0 else {
@@ -61,20 +61,15 @@ public struct NetworkConfig: Equatable, Sendable {
         subnetMin = try bound("subnetmin", "SubnetMin", default: net.address.advanced(by: size)!)
         subnetMax = try bound("subnetmax", "SubnetMax", default: net.lastAddress.advanced(by: 1 - size)!)
         guard subnetMin <= subnetMax else { throw ConfigError("SubnetMin is greater than SubnetMax") }
-        enableNFTables = o["enablenftables"] as? Bool ?? false
-        let raw = o["backend"] as? [String: Any] ?? [:]
+        enableNFTables = o["enablenftables"]?.boolValue ?? false
+        let raw = o["backend"]?.objectValue ?? [:]
         // flanneld picks "udp" when Backend is missing; podnetd has no udp backend, so it says so.
-        let type = (Self.folded(raw)["type"] as? String)?.lowercased() ?? "udp"
+        let type = JSON.object(raw).foldedObject?["type"]?.stringValue?.lowercased() ?? "udp"
         guard ["vxlan", "host-gw", "ipip"].contains(type) else {
             throw ConfigError("backend type \"\(type)\" is not supported: use vxlan, host-gw or ipip")
         }
         backendType = type
-        backendJSON = (try? JSONSerialization.data(withJSONObject: raw)) ?? Data("{}".utf8)
-    }
-
-    /// Keys lower-cased, the way Go matches struct fields.
-    private static func folded(_ o: [String: Any]) -> [String: Any] {
-        Dictionary(o.map { ($0.key.lowercased(), $0.value) }, uniquingKeysWith: { a, _ in a })
+        backendJSON = Data(JSON.object(raw).encoded())
     }
 
     /// The subnets a lease may take, in order: SubnetMin, SubnetMin + size, ... SubnetMax.

@@ -6,7 +6,7 @@
 // Written atomically: a reader sees the old file or the new one, never a part.
 
 import Addressing
-import Foundation
+import FoundationEssentials
 #if canImport(Glibc)
 import Glibc
 #endif

@@ -10,7 +10,7 @@
 // (flanneld exits there). Out of subnets: an error, nothing written.
 
 import Addressing
-import Foundation
+import FoundationEssentials
 import Logging
 
 public struct SubnetManager: Sendable {
