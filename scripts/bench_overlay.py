@@ -214,11 +214,11 @@ class Daemon:
 # podnetd's start-up, as its log tells it: each phase ends with the line named here.
 PHASES = [("process start, etcd config, interface", "using interface"),
           ("device", "created the device"),
-          ("lease", ("acquired a new lease", "reusing the lease of this node")),
+          ("list leases, lease", ("acquired a new lease", "reusing the lease of this node")),
           ("start", "network started")]
 if not vxlan:
     PHASES = [p for p in PHASES if p[0] != "device"]
-PHASE_NAMES = [name for name, _ in PHASES] + ["list leases + program peers"]
+PHASE_NAMES = [name for name, _ in PHASES] + ["program peers"]
 
 
 def count_entries(ns):

@@ -79,11 +79,11 @@ struct Podnetd: AsyncParsableCommand {
         let network = try makeBackend(config, interface).registerNetwork(dataPath: dataPath, logger: Logger(label: "podnet.overlay"))
 
         let manager = SubnetManager(registry: registry, logger: logger)
-        let lease = try await manager.acquire(config: config, attributes: network.leaseAttributes,
-                                              previous: SubnetFile.previousSubnet(at: subnetFile))
+        // The listing the lease was chosen from gives the peers: no second listing of every lease.
+        let (lease, snapshot) = try await manager.acquireWithSnapshot(config: config, attributes: network.leaseAttributes,
+                                                                      previous: SubnetFile.previousSubnet(at: subnetFile))
         try network.start(subnet: lease.subnet)
         let state = NodeState(lease: lease, backendType: config.backendType)
-        let snapshot = try await registry.leases()
         let peers = await state.replacePeers(snapshot.leases, logger: logger)
         let report = try network.reconcile(peers: peers)
         logger.info("programmed the peers", metadata: ["overlay.peers": "\(peers.count)", "overlay.changes": "\(report.programmed.total + report.removed.total)"])
