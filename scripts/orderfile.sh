@@ -27,17 +27,7 @@ for t in valgrind gdb readelf nm objcopy; do
 done
 scripts/deps.sh >&2
 scratch=.build-order-prof
-static=$scratch/static-libs
-mkdir -p "$static/pkgconfig"
-ln -sf "$(g++ -print-file-name=libstdc++.a)" "$static/libstdc++.a"
-cat > "$static/pkgconfig/libnl-route-3.0.pc" <<PC
-Name: libnl-route-3.0
-Description: libnl-route-3 linked statically (podnet order profile)
-Version: $(pkg-config --modversion libnl-route-3.0)
-Cflags: $(pkg-config --cflags libnl-route-3.0)
-Libs: -l:libnl-route-3.a -l:libnl-3.a
-PC
-export PKG_CONFIG_PATH="$PWD/$static/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}"
+source scripts/static-libs.sh
 # One build-id for all, as build.sh stamps them: delegates then run in-process, as in production.
 flags=(-c release --static-swift-stdlib -Xlinker -L"$PWD/$static" --scratch-path "$scratch"
        -Xswiftc -static-executable -Xlinker --build-id=0x"$(echo podnet-orderfile | sha1sum | cut -c1-40)")
