@@ -35,8 +35,11 @@ work=$(mktemp -d /tmp/podnet-order-XXXXXX)
 trap 'rm -rf "$work"' EXIT
 mkdir "$work/bin"
 for p in bridge host-local loopback portmap flannel; do
+  status=0
   swift build -q "${flags[@]}" --product "$p" 2>&1 \
-    | grep -v -e "the use of .mktemp' is dangerous" -e ": warning: Using '[a-z]*' in statically linked" >&2 || true
+    | grep -v -e "the use of .mktemp' is dangerous" -e ": warning: Using '[a-z]*' in statically linked" >&2 \
+    || status=${PIPESTATUS[0]}
+  [ "$status" = 0 ] || { echo "orderfile.sh: build of $p failed" >&2; exit 1; }
   # valgrind cannot read the DWARF 5 of some objects: keep the symbol table only.
   objcopy --strip-debug "$(swift build "${flags[@]}" --show-bin-path)/$p" "$work/bin/$p"
 done
