@@ -55,8 +55,9 @@ import Testing
 
     @Test func resumesAfterARestartAndDeliversEachEventOnce() async throws {
         // A long backoff, so the changes made after the restart happen while the watch is still
-        // waiting to reconnect: they arrive through the resume, not through a live stream.
-        try await withEtcd(configure: { $0.reconnectBackoff = .init(initial: .seconds(3), maximum: .seconds(3)) }) { server, etcd in
+        // waiting to reconnect: they arrive through the resume, not through a live stream. (3 s was
+        // too short on a loaded CI machine: restarting etcd took about that long.)
+        try await withEtcd(configure: { $0.reconnectBackoff = .init(initial: .seconds(8), maximum: .seconds(8)) }) { server, etcd in
             let start = try await etcd.range(.all).header.revision
             let watch = WatchRecorder(etcd.watch(.prefix("/r/"), fromRevision: start + 1))
             let a = try await etcd.put("/r/a", value: "1")
@@ -64,13 +65,13 @@ import Testing
 
             await server.stop()
             await watch.wait("the disconnect") { $0.interruptions.count >= 1 }
-            await watch.wait(within: .seconds(8), "a failed reconnect") { $0.interruptions.count >= 2 }
+            await watch.wait(within: .seconds(20), "a failed reconnect") { $0.interruptions.count >= 2 }
             try await server.restart()
             let b = try await etcd.put("/r/b", value: "2")
             let deleted = try await etcd.delete(.key("/r/a"))
             #expect(watch.events.count == 1, "the changes were seen before the watch reconnected")
 
-            await watch.wait(within: .seconds(10), "the events made while disconnected") { $0.events.count >= 3 }
+            await watch.wait(within: .seconds(20), "the events made while disconnected") { $0.events.count >= 3 }
             let c = try await etcd.put("/r/c", value: "3")
             await watch.wait("a live event after the resume") { $0.events.count >= 4 }
             try await Task.sleep(for: .milliseconds(200))
@@ -138,6 +139,10 @@ import Testing
                 Issue.record("not a timeout: \(watch.interruptions)")
                 return
             }
+            // A thawed etcd on a loaded machine can take longer than this client's short request
+            // timeout to answer again: wait for a read (safe to repeat) before the one write.
+            let answering = await eventually(within: .seconds(20)) { (try? await etcd.range(.key("/s/b"))) != nil }
+            #expect(answering, "the thawed etcd does not answer reads")
             try await etcd.put("/s/b", value: "2")
             await watch.wait(within: .seconds(10), "the event after the freeze") { $0.events.count == 2 }
             #expect(watch.events.map(\.kv.valueString) == ["1", "2"])
