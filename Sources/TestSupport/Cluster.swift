@@ -365,16 +365,10 @@ public final class ClusterEtcd: @unchecked Sendable {
     }
 
     /// SIGSTOP: etcd keeps its connections but answers nothing until `thaw()`.
-    public func freeze() throws {
-        guard let process, process.isRunning else { throw TestFailure("etcd is not running") }
-        kill(process.processIdentifier, SIGSTOP)
-    }
+    public func freeze() throws { try signalEtcd(SIGSTOP, process) }
 
     /// SIGCONT.
-    public func thaw() throws {
-        guard let process, process.isRunning else { throw TestFailure("etcd is not running") }
-        kill(process.processIdentifier, SIGCONT)
-    }
+    public func thaw() throws { try signalEtcd(SIGCONT, process) }
 
     /// Cuts the etcd host off the switch (its eth0 down): the daemons lose etcd, the test's
     /// etcdctl (over the namespace's loopback) does not.

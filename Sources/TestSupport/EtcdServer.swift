@@ -85,31 +85,17 @@ public final class EtcdServer: @unchecked Sendable {
 
     /// Stops the server (SIGTERM, then SIGKILL after 10 s) and keeps its data.
     public func stop() async {
-        guard let process, process.isRunning else { return }
-        kill(process.processIdentifier, SIGCONT)  // a frozen etcd cannot handle SIGTERM
-        process.terminate()
-        for _ in 0..<200 where process.isRunning {
-            try? await Task.sleep(for: .milliseconds(50))
-        }
-        if process.isRunning {
-            kill(process.processIdentifier, SIGKILL)
-            process.waitUntilExit()
-        }
+        guard let process else { return }
+        await onOwnThread { terminate(process, grace: 10) }
         self.process = nil
     }
 
     /// Stops the process (SIGSTOP) without closing anything: its connections stay open and
     /// silent, as with a network partition.
-    public func freeze() throws {
-        guard let process, process.isRunning else { throw TestFailure("etcd is not running") }
-        kill(process.processIdentifier, SIGSTOP)
-    }
+    public func freeze() throws { try signalEtcd(SIGSTOP, process) }
 
     /// Lets a frozen server run again (SIGCONT).
-    public func thaw() throws {
-        guard let process, process.isRunning else { throw TestFailure("etcd is not running") }
-        kill(process.processIdentifier, SIGCONT)
-    }
+    public func thaw() throws { try signalEtcd(SIGCONT, process) }
 
     /// Starts the stopped server again, on the same ports and with the same data.
     public func restart() async throws {
@@ -160,18 +146,16 @@ public final class EtcdServer: @unchecked Sendable {
     /// see its deadline pass without having probed at all.
     private func becomesHealthy(_ p: Process, within limit: Duration) async -> Bool {
         let (metricsPort, clientPort) = (metricsPort, clientPort)
-        return await withCheckedContinuation { (done: CheckedContinuation<Bool, Never>) in
-            Thread.detachNewThread {
-                let deadline = ContinuousClock.now + limit
-                while ContinuousClock.now < deadline, p.isRunning {
-                    if httpGet(port: metricsPort, path: "/health")?.contains(#""health":"true""#) == true,
-                       accepts(port: clientPort), p.isRunning {
-                        return done.resume(returning: true)
-                    }
-                    usleep(50_000)
+        return await onOwnThread {
+            let deadline = ContinuousClock.now + limit
+            while ContinuousClock.now < deadline, p.isRunning {
+                if httpGet(port: metricsPort, path: "/health")?.contains(#""health":"true""#) == true,
+                   accepts(port: clientPort), p.isRunning {
+                    return true
                 }
-                done.resume(returning: false)
+                usleep(50_000)
             }
+            return false
         }
     }
 
@@ -344,6 +328,20 @@ func loopback(port: UInt16) -> sockaddr_in {
     addr.sin_port = port.bigEndian
     addr.sin_addr.s_addr = inet_addr("127.0.0.1")
     return addr
+}
+
+/// Runs blocking work on a thread of its own and awaits its result, so that it neither holds nor
+/// waits for a thread of the cooperative pool (which synchronous tests keep busy).
+func onOwnThread<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> T {
+    await withCheckedContinuation { done in
+        Thread.detachNewThread { done.resume(returning: body()) }
+    }
+}
+
+/// Sends `signal` to a running etcd; throws when it is not running.
+func signalEtcd(_ signal: Int32, _ process: Process?) throws {
+    guard let process, process.isRunning else { throw TestFailure("etcd is not running") }
+    kill(process.processIdentifier, signal)
 }
 
 /// `GET path` on 127.0.0.1:`port` over plain HTTP/1.0; the whole answer, or nil.
