@@ -25,11 +25,26 @@ ns_all=(podnet-demo-switch podnet-demo-etcd)
 for n in "${nodes[@]}"; do ns_all+=(podnet-demo-node$n); for p in "${pods[@]}"; do ns_all+=(podnet-demo-pod$n-$p); done; done
 
 cleanup() {
-  for pid in $(cat "$tmp"/*.pid 2>/dev/null); do kill "$pid" 2>/dev/null || true; done
-  sleep 0.3
-  for pid in $(cat "$tmp"/*.pid 2>/dev/null); do kill -9 "$pid" 2>/dev/null || true; done
+  # etcd and podnetd were started with `ip netns exec`, which execs its command: the recorded PIDs
+  # are the daemons' own. Anything else still running in a demo namespace is stopped too.
+  local pids ns
+  pids=$(cat "$tmp"/*.pid 2>/dev/null || true)
+  for ns in "${ns_all[@]}"; do pids+=" $(ip netns pids "$ns" 2>/dev/null || true)"; done
+  stop_processes $pids
   for ns in "${ns_all[@]}"; do ip netns delete "$ns" 2>/dev/null || true; done
   rm -rf "$tmp"
+}
+# Sends SIGTERM, waits up to 5 s for every process to be gone, then SIGKILLs the rest and waits.
+stop_processes() {
+  local pid _ alive
+  [ $# -gt 0 ] || return 0
+  kill "$@" 2>/dev/null || true
+  for _ in $(seq 50); do
+    alive=0; for pid in "$@"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+    [ $alive = 0 ] && break; sleep 0.1
+  done
+  kill -9 "$@" 2>/dev/null || true
+  for pid in "$@"; do wait "$pid" 2>/dev/null || true; done
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -52,7 +67,7 @@ attach etcd 192.168.50.2
 for n in "${nodes[@]}"; do attach "node$n" "192.168.50.1$n"; done
 
 # etcd, and the network config in flanneld's layout.
-in_ns etcd etcd --name demo --data-dir "$tmp/etcd" --listen-client-urls http://192.168.50.2:2379 \
+ip netns exec podnet-demo-etcd etcd --name demo --data-dir "$tmp/etcd" --listen-client-urls http://192.168.50.2:2379 \
   --advertise-client-urls http://192.168.50.2:2379 --listen-peer-urls http://127.0.0.1:2380 \
   --initial-advertise-peer-urls http://127.0.0.1:2380 --initial-cluster demo=http://127.0.0.1:2380 \
   >"$tmp/etcd.log" 2>&1 &
@@ -64,7 +79,7 @@ etcdctl put /coreos.com/network/config "{\"Network\":\"10.244.0.0/16\",\"Backend
 # podnetd on every node.
 for n in "${nodes[@]}"; do
   mkdir -p "$tmp/node$n"
-  in_ns "node$n" "$bin/podnetd" --etcd-endpoints http://192.168.50.2:2379 --iface eth0 \
+  ip netns exec "podnet-demo-node$n" "$bin/podnetd" --etcd-endpoints http://192.168.50.2:2379 --iface eth0 \
     --subnet-file "$tmp/node$n/subnet.env" --healthz-port 0 >"$tmp/node$n/podnetd.log" 2>&1 &
   echo $! > "$tmp/node$n.pid"
 done

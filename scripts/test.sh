@@ -31,4 +31,8 @@ daemon='^DaemonTests\.'
 swift test --skip-build --filter "$async" || status=$?
 swift test --skip-build --skip "$async" --skip "$daemon" || status=$?
 swift test --skip-build --filter "$daemon" || status=$?
+# The demo is the main job: it must run green, and neither it nor any test may leave a namespace or
+# a process behind.
+scripts/demo.sh || status=$?
+scripts/check-leftovers.sh || status=$?
 exit $status
