@@ -483,6 +483,16 @@ def main():
     args = ap.parse_args()
     bin_dir = os.path.abspath(args.bin)
     results = Results()
+    if os.geteuid() != 0:
+        results.skip("runtimes", "needs root to create network namespaces and run the runtimes")
+        print(f"runtimes: 0 passed, 0 failed, {results.skipped} skipped", flush=True)
+        return 0
+    if not cgroup_mounts():
+        results.skip("runtimes", "no cgroup file system is mounted below /sys/fs/cgroup: runc cannot create containers")
+        print(f"runtimes: 0 passed, 0 failed, {results.skipped} skipped", flush=True)
+        return 0
+    # SIGTERM (test.sh interrupted) unwinds like Ctrl-C, so every finally below cleans up.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     base = tempfile.mkdtemp(prefix="podnet-rt-")
     try:
         image_tar = base + "/image.tar"
