@@ -93,7 +93,8 @@ class Results:
             body()
             return self.check(name, True)
         except Exception as e:  # noqa: BLE001
-            return self.check(name, False, str(e))
+            # A gRPC error's details are containerd's message (the CNI plugin's error, for one).
+            return self.check(name, False, e.details() if hasattr(e, "details") else str(e))
 
     def skip(self, name, why):
         self.skipped += 1
@@ -405,11 +406,15 @@ def scenario(results, runtime, node, work, image_tar):
 
     def start_pods():
         pods["a"] = runtime.run_pod("pod-a", ["sleep", "2147483647"])
-        pods["web"] = runtime.run_pod("pod-web", ["httpd", "-f", "-p", "80", "-h", "/www"], ports=[(HOST_PORT, 80)])
-    if not results.attempt(f"{label}: run a pod, and a pod publishing hostPort {HOST_PORT}", start_pods):
-        if "a" in pods:
-            runtime.remove_pod(pods.pop("a"))
+        pods["b"] = runtime.run_pod("pod-b", ["sleep", "2147483647"])
+    if not results.attempt(f"{label}: run two pods", start_pods):
+        for p in pods.values():
+            runtime.remove_pod(p)
         return
+
+    def start_web():
+        pods["web"] = runtime.run_pod("pod-web", ["httpd", "-f", "-p", "80", "-h", "/www"], ports=[(HOST_PORT, 80)])
+    results.attempt(f"{label}: run a pod publishing hostPort {HOST_PORT}", start_web)
     ips = {}
 
     def addresses():
@@ -431,18 +436,21 @@ def scenario(results, runtime, node, work, image_tar):
                 raise RuntimeError(out.strip().splitlines()[-1] if out.strip() else f"exit {code}")
             return True
         wait_for(f"ping {target}", once, timeout=15)
-    if "web" in ips:
-        results.attempt(f"{label}: pod-a pings pod-web", lambda: ping(pods["a"], ips["web"]))
-        results.attempt(f"{label}: pod-web pings pod-a", lambda: ping(pods["web"], ips["a"]))
+    if "b" in ips:
+        results.attempt(f"{label}: pod-a pings pod-b", lambda: ping(pods["a"], ips["b"]))
+        results.attempt(f"{label}: pod-b pings pod-a", lambda: ping(pods["b"], ips["a"]))
 
     def hairpin():
         out = in_ns(node.ns, ["bridge", "-d", "link", "show"]).stdout
         ports = [p for p in re.split(r"\n(?=\d+:)", out) if f"master {BRIDGE}" in p]
-        if len(ports) != 2 or not all("hairpin on" in p for p in ports):
+        if len(ports) != len(pods) or not all("hairpin on" in p for p in ports):
             raise RuntimeError(f"bridge -d link show: {out.strip()}")
-    results.attempt(f"{label}: both bridge ports have hairpin mode on", hairpin)
+    results.attempt(f"{label}: every bridge port has hairpin mode on", hairpin)
 
     def host_port():
+        if "web" not in pods:
+            raise RuntimeError("the pod publishing it did not start")
+
         def once():
             r = in_ns(node.client, [sys.executable, "-c", HTTP_GET, f"http://{NODE_IP}:{HOST_PORT}/"],
                       check=False, timeout=10)
