@@ -236,7 +236,9 @@ default_network = "{NETWORK}"
         return sorted(set(os.listdir("/run/netns")) - self.netns_before - {self.node.ns, self.node.client})
 
     def teardown(self):
-        self.podman("rm", "-a", "-f", "-t", "0", check=False, timeout=120)
+        # Without its configuration podman would act on the host's own containers.
+        if os.path.exists(self.work + "/storage.conf") and os.path.exists(self.work + "/containers.conf"):
+            self.podman("rm", "-a", "-f", "-t", "0", check=False, timeout=120)
         kill_processes_mentioning(self.work)
         for n in self.leftover_netns():
             if n.startswith("netns-"):
@@ -501,6 +503,9 @@ def main():
         return 0
     # SIGTERM (test.sh interrupted) unwinds like Ctrl-C, so every finally below cleans up.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    # Folders the runtimes make outside their configured ones (podman's blob-info cache, the shims'
+    # socket folder, libcni's result cache): removed afterwards unless they were there before.
+    made_outside = [d for d in ("/var/lib/containers", "/run/containerd", "/var/lib/cni") if not os.path.exists(d)]
     base = tempfile.mkdtemp(prefix="podnet-rt-")
     try:
         image_tar = base + "/image.tar"
@@ -528,6 +533,10 @@ def main():
     finally:
         unmount_below(base)
         shutil.rmtree(base, ignore_errors=True)
+        for f in glob.glob(f"/var/lib/cni/results/{NETWORK}-*"):
+            os.unlink(f)
+        for d in made_outside:
+            shutil.rmtree(d, ignore_errors=True)
     print(f"runtimes: {results.passed} passed, {results.failed} failed, {results.skipped} skipped", flush=True)
     return 1 if results.failed else 0
 
