@@ -2,7 +2,7 @@
 what `podman load` and `ctr images import` read), because no registry is reachable.
 
 The root file system is Debian's static busybox (package busybox-static) and links for the applets
-the suite runs: sh, sleep, ping, httpd (serving /www/index.html) and wget. The image's default
+the suite runs: sh, sleep, ping, ip and httpd (serving /www/index.html). The image's default
 command sleeps, so it also serves containerd as the pod sandbox ("pause") image.
 """
 
@@ -13,7 +13,7 @@ import sys
 import tarfile
 
 BUSYBOX = "/bin/busybox"
-APPLETS = ["sh", "sleep", "ping", "httpd", "wget", "ip", "cat", "hostname"]
+APPLETS = ["sh", "sleep", "ping", "httpd", "ip", "cat"]
 PAGE = b"podnet-runtime-suite\n"
 
 
