@@ -90,6 +90,8 @@ let package = Package(
         .testTarget(name: "LeaseTests", dependencies: ["Overlay", "Addressing"]),
         // End to end: the built podnetd, flannel, bridge and host-local in simulated nodes with a real etcd.
         .testTarget(name: "DaemonTests", dependencies: ["TestSupport", "Etcd", "Addressing"]),
+        // The built plugins as real runtimes run them: entered with setns (nsenter --net, no /sys remount).
+        .testTarget(name: "RuntimeTests", dependencies: ["TestSupport"]),
         .testTarget(name: "OverlayTests", dependencies: ["Overlay", "Netlink", "NetNS", "Etcd", "TestSupport"]),
     ]
 )

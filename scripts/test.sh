@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh bench   # the reference plugins are needed for the interoperability tests
+scripts/deps.sh runtimes   # podman, containerd, runc, busybox, grpcio: scripts/runtimes/suite.py
 
 cleanup() {
   # A crashed test cannot run its own clean-up; remove any test namespace it left.
@@ -31,6 +32,9 @@ daemon='^DaemonTests\.'
 swift test --skip-build --filter "$async" || status=$?
 swift test --skip-build --skip "$async" --skip "$daemon" || status=$?
 swift test --skip-build --filter "$daemon" || status=$?
+# Real runtimes (podman with its CNI backend, containerd through its CRI) running the built plugins
+# in node namespaces, entered through ip netns exec and through nsenter --net.
+python3 scripts/runtimes/suite.py --bin "$PODNET_BIN_DIR" || status=$?
 # The demo is the main job: it must run green, and neither it nor any test may leave a namespace or
 # a process behind.
 scripts/demo.sh || status=$?

@@ -151,8 +151,9 @@ public struct Bridge: CNIPlugin {
         }
         try? writeSysctl("net/ipv6/conf/\(hostName)/accept_ra", "0")
         try host.setLink(h.index, LinkChange(up: true, master: bridge.index))
-        if conf.hairpinMode { try writeSysfs("/sys/class/net/\(hostName)/brport/hairpin_mode", "1") }
-        if conf.portIsolation { try writeSysfs("/sys/class/net/\(hostName)/brport/isolated", "1") }
+        // Over netlink, never /sys/class/net: a runtime that entered this namespace with setns
+        // keeps a /sys of another namespace (BridgePorts.swift).
+        try host.setBridgePort(h.index, hairpin: conf.hairpinMode ? true : nil, isolated: conf.portIsolation ? true : nil)
         h = try host.link(index: h.index) ?? h
         return (h, c)
     }
@@ -240,12 +241,4 @@ public struct Bridge: CNIPlugin {
         }
         throw CNIError(.internal, "bridge port in error state: operstate \(state)")
     }
-}
-
-func writeSysfs(_ path: String, _ value: String) throws {
-    let fd = open(path, O_WRONLY | O_CLOEXEC)
-    guard fd >= 0 else { throw CNIError(.internal, "open \(path): \(String(cString: strerror(errno)))") }
-    defer { close(fd) }
-    let b = Array(value.utf8)
-    guard write(fd, b, b.count) == b.count else { throw CNIError(.internal, "write \(path): \(String(cString: strerror(errno)))") }
 }
