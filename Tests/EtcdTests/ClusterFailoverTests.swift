@@ -124,4 +124,38 @@ import Testing
             }
         }
     }
+
+    @Test func aKeepaliveRidesOutAMemberWithoutLeader() async throws {
+        try await EtcdServer.withCluster(members: 3) { members in
+            // Only m1 is given; the others are frozen for a while, so m1 has no leader and answers
+            // keepalives with an error line ("no leader", or a timeout): the sequence must retry
+            // through it, not end.
+            // The request timeout is longer than etcd's own (7 s), so that etcd's answer comes first.
+            try await withClient([members[0].clientURL], configure: {
+                $0.requestTimeout = .seconds(10)
+                $0.reconnectBackoff = .init(initial: .milliseconds(50), maximum: .milliseconds(500))
+            }) { etcd in
+                let lease = try await etcd.grantLease(ttl: .seconds(120))
+                var keepAlive = etcd.keepAlive(lease.id, interval: .milliseconds(200)).makeAsyncIterator()
+                _ = try await keepAlive.next()
+                try members[1].freeze()
+                try members[2].freeze()
+                // Keepalives while m1 loses its leader; then the others come back.
+                let thaw = Task {
+                    try await Task.sleep(for: .seconds(12))
+                    try members[1].thaw()
+                    try members[2].thaw()
+                }
+                var ttls = 0
+                do {
+                    while ttls < 10, let _ = try await keepAlive.next() { ttls += 1 }
+                } catch {
+                    Issue.record("the keepalive sequence ended with \(error)")
+                }
+                try await thaw.value
+                #expect(ttls == 10)
+                #expect(try await etcd.timeToLive(lease.id).remaining != nil)
+            }
+        }
+    }
 }
