@@ -27,16 +27,17 @@ extension EtcdClient {
     /// when the lease is gone.
     // etcdctl lease keep-alive --once <id>
     public func keepAliveOnce(_ id: LeaseID) async throws(EtcdError) -> Duration {
-        let answer = try await transport.call("/lease/keepalive", EtcdRequest.lease(id),
-                                              idempotent: true) { bytes in try firstFrame(bytes) }
-        switch answer {
-        case .error(let error):
-            throw .server(code: error.code, message: error.message,
-                          request: configuration.basePath + "/lease/keepalive", endpoint: currentEndpoint)
-        case .result(let result):
-            guard result.ttl > 0 else { throw .leaseExpired(id) }
-            return .seconds(result.ttl)
+        // An error line in the answer ({"error":{"grpc_code":14,"message":"etcdserver: no leader"}})
+        // is thrown from the decoder as a FrameError, so that the transport fails over as for any
+        // other Unavailable answer.
+        let result = try await transport.call("/lease/keepalive", EtcdRequest.lease(id), idempotent: true) { bytes in
+            switch try firstFrame(bytes) {
+            case .error(let error): throw FrameError(code: error.code, message: error.message)
+            case .result(let result): return result
+            }
         }
+        guard result.ttl > 0 else { throw .leaseExpired(id) }
+        return .seconds(result.ttl)
     }
 
     /// Keeps the lease alive while the sequence is iterated: the first element comes at once,
@@ -115,7 +116,7 @@ public struct LeaseKeepAlive: AsyncSequence, Sendable {
                     case .cancelled:
                         finished = true
                         return nil
-                    case .unavailable, .timeout, .connection, .tls:
+                    case .unavailable, .timeout, .connection, .tls, .server(.unavailable, _, _, _):
                         failures += 1
                         let delay = client.configuration.reconnectBackoff.delay(afterFailures: failures)
                         client.transport.logger.info("etcd lease keepalive failed, retrying",

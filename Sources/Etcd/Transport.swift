@@ -6,6 +6,13 @@
 // when the request only reads. A write whose answer was lost (timeout, connection reset after
 // sending) is reported as it is, since it may have been applied. When every endpoint failed the
 // caller gets `EtcdError.unavailable` with one failure per endpoint.
+//
+// Endpoint choice: requests start on the preferred endpoint. Any request that finds an endpoint
+// failing (refused, unreachable, timed out, or etcd answering Unavailable: a member without a
+// leader) moves the preference off it at once, even when the request itself is not retried (a
+// write whose answer was lost), and wakes the watches streaming from that endpoint so that they
+// move too instead of waiting for their own liveness check: after a member is killed or cut off,
+// the whole client is on a survivor within one request.
 
 import AsyncHTTPClient
 import Logging
@@ -27,6 +34,12 @@ struct AttemptFailure: Error {
     var error: EtcdError
     /// Nothing reached etcd (or etcd did nothing): any request may be retried elsewhere.
     var nothingSent: Bool
+}
+
+/// An error line in a streamed answer (`{"error":{...}}`), thrown by a decoder.
+struct FrameError: Error {
+    var code: GRPCStatusCode
+    var message: String
 }
 
 /// Thrown by ``withTimeout(_:_:)``.
@@ -54,6 +67,8 @@ final class Transport: Sendable {
     let logger: Logger
     let auth: Authenticator?
     private let preferred = Mutex(0)
+    /// Watches to wake when their endpoint fails: listener id -> (endpoint index, signal).
+    private let failureListeners = Mutex<(next: UInt64, all: [UInt64: (index: Int, signal: AsyncStream<Void>.Continuation)])>((0, [:]))
     private let shutDown = Mutex(false)
     let statistics = Mutex(EtcdClient.Statistics())
 
@@ -124,13 +139,50 @@ final class Transport: Sendable {
 
     var preferredIndex: Int { preferred.withLock { $0 } }
 
-    private func prefer(_ index: Int, after failed: Int) {
+    /// After a request succeeded on `index` having failed on `failed` (the endpoints before it):
+    /// prefer `index`, unless another request already moved the preference elsewhere.
+    private func prefer(_ index: Int, after failed: [Int]) {
         preferred.withLock { current in
-            if current == failed { current = index }
+            if failed.contains(current) { current = index }
         }
         statistics.withLock { $0.failovers += 1 }
         logger.info("etcd failed over to another endpoint",
-                    metadata: ["etcd.endpoint": "\(endpoints[index])", "etcd.failed_endpoint": "\(endpoints[failed])"])
+                    metadata: ["etcd.endpoint": "\(endpoints[index])", "etcd.failed_endpoint": "\(endpoints[failed[0]])"])
+    }
+
+    /// A request found endpoint `index` failing: the next request starts on the next endpoint,
+    /// and the watches on `index` reconnect now.
+    func endpointFailed(_ index: Int, _ error: EtcdError) {
+        guard endpoints.count > 1 else { return }
+        let moved = preferred.withLock { current in
+            guard current == index else { return false }
+            current = (index + 1) % endpoints.count
+            return true
+        }
+        if moved {
+            logger.info("etcd endpoint failing; preferring the next one",
+                        metadata: ["etcd.failed_endpoint": "\(endpoints[index])",
+                                   "etcd.endpoint": "\(endpoints[(index + 1) % endpoints.count])", "etcd.error": "\(error)"])
+        }
+        let signals = failureListeners.withLock { $0.all.values.filter { $0.index == index }.map(\.signal) }
+        for signal in signals { signal.yield() }
+    }
+
+    /// A stream that yields when a request finds endpoint `index` failing; `stopListening(id)`
+    /// when done.
+    func listenForFailure(of index: Int) -> (id: UInt64, signals: AsyncStream<Void>) {
+        let (stream, continuation) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+        let id = failureListeners.withLock { listeners in
+            let id = listeners.next
+            listeners.next += 1
+            listeners.all[id] = (index, continuation)
+            return id
+        }
+        return (id, stream)
+    }
+
+    func stopListening(_ id: UInt64) {
+        failureListeners.withLock { $0.all.removeValue(forKey: id) }?.signal.finish()
     }
 
     func count(_ update: (inout EtcdClient.Statistics) -> Void) {
@@ -151,14 +203,19 @@ final class Transport: Sendable {
                  decode: (ByteBufferView) throws -> T) async throws(EtcdError) -> T {
         let request = configuration.basePath + path
         var failures: [EtcdError] = []
+        var failed: [Int] = []
         let first = preferredIndex
         for offset in 0..<endpoints.count {
             let index = (first + offset) % endpoints.count
             do {
                 let result = try await attempt(endpoints[index], path, body, decode: decode)
-                if offset > 0 { prefer(index, after: first) }
+                if offset > 0 { prefer(index, after: failed) }
                 return result
             } catch {
+                if error.error.isFailoverCandidate {
+                    failed.append(index)
+                    endpointFailed(index, error.error)
+                }
                 // Another endpoint may answer; but a write that may have been applied is not sent twice.
                 guard error.error.isFailoverCandidate, error.nothingSent || idempotent else {
                     count { $0.errors += 1 }
@@ -185,6 +242,10 @@ final class Transport: Sendable {
             if status == 200 {
                 do {
                     return try decode(bytes.readableBytesView)
+                } catch let frame as FrameError {
+                    let error = EtcdError.server(code: frame.code, message: frame.message,
+                                                 request: configuration.basePath + path, endpoint: endpoint)
+                    throw AttemptFailure(error: error, nothingSent: error.isServerUnavailable)
                 } catch {
                     throw AttemptFailure(error: malformed(error, bytes, path, endpoint), nothingSent: false)
                 }
@@ -225,10 +286,15 @@ final class Transport: Sendable {
 
     /// Opens a streaming request (watch, keepalive) and returns the answer once its head arrived
     /// with status 200; the head must arrive within the request timeout.
-    func open(_ endpoint: String, _ path: String, body: HTTPClientRequest.Body,
-              token: String?) async throws(AttemptFailure) -> HTTPClientResponse {
+    func open(_ endpoint: String, _ path: String, body: HTTPClientRequest.Body, token: String?,
+              requireLeader: Bool = false) async throws(AttemptFailure) -> HTTPClientResponse {
         var request = makeRequest(endpoint, path, token: token)
         request.body = body
+        // gRPC metadata `hasleader: true` (the gateway turns `Grpc-Metadata-*` headers into
+        // metadata), as etcd's own client sends on watches: a member that has lost its leader,
+        // being cut off from the others, then ends the stream ("etcdserver: no leader") instead
+        // of keeping it open and silent while the rest of the cluster moves on.
+        if requireLeader { request.headers.add(name: "Grpc-Metadata-hasleader", value: "true") }
         // Go's HTTP/1.1 server, on the handler's first write, reads the rest of an unread request
         // body before it sends the response head, unless it answered `100 Continue`: without
         // this header a body that stays open (a watch) would never get an answer.
@@ -337,8 +403,11 @@ extension EtcdError {
         }
     }
 
+    /// etcd answered Unavailable without having applied the request. Not so for "etcdserver:
+    /// request timed out" (also Unavailable): the proposal may yet be committed, so a write that
+    /// got it is not sent again elsewhere (etcd's Go client does not retry it either).
     var isServerUnavailable: Bool {
-        if case .server(.unavailable, _, _, _) = self { return true }
+        if case .server(.unavailable, let message, _, _) = self { return !message.contains("timed out") }
         return false
     }
 

@@ -10,6 +10,14 @@
 // takes its start from the `created` answer's header revision + 1, so events made while it
 // reconnects are not lost either.
 //
+// Failover: a watch starts on the client's preferred endpoint. When its stream breaks it reports
+// the endpoint as failing (see Transport) and reconnects to the preferred endpoint, or to the next
+// one when the preference is still the endpoint that failed. It also reconnects at once when
+// another request finds its endpoint failing: a member cut off the network leaves the stream open
+// and silent, and the liveness check alone would notice only after a ping interval. The watch asks
+// etcd to end it when the member loses its leader (`hasleader`), so a member cut off from the
+// others but not from us does not keep it waiting for events that never come.
+//
 // Compaction: when the resume revision has been compacted away, etcd cancels the watch with
 // `compact_revision`. The sequence then yields `.compacted` and ends: the caller re-lists (the
 // events in between are gone) and watches again from the list's revision + 1.
@@ -120,6 +128,8 @@ final class WatchSession: Sendable {
     private enum Outcome {
         case compacted(Int64)
         case interrupted(EtcdError, wasCreated: Bool)
+        /// Another request found the endpoint failing.
+        case endpointFailed
         case fatal(EtcdError)
         case cancelled
     }
@@ -144,10 +154,10 @@ final class WatchSession: Sendable {
 
     func run(_ out: AsyncThrowingStream<WatchUpdate, any Error>.Continuation) async {
         var failures = 0
+        var index = transport.preferredIndex
         while !Task.isCancelled {
-            let index = (transport.preferredIndex + failures) % transport.endpoints.count
             let endpoint = transport.endpoints[index]
-            switch await connect(endpoint, out) {
+            switch await connect(index, out) {
             case .compacted(let revision):
                 logger.info("etcd watch fell behind a compaction",
                             metadata: ["etcd.endpoint": "\(endpoint)", "etcd.revision": "\(revision)"])
@@ -161,9 +171,19 @@ final class WatchSession: Sendable {
             case .cancelled:
                 out.finish()
                 return
+            case .endpointFailed:
+                failures = 1
+                transport.count { $0.watchReconnects += 1 }
+                logger.info("etcd watch leaving an endpoint another request found failing",
+                            metadata: ["etcd.endpoint": "\(endpoint)", "etcd.revision": "\(state.withLock { $0.next })"])
+                out.yield(.interrupted(.connection(reason: "another request found the endpoint failing",
+                                                   request: request, endpoint: endpoint)))
+                index = nextEndpoint(after: index)
             case .interrupted(let error, let wasCreated):
                 failures = wasCreated ? 1 : failures + 1
                 transport.count { $0.watchReconnects += 1 }
+                if error.isFailoverCandidate { transport.endpointFailed(index, error) }
+                index = nextEndpoint(after: index)
                 let delay = transport.configuration.reconnectBackoff.delay(afterFailures: failures)
                 let next = state.withLock { $0.next }
                 logger.info("etcd watch interrupted, reconnecting",
@@ -180,9 +200,16 @@ final class WatchSession: Sendable {
         out.finish()
     }
 
+    /// Where to reconnect after `failed`: the preferred endpoint, unless that is still `failed`.
+    private func nextEndpoint(after failed: Int) -> Int {
+        let preferred = transport.preferredIndex
+        return preferred != failed ? preferred : (failed + 1) % transport.endpoints.count
+    }
+
     /// One stream: create the watch, deliver what comes, until it breaks.
-    private func connect(_ endpoint: String,
+    private func connect(_ index: Int,
                          _ out: AsyncThrowingStream<WatchUpdate, any Error>.Continuation) async -> Outcome {
+        let endpoint = transport.endpoints[index]
         let token: String?
         do {
             token = try await transport.auth?.token(on: endpoint, transport: transport)
@@ -199,16 +226,24 @@ final class WatchSession: Sendable {
         writer.yield(ByteBuffer(string: EtcdRequest.watchCreate(range, startRevision: next, prevKV: prevKV) + "\n"))
         let response: HTTPClientResponse
         do {
-            response = try await transport.open(endpoint, "/watch", body: .stream(body, length: .unknown), token: token)
+            response = try await transport.open(endpoint, "/watch", body: .stream(body, length: .unknown), token: token,
+                                                requireLeader: true)
         } catch {
             if error.error.needsAuthentication { await transport.auth?.invalidate(token) }
             return outcome(of: error)
         }
         logger.debug("etcd watch stream open", metadata: ["etcd.endpoint": "\(endpoint)", "etcd.revision": "\(next)"])
+        let failure = transport.listenForFailure(of: index)
+        defer { transport.stopListening(failure.id) }
         do {
             return try await withThrowingTaskGroup(of: Outcome.self) { group in
                 group.addTask { try await self.read(response.body, endpoint, token: token, out) }
                 group.addTask { try await self.checkAlive(writer, endpoint) }
+                group.addTask {
+                    for await _ in failure.signals { return .endpointFailed }
+                    // Cancelled with the other two: stay out of the way until the group ends.
+                    while true { try await Task.sleep(for: .seconds(3600)) }
+                }
                 defer { group.cancelAll() }
                 return try await group.next()!
             }

@@ -5,6 +5,9 @@
 //   <id>-etcd      a real etcd at 192.168.50.2, also listening on that namespace's own 127.0.0.1,
 //                  which the test's etcdctl uses: cutting the etcd host off the switch
 //                  (`disconnect()`) hides etcd from the daemons but not from the test
+//   <id>-etcd<m>   with `etcdMembers` > 1, member m of an etcd cluster at 192.168.50.<m+1>; the
+//                  members talk to each other over the switch, so a member cut off the switch
+//                  (`partition(member:)`) is reachable by neither the nodes nor its peers
 //   <id>-n<i>      node i at 192.168.50.<10+i>, running the built podnetd ($PODNET_BIN_DIR)
 //   <id>-n<i>p<j>  pod j of node i, attached by the built flannel plugin (bridge + host-local)
 //
@@ -44,6 +47,8 @@ public struct ClusterOptions: Sendable {
     public var credentials: (user: String, password: String)?
     /// `--etcd-prefix`.
     public var prefix = "/coreos.com/network"
+    /// Members of the etcd cluster (1 to 3); the daemons get every member's endpoint.
+    public var etcdMembers = 1
 
     public init(backend: String = "vxlan", nodes: Int = 3, podsPerNode: Int = 1) {
         self.backend = backend
@@ -127,14 +132,14 @@ public final class Cluster: @unchecked Sendable {
         id = "podnet-t-c\(getpid())x\(String(UInt32.random(in: 0...UInt32.max), radix: 16))"
         directory = try temporaryDirectory()
         switchNamespace = TestNamespace(name: id + "-sw")
-        etcd = ClusterEtcd(namespace: TestNamespace(name: id + "-etcd"), directory: directory + "/etcd",
+        etcd = ClusterEtcd(id: id, members: max(1, min(options.etcdMembers, 3)), directory: directory + "/etcd",
                            prefix: options.prefix)
     }
 
     private func setUp() throws {
         try addNamespace(switchNamespace)
         try switchNamespace.sh("ip link add br0 type bridge && ip link set br0 up")
-        try attach(etcd.namespace, address: ClusterEtcd.address, port: "sw-etcd")
+        for m in etcd.members { try attach(m.namespace, address: m.address, port: m.index == 1 ? "sw-etcd" : "sw-etcd\(m.index)") }
         if options.tls {
             let tls = try makeTLSFiles(in: directory + "/tls", name: "cluster")
             etcd.tls = tls
@@ -304,90 +309,229 @@ public final class Cluster: @unchecked Sendable {
     }
 
     /// A CA, and server and client certificates signed by it, the server's valid for etcd's
-    /// underlay address and 127.0.0.1.
+    /// underlay addresses and 127.0.0.1.
     public func makeTLSFiles(in dir: String, name: String) throws -> EtcdTLSFiles {
-        try EtcdTLSFiles.generate(in: dir, name: name, addresses: [ClusterEtcd.address])
+        try EtcdTLSFiles.generate(in: dir, name: name, addresses: etcd.members.map(\.address))
     }
 }
 
 // MARK: - etcd
 
-/// The cluster's etcd, run in its own namespace with `ip netns exec`.
-public final class ClusterEtcd: @unchecked Sendable {
-    public static let address = "\(Cluster.underlayPrefix).2"
+/// One etcd member, run in its own namespace with `ip netns exec`.
+public final class ClusterEtcdMember: @unchecked Sendable {
+    /// 1, 2, 3; member 1 is at 192.168.50.2.
+    public let index: Int
     public let namespace: TestNamespace
+    public let address: String
+    let directory: String
+    var process: Process?
+    /// Cut off the switch by `partition(member:)`.
+    public internal(set) var isPartitioned = false
+
+    init(index: Int, namespace: TestNamespace, directory: String) {
+        self.index = index; self.namespace = namespace; self.directory = directory
+        address = "\(Cluster.underlayPrefix).\(1 + index)"
+    }
+
+    public var name: String { "m\(index)" }
+    public var logFile: String { directory + "/etcd.log" }
+    public var pid: Int32? { process?.processIdentifier }
+    public var isRunning: Bool { process?.isRunning ?? false }
+}
+
+/// The cluster's etcd: one member (by default) or several, each in its own namespace.
+public final class ClusterEtcd: @unchecked Sendable {
+    /// Member 1's address.
+    public static let address = "\(Cluster.underlayPrefix).2"
+    public let members: [ClusterEtcdMember]
     public let directory: String
     public let prefix: String
     public internal(set) var tls: EtcdTLSFiles?
     private var rootPassword: String?
-    private var process: Process?
 
-    init(namespace: TestNamespace, directory: String, prefix: String) {
-        self.namespace = namespace; self.directory = directory; self.prefix = prefix
+    init(id: String, members count: Int, directory: String, prefix: String) {
+        members = (1...count).map { i in
+            ClusterEtcdMember(index: i, namespace: TestNamespace(name: i == 1 ? "\(id)-etcd" : "\(id)-etcd\(i)"),
+                              directory: count == 1 ? directory : "\(directory)/m\(i)")
+        }
+        self.directory = directory; self.prefix = prefix
     }
 
     var scheme: String { tls == nil ? "http" : "https" }
-    /// The endpoint the daemons use.
-    public var endpoint: String { "\(scheme)://\(Self.address):2379" }
-    public var logFile: String { directory + "/etcd.log" }
-    public var isRunning: Bool { process?.isRunning ?? false }
+    /// Member 1's namespace.
+    public var namespace: TestNamespace { members[0].namespace }
+    /// The endpoint of member 1.
+    public var endpoint: String { clientURL(members[0]) }
+    /// Every member's endpoint, in member order: what the daemons get.
+    public var endpoints: [String] { members.map(clientURL) }
+    public var logFile: String { members[0].logFile }
+    public var isRunning: Bool { members.contains(where: \.isRunning) }
 
-    /// Starts etcd (same data on a restart) and waits until it answers.
+    public func clientURL(_ m: ClusterEtcdMember) -> String { "\(scheme)://\(m.address):2379" }
+    private func peerURL(_ m: ClusterEtcdMember) -> String {
+        members.count == 1 ? "http://127.0.0.1:2380" : "\(scheme)://\(m.address):2380"
+    }
+
+    /// Starts every member that is not running (same data on a restart) and waits until each
+    /// answers. The members of a new cluster start together: none is healthy before a quorum runs.
     public func start() throws {
-        guard !isRunning else { return }
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        let urls = "\(scheme)://127.0.0.1:2379,\(endpoint)"
-        var args = ["--name", "podnet-cluster", "--data-dir", directory + "/data", "--logger", "zap",
-                    "--listen-client-urls", urls, "--advertise-client-urls", endpoint,
-                    "--listen-peer-urls", "http://127.0.0.1:2380", "--initial-advertise-peer-urls", "http://127.0.0.1:2380",
-                    "--initial-cluster", "podnet-cluster=http://127.0.0.1:2380", "--initial-cluster-state", "new"]
+        for m in members where !m.isRunning { try launch(m) }
+        for m in members { try waitUntilHealthy(m) }
+    }
+
+    /// Starts one stopped member again and waits until it answers.
+    public func start(member m: ClusterEtcdMember) throws {
+        guard !m.isRunning else { return }
+        try launch(m)
+        try waitUntilHealthy(m)
+    }
+
+    private func launch(_ m: ClusterEtcdMember) throws {
+        try FileManager.default.createDirectory(atPath: m.directory, withIntermediateDirectories: true)
+        let urls = "\(scheme)://127.0.0.1:2379,\(clientURL(m))"
+        let cluster = members.map { "podnet-\($0.name)=\(peerURL($0))" }.joined(separator: ",")
+        let name = members.count == 1 ? "podnet-cluster" : "podnet-\(m.name)"
+        let initial = members.count == 1 ? "podnet-cluster=\(peerURL(m))" : cluster
+        var args = ["--name", name, "--data-dir", m.directory + "/data", "--logger", "zap",
+                    "--listen-client-urls", urls, "--advertise-client-urls", clientURL(m),
+                    "--listen-peer-urls", peerURL(m), "--initial-advertise-peer-urls", peerURL(m),
+                    "--initial-cluster", initial, "--initial-cluster-state", "new",
+                    "--initial-cluster-token", namespace.name]
         if let tls {
             args += ["--cert-file", tls.serverCertFile, "--key-file", tls.serverKeyFile,
                      "--trusted-ca-file", tls.caFile, "--client-cert-auth"]
+            if members.count > 1 {
+                args += ["--peer-cert-file", tls.serverCertFile, "--peer-key-file", tls.serverKeyFile,
+                         "--peer-trusted-ca-file", tls.caFile, "--peer-client-cert-auth"]
+            }
         }
-        process = try spawn(in: namespace, EtcdServer.executable("etcd")!, args, log: logFile)
-        let deadline = Date().addingTimeInterval(20)
-        while Date() < deadline {
-            guard isRunning else { break }
-            if (try? etcdctl("endpoint", "health", "--command-timeout=1s")) != nil { return }
-            usleep(100_000)
-        }
-        let text = (try? String(contentsOfFile: logFile, encoding: .utf8)) ?? ""
-        stop()
-        throw TestFailure("etcd did not become healthy; its log ends:\n" + text.split(separator: "\n").suffix(15).joined(separator: "\n"))
+        m.process = try spawn(in: m.namespace, EtcdServer.executable("etcd")!, args, log: m.logFile)
     }
 
-    /// Stops etcd (SIGTERM, SIGKILL after 10 s), keeping its data.
+    private func waitUntilHealthy(_ m: ClusterEtcdMember) throws {
+        let deadline = Date().addingTimeInterval(20)
+        while Date() < deadline {
+            guard m.isRunning else { break }
+            if (try? etcdctl(on: m, ["endpoint", "health", "--command-timeout=1s"])) != nil { return }
+            usleep(100_000)
+        }
+        let text = (try? String(contentsOfFile: m.logFile, encoding: .utf8)) ?? ""
+        stop()
+        throw TestFailure("etcd \(m.name) did not become healthy; its log ends:\n"
+            + text.split(separator: "\n").suffix(15).joined(separator: "\n"))
+    }
+
+    /// Stops every member (SIGTERM, SIGKILL after 10 s), keeping the data.
     public func stop() {
-        guard let process else { return }
+        for m in members { stop(member: m) }
+    }
+
+    public func stop(member m: ClusterEtcdMember) {
+        guard let process = m.process else { return }
         terminate(process, grace: 10)
-        self.process = nil
+        m.process = nil
+    }
+
+    /// SIGKILL: the member dies at once, as in a crash; its data stays.
+    public func kill(member m: ClusterEtcdMember) {
+        guard let process = m.process, process.isRunning else { return }
+        Glibc.kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+        m.process = nil
     }
 
     /// SIGSTOP: etcd keeps its connections but answers nothing until `thaw()`.
-    public func freeze() throws { try signalEtcd(SIGSTOP, process) }
+    public func freeze() throws { try signalEtcd(SIGSTOP, members[0].process) }
 
     /// SIGCONT.
-    public func thaw() throws { try signalEtcd(SIGCONT, process) }
+    public func thaw() throws { try signalEtcd(SIGCONT, members[0].process) }
 
     /// Cuts the etcd host off the switch (its eth0 down): the daemons lose etcd, the test's
     /// etcdctl (over the namespace's loopback) does not.
-    public func disconnect() throws { try namespace.sh("ip link set eth0 down") }
-    public func reconnect() throws { try namespace.sh("ip link set eth0 up") }
+    public func disconnect() throws { try partition(member: members[0]) }
+    public func reconnect() throws { try heal(member: members[0]) }
 
-    /// Runs etcdctl inside etcd's namespace, against 127.0.0.1, with the TLS files and root login
-    /// when set up; returns its output, throws when it fails.
+    /// Cuts `member` off the switch: neither the nodes nor the other members reach it, and it
+    /// reaches nobody; it keeps running. (In the member's own namespace: nothing else changes.)
+    public func partition(member m: ClusterEtcdMember) throws {
+        try m.namespace.sh("ip link set eth0 down")
+        m.isPartitioned = true
+    }
+
+    public func heal(member m: ClusterEtcdMember) throws {
+        try m.namespace.sh("ip link set eth0 up")
+        m.isPartitioned = false
+    }
+
+    /// The members that run and are not partitioned: where the test's etcdctl goes.
+    public var reachableMembers: [ClusterEtcdMember] {
+        members.filter { $0.isRunning && (!$0.isPartitioned || members.count == 1) }
+    }
+
+    /// The current leader, as the reachable members see it, or nil during an election.
+    public func leader() throws -> ClusterEtcdMember? {
+        for m in reachableMembers {
+            guard let status = try? memberStatus(m) else { continue }
+            if status.leader != 0, status.leader == status.id { return m }
+        }
+        return nil
+    }
+
+    /// Makes `member` the leader (`etcdctl move-leader`) and waits until it is.
+    public func moveLeader(to target: ClusterEtcdMember) throws {
+        let deadline = Date().addingTimeInterval(20)
+        while Date() < deadline {
+            if try leader() === target { return }
+            if let current = try leader(), let id = try? memberStatus(target).id {
+                _ = try? etcdctl(on: current, ["move-leader", String(id, radix: 16)])
+            }
+            usleep(200_000)
+        }
+        throw TestFailure("etcd \(target.name) did not become the leader")
+    }
+
+    /// Member ID and the leader's ID as `member` sees them.
+    private func memberStatus(_ m: ClusterEtcdMember) throws -> (id: UInt64, leader: UInt64) {
+        let out = try etcdctl(on: m, ["endpoint", "status", "-w", "json", "--command-timeout=2s"])
+        guard let list = (try? JSONSerialization.jsonObject(with: Data(out.utf8))) as? [[String: Any]],
+              let status = list.first?["Status"] as? [String: Any], let header = status["header"] as? [String: Any],
+              let id = (header["member_id"] as? NSNumber)?.uint64Value,
+              let leader = (status["leader"] as? NSNumber)?.uint64Value else {
+            throw TestFailure("cannot read the status of \(m.name) from \(out)")
+        }
+        return (id, leader)
+    }
+
+    /// Runs etcdctl inside a reachable member's namespace, against its 127.0.0.1, with the TLS
+    /// files and root login when set up; returns its output, throws when it fails. With several
+    /// members a failure is retried for up to 15 s (a write during an election fails until a new
+    /// leader is there).
     @discardableResult
     public func etcdctl(_ args: String...) throws -> String { try etcdctl(args) }
 
     @discardableResult
     public func etcdctl(_ args: [String]) throws -> String {
-        var argv = ["/usr/sbin/ip", "netns", "exec", namespace.name, EtcdServer.executable("etcdctl")!,
+        let deadline = Date().addingTimeInterval(members.count == 1 ? 0 : 15)
+        while true {
+            guard let m = reachableMembers.first else { throw TestFailure("no etcd member is reachable") }
+            do {
+                return try etcdctl(on: m, args)
+            } catch {
+                if Date() >= deadline { throw error }
+                usleep(200_000)
+            }
+        }
+    }
+
+    /// Runs etcdctl against one member.
+    @discardableResult
+    public func etcdctl(on m: ClusterEtcdMember, _ args: [String]) throws -> String {
+        var argv = ["/usr/sbin/ip", "netns", "exec", m.namespace.name, EtcdServer.executable("etcdctl")!,
                     "--endpoints", "\(scheme)://127.0.0.1:2379"]
         if let tls { argv += ["--cacert", tls.caFile, "--cert", tls.clientCertFile, "--key", tls.clientKeyFile] }
         if let rootPassword { argv += ["--user", "root:\(rootPassword)"] }
         let r = try run(argv + args, env: ["ETCDCTL_API": "3"])
-        guard r.status == 0 else { throw TestFailure("etcdctl \(args.joined(separator: " ")) exited \(r.status): \(r.stderr)") }
+        guard r.status == 0 else { throw TestFailure("etcdctl \(args.joined(separator: " ")) on \(m.name) exited \(r.status): \(r.stderr)") }
         return r.stdout
     }
 
@@ -467,7 +611,7 @@ public final class ClusterNode: @unchecked Sendable {
     /// The daemon's command line.
     public func commandLine(extra: [String] = []) -> [String] {
         let o = cluster.options
-        var args = [cluster.binaries + "/podnetd", "--etcd-endpoints", cluster.etcd.endpoint, "--etcd-prefix", o.prefix,
+        var args = [cluster.binaries + "/podnetd", "--etcd-endpoints", cluster.etcd.endpoints.joined(separator: ","), "--etcd-prefix", o.prefix,
                     "--iface", "eth0", "--subnet-file", subnetFile, "--healthz-port", "0",
                     "--reconcile-interval", "\(o.reconcileInterval)"]
         if let tls = cluster.etcd.tls {
@@ -530,6 +674,12 @@ public final class ClusterNode: @unchecked Sendable {
     public func thaw() throws {
         guard let pid, isRunning else { throw TestFailure("\(name): podnetd is not running") }
         Glibc.kill(pid, SIGCONT)
+    }
+
+    /// Starts `argv` inside this node's namespace in the background, its output appended to
+    /// `log`; the caller stops it (the cluster's tear-down kills it too).
+    public func background(_ argv: [String], log: String) throws -> Process {
+        try spawn(in: namespace, argv[0], Array(argv.dropFirst()), log: log)
     }
 
     /// Waits for the daemon to exit by itself; its status, or nil after `timeout` seconds.

@@ -2,6 +2,8 @@
 // and a data directory of its own, optionally serving TLS with client certificates or simple-token
 // auth. `EtcdServer.with { server in ... }` always stops it and deletes its directory, also when
 // the body throws; servers left behind by a test process that crashed are removed by the next one.
+// `EtcdServer.withCluster(members: 3) { members in ... }` runs a cluster of members on 127.0.0.1
+// (peers over plain http on loopback ports), torn down the same way.
 // Also here: the certificates for TLS tests, made with openssl.
 
 import Foundation
@@ -32,6 +34,8 @@ public final class EtcdServer: @unchecked Sendable {
     private var peerPort: Int32 = 0
     private var metricsPort: Int32 = 0
     private var process: Process?
+    /// For a member of a cluster: its name and the whole `--initial-cluster`.
+    private var member: (name: String, initialCluster: String, token: String)?
     /// Set once auth is enabled, so etcdctl logs in.
     private var rootPassword: String?
 
@@ -65,6 +69,71 @@ public final class EtcdServer: @unchecked Sendable {
         }
     }
 
+    /// Starts `members` members of one cluster, waits until each is healthy, runs `body`, and
+    /// stops and deletes them all afterwards, whatever happens.
+    public static func withCluster<T>(members count: Int = 3, _ options: Options = Options(),
+                                      _ body: ([EtcdServer]) async throws -> T) async throws -> T {
+        reapLeftovers()
+        var members: [EtcdServer] = []
+        do {
+            for _ in 0..<count {
+                let m = try EtcdServer(options: options)
+                (m.clientPort, m.peerPort, m.metricsPort) = (try freePort(), try freePort(), try freePort())
+                members.append(m)
+            }
+            let token = "podnet-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+            let cluster = members.enumerated().map { "m\($0.offset + 1)=http://127.0.0.1:\($0.element.peerPort)" }
+                .joined(separator: ",")
+            for (i, m) in members.enumerated() { m.member = ("m\(i + 1)", cluster, token) }
+            for m in members { try m.spawn() }
+            for m in members {
+                guard let p = m.process, await m.becomesHealthy(p, within: .seconds(30)) else {
+                    let text = (try? String(contentsOfFile: m.directory + "/etcd.log", encoding: .utf8)) ?? ""
+                    throw TestFailure("etcd member \(m.member!.name) did not become healthy; its log ends:\n"
+                        + text.split(separator: "\n").suffix(15).joined(separator: "\n"))
+                }
+            }
+            let result = try await body(members)
+            for m in members { await m.remove() }
+            return result
+        } catch {
+            for m in members { await m.remove() }
+            throw error
+        }
+    }
+
+    /// The member's name in a cluster ("m1"), or nil for a single server.
+    public var memberName: String? { member?.name }
+
+    /// SIGKILL: the server dies at once, as in a crash; its data stays.
+    public func kill() async {
+        guard let process else { return }
+        Glibc.kill(process.processIdentifier, SIGKILL)
+        await onOwnThread { process.waitUntilExit() }
+        self.process = nil
+    }
+
+    /// Whether this member is the cluster's leader, as it sees itself.
+    public func isLeader() -> Bool {
+        guard let out = try? etcdctl("endpoint", "status", "-w", "json", "--command-timeout=2s"),
+              let list = (try? JSONSerialization.jsonObject(with: Data(out.utf8))) as? [[String: Any]],
+              let status = list.first?["Status"] as? [String: Any], let header = status["header"] as? [String: Any],
+              let id = (header["member_id"] as? NSNumber)?.uint64Value,
+              let leader = (status["leader"] as? NSNumber)?.uint64Value else { return false }
+        return id == leader
+    }
+
+    /// The member's ID in hex, as `etcdctl move-leader` takes it.
+    public func memberID() throws -> String {
+        let out = try etcdctl("endpoint", "status", "-w", "json")
+        guard let list = (try? JSONSerialization.jsonObject(with: Data(out.utf8))) as? [[String: Any]],
+              let status = list.first?["Status"] as? [String: Any], let header = status["header"] as? [String: Any],
+              let id = (header["member_id"] as? NSNumber)?.uint64Value else {
+            throw TestFailure("cannot read the member ID from \(out)")
+        }
+        return String(id, radix: 16)
+    }
+
     private init(options: Options) throws {
         guard Self.executable("etcd") != nil else {
             throw TestFailure("etcd is not installed: run scripts/deps.sh"
@@ -77,7 +146,7 @@ public final class EtcdServer: @unchecked Sendable {
     }
 
     deinit {
-        if let process, process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        if let process, process.isRunning { Glibc.kill(process.processIdentifier, SIGKILL) }
         try? FileManager.default.removeItem(atPath: directory)
     }
 
@@ -118,19 +187,7 @@ public final class EtcdServer: @unchecked Sendable {
                 metricsPort = try freePort()
             }
             let log = directory + "/etcd.log"
-            _ = FileManager.default.createFile(atPath: log, contents: nil)
-            let output = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
-            let p = Process()
-            p.executableURL = URL(fileURLWithPath: Self.executable("etcd")!)
-            p.arguments = arguments()
-            p.environment = ["PATH": "/usr/sbin:/usr/bin:/sbin:/bin"]  // no ETCD_* from the caller
-            p.standardInput = FileHandle.nullDevice
-            p.standardOutput = output
-            p.standardError = output
-            try p.run()
-            try output.close()
-            process = p
-            try "\(p.processIdentifier)".write(toFile: directory + "/etcd.pid", atomically: true, encoding: .utf8)
+            let p = try spawn()
             if await becomesHealthy(p, within: .seconds(20)) { return }
             let text = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
             await stop()
@@ -138,6 +195,27 @@ public final class EtcdServer: @unchecked Sendable {
             throw TestFailure("etcd did not become healthy on \(clientURL); its log ends:\n"
                 + text.split(separator: "\n").suffix(15).joined(separator: "\n"))
         }
+    }
+
+    /// Starts the etcd process (without waiting for it), its output in `etcd.log`.
+    @discardableResult
+    private func spawn() throws -> Process {
+        let log = directory + "/etcd.log"
+        if !FileManager.default.fileExists(atPath: log) { _ = FileManager.default.createFile(atPath: log, contents: nil) }
+        let output = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
+        try output.seekToEnd()
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: Self.executable("etcd")!)
+        p.arguments = arguments()
+        p.environment = ["PATH": "/usr/sbin:/usr/bin:/sbin:/bin"]  // no ETCD_* from the caller
+        p.standardInput = FileHandle.nullDevice
+        p.standardOutput = output
+        p.standardError = output
+        try p.run()
+        try output.close()
+        process = p
+        try "\(p.processIdentifier)".write(toFile: directory + "/etcd.pid", atomically: true, encoding: .utf8)
+        return p
     }
 
     /// Probes the server every 50 ms until it is healthy and the answer is ours (the client port is
@@ -161,11 +239,12 @@ public final class EtcdServer: @unchecked Sendable {
 
     private func arguments() -> [String] {
         let peer = "http://127.0.0.1:\(peerPort)"
-        var args = ["--name", "podnet-test", "--data-dir", directory + "/data", "--logger", "zap",
+        var args = ["--name", member?.name ?? "podnet-test", "--data-dir", directory + "/data", "--logger", "zap",
                     "--listen-client-urls", clientURL, "--advertise-client-urls", clientURL,
                     "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
-                    "--initial-cluster", "podnet-test=\(peer)", "--initial-cluster-state", "new",
+                    "--initial-cluster", member?.initialCluster ?? "podnet-test=\(peer)", "--initial-cluster-state", "new",
                     "--listen-metrics-urls", "http://127.0.0.1:\(metricsPort)"]
+        if let member { args += ["--initial-cluster-token", member.token] }
         if let tls = options.tls {
             args += ["--cert-file", tls.serverCertFile, "--key-file", tls.serverKeyFile,
                      "--trusted-ca-file", tls.caFile, "--client-cert-auth"]
@@ -221,13 +300,13 @@ public final class EtcdServer: @unchecked Sendable {
         let names = (try? FileManager.default.contentsOfDirectory(atPath: tmp)) ?? []
         for name in names where name.hasPrefix("podnet-etcd-") {
             let parts = name.split(separator: "-")
-            guard parts.count == 4, let owner = Int32(parts[2]), kill(owner, 0) != 0, errno == ESRCH else { continue }
+            guard parts.count == 4, let owner = Int32(parts[2]), Glibc.kill(owner, 0) != 0, errno == ESRCH else { continue }
             let dir = tmp + name
             if let text = try? String(contentsOfFile: dir + "/etcd.pid", encoding: .utf8),
                let pid = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines)),
                let cmdline = try? String(contentsOfFile: "/proc/\(pid)/cmdline", encoding: .utf8),
                cmdline.contains(dir) {
-                kill(pid, SIGKILL)
+                Glibc.kill(pid, SIGKILL)
             }
             try? FileManager.default.removeItem(atPath: dir)
         }

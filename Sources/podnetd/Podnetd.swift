@@ -34,6 +34,9 @@ struct Podnetd: AsyncParsableCommand {
     @Flag(help: "Masquerade traffic leaving the overlay (FLANNEL-POSTRTG rules).") var ipMasq = false
     @Option(help: "Address of the /healthz, /readyz and /metrics server.") var healthzIP = "0.0.0.0"
     @Option(help: "Port of the HTTP server (0: off).") var healthzPort = 0
+    @Option(help: "HTTP connections open at once; one more closes the oldest.") var healthzMaxConnections = 64
+    @Option(help: "Seconds an HTTP connection may send nothing before it is closed.") var healthzIdleTimeout = 5
+    @Option(help: "Seconds an HTTP connection may take to send its request before it is closed.") var healthzHeaderTimeout = 10
     @Option(help: "Seconds between repairs of the kernel state.") var reconcileInterval = 10
     @Flag(help: "Exit when this node's lease is deleted, instead of acquiring it again.") var exitOnLeaseLoss = false
 
@@ -42,6 +45,9 @@ struct Podnetd: AsyncParsableCommand {
             throw ValidationError("--subnet-lease-renew-margin must be between 1 and 1439 minutes")
         }
         if publicIP != nil && IPAddress(publicIP!) == nil { throw ValidationError("--public-ip is not an IP address") }
+        guard healthzMaxConnections >= 1, healthzIdleTimeout >= 1, healthzHeaderTimeout >= 1 else {
+            throw ValidationError("--healthz-max-connections, --healthz-idle-timeout and --healthz-header-timeout must be at least 1")
+        }
         if (etcdCertfile == nil) != (etcdKeyfile == nil) {
             throw ValidationError("--etcd-certfile and --etcd-keyfile go together")
         }
@@ -106,7 +112,10 @@ struct Podnetd: AsyncParsableCommand {
             Repairer(network: network, state: state, masquerade: masq, interval: .seconds(reconcileInterval), logger: logger),
         ]
         if healthzPort > 0 {
-            services.append(HealthServer(host: healthzIP, port: healthzPort, readiness: readiness, registry: prometheus, logger: logger))
+            let limits = HealthServer.Limits(maxConnections: healthzMaxConnections, idleTimeout: .seconds(healthzIdleTimeout),
+                                             headerTimeout: .seconds(healthzHeaderTimeout))
+            services.append(HealthServer(host: healthzIP, port: healthzPort, readiness: readiness, registry: prometheus,
+                                         limits: limits, logger: logger))
         }
         let group = ServiceGroup(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
         try await group.run()
