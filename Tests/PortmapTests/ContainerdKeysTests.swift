@@ -58,7 +58,7 @@ struct PortmapContainerdKeysTests {
                     plugin["Backend"] = backend
                 } else {
                     let ipam = plugin.removeValue(forKey: "ipam") as! [String: Any]
-                    plugin["IPAM"] = ["Type": ipam["type"]!, "Ranges": ipam["ranges"]!, "DataDir": ipam["dataDir"]!]
+                    plugin["IPAM"] = ["Type": ipam["type"]!, "Ranges": ipam["ranges"]!, "Routes": ipam["routes"]!, "DataDir": ipam["dataDir"]!]
                     for (key, goName) in [("isGateway", "IsGateway"), ("ipMasq", "IPMasq"), ("hairpinMode", "HairpinMode")] {
                         plugin[goName] = plugin.removeValue(forKey: key)
                     }
