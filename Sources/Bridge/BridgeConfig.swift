@@ -34,9 +34,9 @@ public struct BridgeConfig: Sendable {
     public init(_ request: Request) throws(CNIError) {
         let c = request.config
         for (key, isDefault) in Self.unimplemented {
-            if let v = c[key], !v.isNull, !isDefault(v) {
-                throw CNIError(.unsupportedField, "bridge: \"\(key)\" is not supported by podnet",
-                               details: "\(key)=\(v.text)")
+            if let (path, v) = try c.member(key), !isDefault(v) {
+                throw CNIError(.unsupportedField, "bridge: \"\(path)\" is not supported by podnet",
+                               details: "\(path)=\(v.text)")
             }
         }
         if let b = try c.value("bridge", as: String.self), !b.isEmpty {
@@ -72,7 +72,7 @@ public struct BridgeConfig: Sendable {
             throw CNIError(.invalidNetworkConfig, "cannot use IPAM when DisableContainerInterface flag is set")
         }
         portIsolation = try c.value("portIsolation") ?? false
-        dns = try Result.DNS(json: c["dns"])
+        dns = try Result.DNS(json: c.member("dns")?.value)
 
         var macText = request.command == .add ? try request.env.arg("MAC", known: ["MAC", "IP"]) : nil
         if let m = try c.object("args")?.object("cni", path: "args.cni")?.value("mac", as: String.self, path: "args.cni.mac") {

@@ -55,7 +55,9 @@ public struct CNIError: Error, Equatable, Sendable, CustomStringConvertible {
 
     /// Reads an error object printed by another plugin (a delegate).
     public init?(json: JSON) {
-        guard let o = json.objectValue, let code = o["code"].flatMap({ Int(json: $0) }) else { return nil }
-        self.init(code: code, msg: o["msg"]?.stringValue ?? "", details: o["details"]?.stringValue)
+        // Keys matched as Go's encoding/json matches them (types.Error), so "Code" counts too.
+        guard let o = json.objectValue, let code = try? o.value("code", as: Int.self) else { return nil }
+        self.init(code: code, msg: (try? o.value("msg", as: String.self)) ?? "",
+                  details: try? o.value("details", as: String.self))
     }
 }

@@ -53,21 +53,43 @@ extension Array: JSONReadable where Element: JSONReadable {
 }
 
 extension Dictionary where Key == String, Value == JSON {
-    /// Reads an optional key; `null` counts as absent. A value of the wrong type is CNI code 7
-    /// naming `path` (e.g. "ipam.rangeStart").
+    /// The member Go's encoding/json decodes into the struct field `key` (exact key first, else
+    /// the one key equal to it ignoring case; see JSONValue's `member(goField:)`), with the path
+    /// of the key as written: `path` ("ipam.rangeStart") with its last component replaced by the
+    /// matching key. `null` counts as absent, as in Go. Several keys differing only in case, none
+    /// exact, are CNI code 7.
+    public func member(_ key: String, path: String? = nil) throws(CNIError) -> (path: String, value: JSON)? {
+        let path = path ?? key
+        let found: (key: String, value: JSON)?
+        do { found = try member(goField: key) } catch {
+            let parent = path.hasSuffix(key) ? String(path.dropLast(key.count)) : ""
+            let place = parent.hasSuffix(".") ? " in \"\(parent.dropLast())\"" : ""
+            let keys = error.keys.map { "\"\($0)\"" }.joined(separator: ", ")
+            throw CNIError(.invalidNetworkConfig,
+                           "invalid config: keys \(keys)\(place) all match \"\(key)\" ignoring case; keep one of them")
+        }
+        guard let found, !found.value.isNull else { return nil }
+        guard found.key != key, path.hasSuffix(key) else { return (path, found.value) }
+        return (String(path.dropLast(key.count)) + found.key, found.value)
+    }
+
+    /// Reads an optional key, matched as Go matches it (`member`); `null` counts as absent. A
+    /// value of the wrong type is CNI code 7 naming the key as written, under `path` (e.g.
+    /// "ipam.rangeStart").
     public func value<T: JSONReadable>(_ key: String, as: T.Type = T.self, path: String? = nil) throws(CNIError) -> T? {
-        guard let v = self[key], !v.isNull else { return nil }
+        guard let (path, v) = try member(key, path: path) else { return nil }
         guard let t = T(json: v) else {
-            throw CNIError(.invalidNetworkConfig, "invalid config: \"\(path ?? key)\" must be \(T.jsonTypeName), got \(v.text)")
+            throw CNIError(.invalidNetworkConfig, "invalid config: \"\(path)\" must be \(T.jsonTypeName), got \(v.text)")
         }
         return t
     }
 
     public func object(_ key: String, path: String? = nil) throws(CNIError) -> [String: JSON]? {
-        guard let v = self[key], !v.isNull else { return nil }
-        guard let o = v.objectValue else {
-            throw CNIError(.invalidNetworkConfig, "invalid config: \"\(path ?? key)\" must be an object, got \(v.text)")
-        }
-        return o
+        try value(key, as: [String: JSON].self, path: path)
     }
+}
+
+extension Dictionary: JSONReadable where Key == String, Value == JSON {
+    public init?(json: JSON) { if case .object(let o) = json { self = o } else { return nil } }
+    public static var jsonTypeName: String { "an object" }
 }

@@ -153,7 +153,7 @@ extension Result.Route {
             throw CNIError(.invalidNetworkConfig, "invalid \(path): must be an object, got \(json.text)")
         }
         guard let d = try o.value("dst", as: String.self, path: "\(path).dst"), let dst = IPNetwork(d) else {
-            throw CNIError(.invalidNetworkConfig, "invalid \(path).dst: \(o["dst"]?.text ?? "missing")")
+            throw CNIError(.invalidNetworkConfig, "invalid \(path).dst: \(try o.member("dst")?.value.text ?? "missing")")
         }
         self.init(dst: dst)
         if let g = try o.value("gw", as: String.self, path: "\(path).gw") {
@@ -208,7 +208,7 @@ extension Result {
             version = sv
         }
         self.init()
-        dns = try DNS(json: o["dns"])
+        dns = try DNS(json: o.member("dns")?.value)
         switch version.layout {
         case .legacy:
             for key in ["ip4", "ip6"] {

@@ -99,7 +99,7 @@ public struct Flannel: CNIPlugin {
         guard var object = Self.savedObject(saved) else {
             throw CNIError(.decodingFailure, "flannel: the saved delegate config \(try conf.store.path(for: id)) is damaged")
         }
-        if let prev = request.config["prevResult"] { object["prevResult"] = prev }
+        if let (_, prev) = try request.config.member("prevResult") { object["prevResult"] = prev }
         do {
             try Delegate.run(object.pluginType, command: .check, request: request, stdin: JSON.object(object).encoded())
         } catch {
@@ -121,7 +121,7 @@ public struct Flannel: CNIPlugin {
         let subnets = try? SubnetEnv.load(conf.subnetFile)
         var delegate = try conf.delegateConfig(subnets)
         for key in ["cni.dev/valid-attachments", "cni.dev/attachments"] {
-            if let v = request.config[key] { delegate[key] = v }
+            if let (_, v) = try request.config.member(key) { delegate[key] = v }
         }
         do {
             try Delegate.run(delegate.pluginType, command: .gc, request: request, stdin: JSON.object(delegate).encoded())

@@ -72,9 +72,14 @@ public struct FlannelConfig: Sendable {
         var ipam = self.ipam ?? [:]
         if ipam["type"] == nil { ipam["type"] = .string("host-local") }
         // Read and re-written as the reference does (types.Route): invalid routes are an error and
-        // unknown keys are dropped.
+        // unknown keys are dropped. `ipam` is a Go map in the reference, so its key `routes` is
+        // matched exactly (hasKey); the keys inside each route are a struct's, matched as Go does.
         var routes: [JSON] = []
-        for (i, r) in (try ipam.value("routes", as: [JSON].self, path: "ipam.routes") ?? []).enumerated() {
+        let given = ipam["routes"].flatMap { $0.isNull ? nil : $0 }
+        if let given, given.arrayValue == nil {
+            throw CNIError(.invalidNetworkConfig, "invalid config: \"ipam.routes\" must be a list, got \(given.text)")
+        }
+        for (i, r) in (given?.arrayValue ?? []).enumerated() {
             routes.append(try Result.Route(json: r, path: "ipam.routes[\(i)]").json)
         }
         if let subnets {

@@ -3,7 +3,9 @@
 // added). Keyed by container ID only, as the reference does.
 //
 // Writes are durable and atomic: the bytes go to `<dataDir>/.<containerID>.tmp`, which is fsynced
-// and renamed over the final name, and then the directory is fsynced. A crash leaves either the
+// and renamed over the final name, and then the directory is fsynced. A file name holds at most
+// 255 bytes and a container ID may use all of them, so for IDs longer than 250 bytes the
+// temporary name keeps the ID's first 233 bytes and adds a 64-bit hash of the whole ID. A crash leaves either the
 // old file or the new one, never a truncated one (the reference writes in place with O_TRUNC).
 //
 // A container ID becomes a file name only after `path(for:)` has checked it: the CNI rule
@@ -34,11 +36,23 @@ public struct SavedConfigStore: Sendable {
         return child(containerID)
     }
 
-    /// The temporary name a save writes first. A leading "." can never start a container ID.
+    /// The temporary name a save writes first: `.<containerID>.tmp`, or for an ID too long for
+    /// that, `.<first 233 bytes>-<FNV-1a hash of the ID, 16 hex digits>.tmp` (255 bytes). A leading
+    /// "." can never start a container ID, so no temporary name is a saved config's name.
     func temporaryPath(for containerID: String) throws(CNIError) -> String {
         _ = try path(for: containerID)
-        return child("." + containerID + ".tmp")
+        let plain = "." + containerID + ".tmp"
+        if plain.utf8.count <= Self.maxNameLength { return child(plain) }
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in containerID.utf8 { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3 }
+        let hex = String(hash, radix: 16)
+        let digits = String(repeating: "0", count: 16 - hex.count) + hex
+        let kept = Self.maxNameLength - ".".count - "-".count - 16 - ".tmp".count
+        return child("." + String(decoding: containerID.utf8.prefix(kept), as: UTF8.self) + "-" + digits + ".tmp")
     }
+
+    /// NAME_MAX: the longest file name Linux file systems take, in bytes.
+    static let maxNameLength = 255
 
     private func child(_ name: String) -> String {
         (directory.hasSuffix("/") ? directory : directory + "/") + name

@@ -94,8 +94,8 @@ public struct HostLocalConfig: Sendable {
             return ip
         }
         func string(_ o: [String: JSON], _ key: String) throws(CNIError) -> String? {
-            guard let v = o[key], !v.isNull else { return nil }
-            guard let s = v.stringValue else { throw fail("\"\(path).\(key)\" must be a string, got \(v.text)") }
+            guard let (keyPath, v) = try o.member(key, path: "\(path).\(key)") else { return nil }
+            guard let s = v.stringValue else { throw fail("\"\(keyPath)\" must be a string, got \(v.text)") }
             return s.isEmpty ? nil : s
         }
         guard let o = json.objectValue else { throw fail("\(path) must be an object, got \(json.text)") }

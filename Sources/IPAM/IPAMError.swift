@@ -12,6 +12,8 @@ public indirect enum IPAMError: Error, Equatable, Sendable, CustomStringConverti
     // Range and range-set validation (backend/allocator/range.go, range_set.go).
     case networkTooSmall(IPNetwork)
     case hostBitsSet(prefixLength: Int, network: IPAddress)
+    case ipv4MappedNetwork(IPNetwork)
+    case unspecifiedNetwork(IPNetwork)
     case gatewayFamilyMismatch(gateway: IPAddress, subnet: IPNetwork)
     case rangeStartOutside(IPAddress, subnet: IPNetwork)
     case rangeEndOutside(IPAddress, subnet: IPNetwork)
@@ -42,6 +44,9 @@ public indirect enum IPAMError: Error, Equatable, Sendable, CustomStringConverti
         case .networkTooSmall(let n): "Network \(n) too small to allocate from"
         case .hostBitsSet(let len, let net):
             "Network has host bits set. For a subnet mask of length \(len) the network address is \(net)"
+        case .ipv4MappedNetwork(let n): "IPNet IP and Mask version mismatch: \(n) is an IPv4-mapped IPv6 network"
+        case .unspecifiedNetwork(let n):
+            "Network \(n) starts at the unspecified address \(n.address): no address can be allocated from it"
         case .gatewayFamilyMismatch(let gw, let subnet): "gateway \(gw) is not in the address family of network \(subnet)"
         case .rangeStartOutside(let ip, let subnet): "RangeStart \(ip) not in network \(subnet)"
         case .rangeEndOutside(let ip, let subnet): "RangeEnd \(ip) not in network \(subnet)"

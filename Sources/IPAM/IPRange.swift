@@ -1,8 +1,11 @@
 // Address pools: a range is a slice [rangeStart, rangeEnd] of one subnet with its gateway; a range
 // set is the pools one allocation may draw from (host-local's `ranges[i]`), all of one family.
 //
-// Canonicalization follows backend/allocator/range.go: the subnet must leave at least two addresses
-// and be given as its network address; gateway and rangeStart default to network+1; rangeEnd
+// Canonicalization follows backend/allocator/range.go: the subnet must leave at least two addresses,
+// must not be an IPv4-mapped IPv6 subnet (Go: "IPNet IP and Mask version mismatch"), must be given
+// as its network address and must not start at the unspecified address (0.0.0.0/n, ::/n: Go's
+// first address of such a subnet is a 1-byte IP, "?01", so its ADD always fails with "no IP
+// addresses available"; 0.0.0.0/0 and ::/0 are the common case); gateway and rangeStart default to network+1; rangeEnd
 // defaults to the last address, minus one for IPv4 (the broadcast). In IPv6 the all-ones address
 // is allocatable. The gateway is skipped by the allocator, never excluded from the range.
 //
@@ -19,15 +22,18 @@ public struct IPRange: Hashable, Sendable, CustomStringConvertible {
     public let rangeEnd: IPAddress
     public let gateway: IPAddress
 
-    /// Validates and fills in defaults. The checks run in the reference's order: size, host bits,
-    /// gateway, start, end.
+    /// Validates and fills in defaults. The checks run in the reference's order: size, IPv4-mapped,
+    /// host bits, then (podnet's) the unspecified network, then gateway, start, end.
     public init(subnet: IPNetwork, rangeStart: IPAddress? = nil, rangeEnd: IPAddress? = nil,
                 gateway: IPAddress? = nil) throws(IPAMError) {
         // A /31 or /32 (/127, /128) leaves nothing once the network address is taken out.
         if subnet.prefixLength > subnet.family.bitWidth - 2 { throw .networkTooSmall(subnet) }
+        // ::ffff:a.b.c.d, as written (Go canonicalizes it to 4 bytes, its 16-byte mask stays).
+        if subnet.family == .v6 && subnet.address.value >> 32 == 0xffff { throw .ipv4MappedNetwork(subnet) }
         if subnet.hasHostBits {
             throw .hostBitsSet(prefixLength: subnet.prefixLength, network: subnet.network.address)
         }
+        if subnet.address.isUnspecified { throw .unspecifiedNetwork(subnet) }
         let first = subnet.firstAddress.advanced(by: 1)!
         if let gateway, gateway.family != subnet.family {
             throw .gatewayFamilyMismatch(gateway: gateway, subnet: subnet)

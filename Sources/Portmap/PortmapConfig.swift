@@ -124,6 +124,6 @@ public struct PortmapConfig: Sendable {
     /// The `backend` key when it names a backend, whatever else is wrong with the config (DEL and
     /// GC clean up even after a config that ADD rejected).
     static func lenientBackend(_ request: Request) -> HostPorts.Backend? {
-        request.config["backend"]?.stringValue.flatMap(HostPorts.Backend.init(rawValue:))
+        (try? request.config.value("backend", as: String.self)).flatMap(HostPorts.Backend.init(rawValue:))
     }
 }
