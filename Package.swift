@@ -79,6 +79,9 @@ let package = Package(
             .product(name: "NIOHTTP1", package: "swift-nio"),
         ]),
         .target(name: "TestSupport", dependencies: ["CNI", "IPAM"]),
+        // The fuzz targets' entry points (scripts/fuzz.sh builds them into libFuzzer binaries with
+        // swiftc -sanitize=fuzzer); FuzzReplayTests feeds them the committed corpora and crashes.
+        .target(name: "FuzzTargets", dependencies: ["CNI", "Bridge", "HostLocal", "Portmap", "Flannel", "Etcd", "Overlay"]),
         .testTarget(name: "AddressingTests", dependencies: ["Addressing"]),
         .testTarget(name: "CNITests", dependencies: ["CNI", "TestSupport"]),
         .testTarget(name: "IPAMTests", dependencies: ["IPAM", "HostLocal", "TestSupport", "Spawn"]),
@@ -90,6 +93,7 @@ let package = Package(
         .testTarget(name: "LeaseTests", dependencies: ["Overlay", "Addressing"]),
         // End to end: the built podnetd, flannel, bridge and host-local in simulated nodes with a real etcd.
         .testTarget(name: "DaemonTests", dependencies: ["TestSupport", "Etcd", "Addressing"]),
+        .testTarget(name: "FuzzReplayTests", dependencies: ["FuzzTargets"]),
         .testTarget(name: "OverlayTests", dependencies: ["Overlay", "Netlink", "NetNS", "Etcd", "TestSupport"]),
     ]
 )
