@@ -109,6 +109,8 @@ EOF
   crashes=Fuzz/crashes/$target
   work=$build/work/$target
   mkdir -p "$corpus" "$crashes" "$work"
+  # libFuzzer reports crashes itself; Swift's interactive backtracer would hold each one for long.
+  export SWIFT_BACKTRACE=enable=no
   dict=()
   [ -e Fuzz/json.dict ] && [ "$target" != subnet-env ] && dict=(-dict=Fuzz/json.dict)
   [ -e Fuzz/subnet-env.dict ] && [ "$target" = subnet-env ] && dict=(-dict=Fuzz/subnet-env.dict)
