@@ -1,5 +1,7 @@
 // Fuzz target `cni-config`: a network config or conflist from stdin, read the way each plugin
 // reads its config, up to validation, with no side effects (no file, no netlink, no process).
+// An input with a NUL byte is `CNI_ARGS` NUL config, so the CNI_ARGS parser (and the IP and MAC
+// it may request) is fuzzed too; without one, CNI_ARGS is "IgnoreUnknown=1;IP=10.244.7.9".
 
 import Bridge
 import CNI
@@ -22,17 +24,22 @@ public enum CNIConfigFuzz {
 
         """.utf8), path: "subnet.env")
 
-    public static func run(_ bytes: [UInt8]) {
+    public static func run(_ input: [UInt8]) {
+        var args = "IgnoreUnknown=1;IP=10.244.7.9", bytes = input
+        if let nul = input.firstIndex(of: 0) {
+            args = String(decoding: input[..<nul], as: UTF8.self)
+            bytes = Array(input[(nul + 1)...])
+        }
         guard let json = try? JSON.parse(bytes) else { return }
         checkRoundTrip(json)
-        parseAsEveryPlugin(bytes)
+        parseAsEveryPlugin(bytes, args: args)
         // A conflist: libcni gives each plugin its entry with the list's name and cniVersion.
         guard let list = json.objectValue, let plugins = list["plugins"]?.arrayValue else { return }
         for plugin in plugins {
-            guard var entry = plugin.objectValue else { parseAsEveryPlugin(plugin.encoded()); continue }
+            guard var entry = plugin.objectValue else { parseAsEveryPlugin(plugin.encoded(), args: args); continue }
             entry["name"] = list["name"]
             entry["cniVersion"] = list["cniVersion"]
-            parseAsEveryPlugin(JSON.object(entry).encoded())
+            parseAsEveryPlugin(JSON.object(entry).encoded(), args: args)
         }
     }
 
@@ -49,6 +56,15 @@ public enum CNIConfigFuzz {
         }
     }
 
+    /// The error a plugin prints for a bad config is JSON that the runtime reads back as the same
+    /// error (its message quotes the bad input).
+    static func checkPrintable(_ error: CNIError) {
+        let printed = error.json(cniVersion: "1.0.0").encoded()
+        guard let json = try? JSON.parse(printed), CNIError(json: json) == error else {
+            fatalError("error JSON does not read back: \(String(decoding: printed, as: UTF8.self))")
+        }
+    }
+
     static func sameValue(_ a: JSON, _ b: JSON) -> Bool {
         switch (a, b) {
         case (.int(let i), .double(let d)), (.double(let d), .int(let i)): Double(exactly: i) == d
@@ -59,19 +75,23 @@ public enum CNIConfigFuzz {
         }
     }
 
-    static func parseAsEveryPlugin(_ stdin: [UInt8]) {
+    static func parseAsEveryPlugin(_ stdin: [UInt8], args: String) {
         for command in commands {
             let environment: [String: String] = [
                 "CNI_COMMAND": command.rawValue, "CNI_CONTAINERID": "fuzz", "CNI_NETNS": "/run/netns/fuzz",
-                "CNI_IFNAME": "eth0", "CNI_PATH": "/opt/cni/bin", "CNI_ARGS": "IgnoreUnknown=1;IP=10.244.7.9",
+                "CNI_IFNAME": "eth0", "CNI_PATH": "/opt/cni/bin", "CNI_ARGS": args,
             ]
-            guard let env = try? CNIEnvironment(environment),
-                  let request = try? Request(env: env, stdin: stdin, supported: SpecVersion.allCases) else { continue }
+            guard let env = try? CNIEnvironment(environment) else { continue }
+            let request: Request
+            do { request = try Request(env: env, stdin: stdin, supported: SpecVersion.allCases) } catch {
+                checkPrintable(error)
+                continue
+            }
             _ = try? request.validAttachments
-            _ = try? BridgeConfig(request)
-            _ = try? HostLocalConfig(request)
+            do { _ = try BridgeConfig(request) } catch { checkPrintable(error) }
+            do { _ = try HostLocalConfig(request) } catch { checkPrintable(error) }
             _ = try? HostLocalConfig.store(request)
-            _ = try? PortmapConfig(request)
+            do { _ = try PortmapConfig(request) } catch { checkPrintable(error) }
             if let flannel = try? FlannelConfig(request) {
                 _ = try? flannel.delegateConfig(nil)
                 _ = try? flannel.delegateConfig(subnetEnv)
