@@ -17,9 +17,10 @@
 # Etcd). Etcd and Overlay are compiled in part: only their NIO-free decoding files.
 #
 # The run reads Fuzz/corpus/TARGET and writes new inputs to .build/fuzz/work/TARGET. At the end
-# both are merged (-merge=1) back into Fuzz/corpus/TARGET: a minimal set with the same coverage,
-# plus every seed-* file (real inputs, kept as they are). A crash is saved under
-# Fuzz/crashes/TARGET/; commit it with its fix (scripts/test.sh replays both folders).
+# the new inputs that add coverage are merged (-merge=1) into Fuzz/corpus/TARGET; with
+# FUZZ_MINIMISE=1 the whole corpus is minimised instead (the seed-* files, real inputs, are kept
+# as they are). A crash is saved under Fuzz/crashes/TARGET/; commit it with its fix
+# (scripts/test.sh replays both folders through Tests/FuzzReplayTests).
 set -euo pipefail
 # (The body is one function, so that editing this file cannot disturb a run in progress: bash
 # reads a function whole before running it.)
@@ -119,17 +120,24 @@ EOF
   "$binary" "$work" "$corpus" "${dict[@]}" -max_total_time="$seconds" -max_len=8192 -rss_limit_mb=2048 \
     -timeout=10 -print_final_stats=1 -artifact_prefix="$crashes/" || status=$?
 
-  # Merge the findings into the committed corpus: minimal, plus the seeds as they are.
-  merged=$(mktemp -d)
-  trap 'rm -rf "$merged"' EXIT
-  "$binary" -merge=1 "$merged" "$corpus" "$work" 2>"$build/work/$target-merge.log" >&2 \
-    || { echo "fuzz.sh: merge failed, see $build/work/$target-merge.log" >&2; exit 1; }
-  for seed in "$corpus"/seed-*; do
-    [ -e "$seed" ] || continue
-    rm -f "$merged/$(sha1sum < "$seed" | cut -c1-40)"
-  done
-  find "$corpus" -maxdepth 1 -type f ! -name 'seed-*' -delete
-  cp "$merged"/* "$corpus"/ 2>/dev/null || true
+  # Merge the findings into the committed corpus: the inputs that add coverage are copied in,
+  # the corpus keeps its files (small diffs). With FUZZ_MINIMISE=1 the corpus is rebuilt as a
+  # minimal set with the same coverage, plus the seeds as they are.
+  if [ "${FUZZ_MINIMISE:-0}" = 1 ]; then
+    merged=$(mktemp -d)
+    trap 'rm -rf "$merged"' EXIT
+    "$binary" -merge=1 "$merged" "$corpus" "$work" 2>"$build/work/$target-merge.log" >&2 \
+      || { echo "fuzz.sh: merge failed, see $build/work/$target-merge.log" >&2; exit 1; }
+    for seed in "$corpus"/seed-*; do
+      [ -e "$seed" ] || continue
+      rm -f "$merged/$(sha1sum < "$seed" | cut -c1-40)"
+    done
+    find "$corpus" -maxdepth 1 -type f ! -name 'seed-*' -delete
+    cp "$merged"/* "$corpus"/ 2>/dev/null || true
+  else
+    "$binary" -merge=1 "$corpus" "$work" 2>"$build/work/$target-merge.log" >&2 \
+      || { echo "fuzz.sh: merge failed, see $build/work/$target-merge.log" >&2; exit 1; }
+  fi
   echo "fuzz.sh: $target corpus now $(ls "$corpus" | wc -l) files, $(du -sk "$corpus" | cut -f1) KB; crashes in $crashes: $(ls "$crashes" | wc -l)" >&2
   exit "$status"
 }
