@@ -138,7 +138,7 @@ EOF
     "$binary" -merge=1 "$corpus" "$work" 2>"$build/work/$target-merge.log" >&2 \
       || { echo "fuzz.sh: merge failed, see $build/work/$target-merge.log" >&2; exit 1; }
   fi
-  echo "fuzz.sh: $target corpus now $(ls "$corpus" | wc -l) files, $(du -sk "$corpus" | cut -f1) KB; crashes in $crashes: $(ls "$crashes" | wc -l)" >&2
+  echo "fuzz.sh: $target corpus now $(ls "$corpus" | wc -l) files, $(du -sk --apparent-size "$corpus" | cut -f1) KB; crashes in $crashes: $(ls "$crashes" | wc -l)" >&2
   exit "$status"
 }
 
