@@ -79,6 +79,9 @@ let package = Package(
             .product(name: "NIOHTTP1", package: "swift-nio"),
         ]),
         .target(name: "TestSupport", dependencies: ["CNI", "IPAM"]),
+        // The fuzz targets' entry points (scripts/fuzz.sh builds them into libFuzzer binaries with
+        // swiftc -sanitize=fuzzer); FuzzReplayTests feeds them the committed corpora and crashes.
+        .target(name: "FuzzTargets", dependencies: ["CNI", "Bridge", "HostLocal", "Portmap", "Flannel", "Etcd", "Overlay"]),
         .testTarget(name: "AddressingTests", dependencies: ["Addressing"]),
         .testTarget(name: "CNITests", dependencies: ["CNI", "TestSupport"]),
         .testTarget(name: "IPAMTests", dependencies: ["IPAM", "HostLocal", "TestSupport", "Spawn"]),
@@ -92,6 +95,7 @@ let package = Package(
         .testTarget(name: "DaemonTests", dependencies: ["TestSupport", "Etcd", "Addressing"]),
         // The built plugins as real runtimes run them: entered with setns (nsenter --net, no /sys remount).
         .testTarget(name: "RuntimeTests", dependencies: ["TestSupport"]),
+        .testTarget(name: "FuzzReplayTests", dependencies: ["FuzzTargets"]),
         .testTarget(name: "OverlayTests", dependencies: ["Overlay", "Netlink", "NetNS", "Etcd", "TestSupport"]),
     ]
 )

@@ -288,3 +288,24 @@ public struct LeaseTimeToLive: Hashable, Sendable {
     public var keys: [[UInt8]]
     public var header: ResponseHeader
 }
+
+/// A change to one key.
+public struct WatchEvent: Hashable, Sendable {
+    public enum Kind: Hashable, Sendable {
+        case put
+        /// Deleted, or its lease expired or was revoked. `kv` then carries only the key and the
+        /// deletion's `modRevision`.
+        case delete
+    }
+
+    public var kind: Kind
+    public var kv: KeyValue
+    /// The key before the change, when the watch asked for it.
+    public var prevKV: KeyValue?
+
+    public init(kind: Kind, kv: KeyValue, prevKV: KeyValue? = nil) {
+        self.kind = kind
+        self.kv = kv
+        self.prevKV = prevKV
+    }
+}

@@ -27,27 +27,6 @@ import Logging
 import NIOCore
 import Synchronization
 
-/// A change to one key.
-public struct WatchEvent: Hashable, Sendable {
-    public enum Kind: Hashable, Sendable {
-        case put
-        /// Deleted, or its lease expired or was revoked. `kv` then carries only the key and the
-        /// deletion's `modRevision`.
-        case delete
-    }
-
-    public var kind: Kind
-    public var kv: KeyValue
-    /// The key before the change, when the watch asked for it.
-    public var prevKV: KeyValue?
-
-    public init(kind: Kind, kv: KeyValue, prevKV: KeyValue? = nil) {
-        self.kind = kind
-        self.kv = kv
-        self.prevKV = prevKV
-    }
-}
-
 /// What a watch delivers.
 public enum WatchUpdate: Sendable {
     /// Changes, in revision order; `revision` is the store's revision when they were sent.
