@@ -50,6 +50,15 @@ public enum Spawn {
         posix_spawn_file_actions_adddup2(&actions, inPipe[0], 0)
         posix_spawn_file_actions_adddup2(&actions, outPipe[1], 1)
         posix_spawn_file_actions_adddup2(&actions, errPipe[1], 2)
+        // The child does not inherit this thread's blocked signals (a daemon's threads, or a
+        // test runner's, block most), so a time-out's SIGTERM from its own children works.
+        var attr = posix_spawnattr_t()
+        posix_spawnattr_init(&attr)
+        defer { posix_spawnattr_destroy(&attr) }
+        var noSignals = sigset_t()
+        sigemptyset(&noSignals)
+        posix_spawnattr_setsigmask(&attr, &noSignals)
+        posix_spawnattr_setflags(&attr, Int16(POSIX_SPAWN_SETSIGMASK))
 
         let cArgv = argv.map { strdup($0) } + [nil]
         let cEnv = environment.map { $0.map { strdup($0) } + [nil] }
@@ -57,8 +66,8 @@ public enum Spawn {
         var pid: pid_t = 0
         var rc: Int32 = 0
         for attempt in 0..<6 {
-            rc = cEnv.map { posix_spawn(&pid, path, &actions, nil, cArgv, $0) }
-                ?? posix_spawn(&pid, path, &actions, nil, cArgv, environ)
+            rc = cEnv.map { posix_spawn(&pid, path, &actions, &attr, cArgv, $0) }
+                ?? posix_spawn(&pid, path, &actions, &attr, cArgv, environ)
             if rc != ETXTBSY || attempt == 5 { break }
             sleep(1)
         }
