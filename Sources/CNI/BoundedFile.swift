@@ -44,7 +44,9 @@ public enum BoundedFile {
     public static func contents(_ path: String, limit: Int, noFollow: Bool = false) throws(Failure) -> [UInt8] {
         var st = stat()
         let rc = noFollow ? lstat(path, &st) : stat(path, &st)
-        guard rc == 0 else { throw .system(call: noFollow ? "lstat" : "stat", path: path, errno: errno) }
+        // Named "open", as the reference's message for a missing file is ("open <path>: no such
+        // file or directory"): what failed is opening the file, whichever call noticed.
+        guard rc == 0 else { throw .system(call: "open", path: path, errno: errno) }
         if noFollow && st.st_mode & S_IFMT == S_IFLNK { throw .system(call: "open", path: path, errno: ELOOP) }
         try checkRegular(st, path)
         let fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | (noFollow ? O_NOFOLLOW : 0))

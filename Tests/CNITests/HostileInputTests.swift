@@ -186,7 +186,7 @@ private let badRouteFields: [(field: String, value: String)] = [
             #expect(throws: BoundedFile.Failure.notRegularFile(path: "/dev/zero", kind: "a character device")) {
                 _ = try BoundedFile.contents("/dev/zero", limit: 100)
             }
-            #expect(throws: BoundedFile.Failure.system(call: "stat", path: dir + "/none", errno: ENOENT)) {
+            #expect(throws: BoundedFile.Failure.system(call: "open", path: dir + "/none", errno: ENOENT)) {
                 _ = try BoundedFile.contents(dir + "/none", limit: 100)
             }
             #expect(FileManager.default.createFile(atPath: dir + "/big", contents: Data(repeating: 65, count: 101)))
