@@ -45,8 +45,9 @@ public struct Bridge: CNIPlugin {
         ])
 
         if let ipamType = request.ipamType {
-            let ipam = try Delegate.add(ipamType, request: request)
-            undo.add("release IP through \(ipamType)") { try Delegate.run(ipamType, command: .del, request: request) }
+            // Registers the IPAM DEL also when ADD's outcome is unknown (killed at the time-out,
+            // crashed, an unusable result), since the delegate may hold an address by then.
+            let ipam = try Delegate.add(ipamType, request: request, undo: &undo)
             guard !ipam.ips.isEmpty else { throw CNIError(.internal, "IPAM plugin returned missing IP config") }
             result.ips = ipam.ips
             result.routes = ipam.routes
@@ -93,6 +94,13 @@ public struct Bridge: CNIPlugin {
         do {
             try nl.addBridge(name: conf.bridge, mtu: conf.mtu)
             created = true
+            // Registered before anything else can fail; found by name, as that is all known yet.
+            let name = conf.bridge
+            undo.add("delete bridge \(name)") {
+                // Only if it is still a bridge no other attachment joined meanwhile.
+                guard let b = try nl.link(named: name), b.kind == "bridge" else { return }
+                if try nl.links().allSatisfy({ $0.master != b.index }) { try nl.deleteLink(b.index) }
+            }
         } catch {
             // EEXIST: another ADD created it first, or it was there already.
             if !error.isExists { throw error }
@@ -102,11 +110,6 @@ public struct Bridge: CNIPlugin {
         }
         guard br.kind == "bridge" else { throw CNIError(.internal, "\"\(conf.bridge)\" already exists but is not a bridge") }
         if created {
-            let index = br.index
-            undo.add("delete bridge \(conf.bridge)") {
-                // Only if no other attachment joined it meanwhile.
-                if try nl.links().allSatisfy({ $0.master != index }) { try nl.deleteLink(index) }
-            }
             // A bridge takes the lowest MAC of its ports unless one is set; pin it so the
             // gateway's MAC does not change as pods come and go.
             if let mac = br.mac { try nl.setLink(br.index, LinkChange(mac: mac)) }
@@ -143,11 +146,15 @@ public struct Bridge: CNIPlugin {
                 if !error.isExists || attempt == 10 { throw error }
             }
         }
+        // Registered before the pair is looked up, so that no later failure can leave it behind.
+        // Deleting the host end deletes the container end too.
+        let peer = hostName
+        undo.add("delete veth \(peer)") {
+            guard let l = try host.link(named: peer) else { return }
+            do { try host.deleteLink(l.index) } catch let e as NetlinkError where e.isNotFound {}
+        }
         guard let c = try container.link(named: ifname), var h = try host.link(named: hostName) else {
             throw CNIError(.internal, "veth pair \(ifname)/\(hostName) not found after creation")
-        }
-        undo.add("delete veth \(hostName)") {
-            do { try host.deleteLink(h.index) } catch let e as NetlinkError where e.isNotFound {}
         }
         try? writeSysctl("net/ipv6/conf/\(hostName)/accept_ra", "0")
         try host.setLink(h.index, LinkChange(up: true, master: bridge.index))
@@ -201,11 +208,11 @@ public struct Bridge: CNIPlugin {
             do { try nl.addAddress(ip.address, link: link.index) } catch { if !error.isExists { throw error } }
         }
         try nl.setLink(link.index, LinkChange(up: true))
-        for r in result.routes {
+        for (i, r) in result.routes.enumerated() {
             let gw = r.gw ?? result.ips.first { $0.address.family == r.dst.family }?.gateway
-            let route = Netlink.Route(destination: r.dst, gateway: gw, interface: link.index, table: UInt32(r.table ?? 254),
-                                      priority: r.priority.map(UInt32.init), scope: r.scope.map(UInt8.init),
-                                      mtu: r.mtu.map(UInt32.init), advmss: r.advmss.map(UInt32.init))
+            let k = try r.kernelValues(path: "routes[\(i)]")
+            let route = Netlink.Route(destination: r.dst, gateway: gw, interface: link.index, table: k.table ?? 254,
+                                      priority: k.priority, scope: k.scope, mtu: k.mtu, advmss: k.advmss)
             do { try nl.addRoute(route) } catch { if !error.isExists { throw error } }
         }
     }

@@ -20,6 +20,8 @@ enum BuildID {
         guard fd >= 0 else { return nil }
         defer { close(fd) }
         func bytes(_ offset: Int, _ count: Int) -> [UInt8]? {
+            // The header fields are the file's: a size with the top bit set reads as negative.
+            guard offset >= 0, count >= 0 else { return nil }
             var b = [UInt8](repeating: 0, count: count)
             let n = b.withUnsafeMutableBytes { pread(fd, $0.baseAddress, count, off_t(offset)) }
             return n == count ? b : nil

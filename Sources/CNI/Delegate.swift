@@ -34,8 +34,39 @@ public enum Delegate {
 
     /// Runs ADD on the delegate and reads its result.
     public static func add(_ type: String, request: Request, stdin: [UInt8]? = nil) throws(CNIError) -> Result {
-        let out = try exec(type, command: .add, request: request, stdin: stdin)
-        return try Result(json: try JSON.parse(out), assumedVersion: request.version)
+        var ignored = Rollback()  // never run: the caller does not undo
+        return try add(type, request: request, stdin: stdin, undo: &ignored)
+    }
+
+    /// Runs ADD on the delegate and reads its result, registering the delegate's DEL in `undo`
+    /// whenever the delegate may hold something: it succeeded, or its outcome is unknown (it was
+    /// killed at the time-out, it died without printing an error object, or it printed a result
+    /// that cannot be used). A delegate that reported an error object of its own, or that could
+    /// not be started, holds nothing, and a DEL then could only release what an earlier ADD of
+    /// the same attachment still holds.
+    public static func add(_ type: String, request: Request, stdin: [UInt8]? = nil,
+                           undo: inout Rollback) throws(CNIError) -> Result {
+        let input = stdin ?? request.stdin
+        let out: [UInt8]
+        switch execute(type, command: .add, request: request, stdin: input) {
+        case .succeeded(let bytes): out = bytes
+        case .reportedError(let e), .notStarted(let e): throw e
+        case .unknownOutcome(let e):
+            registerDel(type, request: request, stdin: input, &undo)
+            throw e
+        }
+        registerDel(type, request: request, stdin: input, &undo)
+        do throws(CNIError) {
+            let result = try Result(json: try JSON.parse(out), assumedVersion: request.version)
+            try result.checkRouteRanges()
+            return result
+        } catch {
+            throw CNIError.wrap(error, "invalid result from plugin \(type)")
+        }
+    }
+
+    private static func registerDel(_ type: String, request: Request, stdin: [UInt8], _ undo: inout Rollback) {
+        undo.add("release through \(type) DEL") { try Delegate.run(type, command: .del, request: request, stdin: stdin) }
     }
 
     /// Runs DEL, CHECK, GC or STATUS on the delegate; its error, if any, is thrown unchanged.
@@ -46,14 +77,47 @@ public enum Delegate {
     /// Executes the delegate and returns its stdout. A non-zero exit becomes the delegate's own
     /// error object when it printed one, else code 999 with its stderr.
     public static func exec(_ type: String, command: Command, request: Request, stdin: [UInt8]? = nil) throws(CNIError) -> [UInt8] {
-        let path = try find(type, in: request.env.path)
+        switch execute(type, command: command, request: request, stdin: stdin ?? request.stdin) {
+        case .succeeded(let out): return out
+        case .reportedError(let e), .notStarted(let e), .unknownOutcome(let e): throw e
+        }
+    }
+
+    /// How a delegate run ended.
+    enum Outcome {
+        case succeeded([UInt8])
+        /// It exited non-zero and printed its own error object.
+        case reportedError(CNIError)
+        /// It was never started (not found, not executable, a bad time limit).
+        case notStarted(CNIError)
+        /// It was killed at the time-out, or died without an error object (a crash, a signal).
+        case unknownOutcome(CNIError)
+    }
+
+    /// The time limit in seconds: PODNET_DELEGATE_TIMEOUT when set, which must be a positive
+    /// finite number (code 4 naming it otherwise), else `defaultTimeout`.
+    static func timeout(_ env: [String: String]) throws(CNIError) -> Double {
+        guard let text = env["PODNET_DELEGATE_TIMEOUT"], !text.isEmpty else { return defaultTimeout }
+        guard let t = Double(text), t.isFinite, t > 0 else {
+            throw CNIError(.invalidEnvironment, "invalid PODNET_DELEGATE_TIMEOUT \"\(text)\": must be a positive number of seconds")
+        }
+        return t
+    }
+
+    static func execute(_ type: String, command: Command, request: Request, stdin input: [UInt8]) -> Outcome {
+        let path: String
+        let timeout: Double
+        do throws(CNIError) {
+            path = try find(type, in: request.env.path)
+            timeout = try Self.timeout(request.env.raw)
+        } catch {
+            return .notStarted(error)
+        }
         var env = request.env.raw
         env["CNI_COMMAND"] = command.rawValue
-        let timeout = env["PODNET_DELEGATE_TIMEOUT"].flatMap(Double.init) ?? defaultTimeout
-        let input = stdin ?? request.stdin
         if let plugin = builtIn[type], let own = BuildID.current, BuildID.read(path: path) == own {
             let out = CNIMain.dispatch(plugin, env: env, stdin: input)
-            return try output(type, status: out.exitCode, stdout: out.stdout, stderr: [])
+            return outcome(type, status: out.exitCode, stdout: out.stdout, stderr: [])
         }
         let r: Spawn.Output
         do throws(Spawn.Failure) {
@@ -62,23 +126,23 @@ public enum Delegate {
         } catch {
             switch error {
             case .timedOut:
-                throw CNIError(.tryAgainLater, "plugin \(type) did not finish \(command.rawValue) within \(timeout)s")
+                return .unknownOutcome(CNIError(.tryAgainLater, "plugin \(type) did not finish \(command.rawValue) within \(timeout)s"))
             case .launch(let e):
-                throw CNIError(.internal, "failed to execute \(path): \(String(cString: strerror(e)))")
+                return .notStarted(CNIError(.internal, "failed to execute \(path): \(String(cString: strerror(e)))"))
             }
         }
-        return try output(type, status: r.status, stdout: r.stdout, stderr: r.stderr)
+        return outcome(type, status: r.status, stdout: r.stdout, stderr: r.stderr)
     }
 
     /// The delegate's stdout on success; its own error object, or code 999 with its stderr.
-    private static func output(_ type: String, status: Int32, stdout: [UInt8], stderr: [UInt8]) throws(CNIError) -> [UInt8] {
+    private static func outcome(_ type: String, status: Int32, stdout: [UInt8], stderr: [UInt8]) -> Outcome {
         if !stderr.isEmpty { writeAll(fd: 2, stderr) }
         guard status == 0 else {
-            if let j = try? JSON.parse(stdout), let e = CNIError(json: j) { throw e }
+            if let j = try? JSON.parse(stdout), let e = CNIError(json: j) { return .reportedError(e) }
             let err = String(decoding: stderr, as: UTF8.self).trimmed
-            throw CNIError(.internal, "plugin \(type) failed (exit status \(status)): \(err)")
+            return .unknownOutcome(CNIError(.internal, "plugin \(type) failed (exit status \(status)): \(err)"))
         }
-        return stdout
+        return .succeeded(stdout)
     }
 }
 

@@ -44,7 +44,9 @@ public struct CNIEnvironment: Sendable {
             try Self.validateContainerID(containerID)
         }
         if !ifname.isEmpty || required.contains("CNI_IFNAME") {
-            try Self.validateInterfaceName(ifname)
+            // DEL accepts "%" as Go does: no ADD of such a name succeeds, and a DEL that failed
+            // here would keep the runtime from releasing what an older ADD reserved under it.
+            try Self.validateInterfaceName(ifname, allowPercent: command == .del)
         }
         if !netns.isEmpty && !netns.hasPrefix("/") {
             throw CNIError(.invalidEnvironment, "CNI_NETNS must be an absolute path", details: netns)
@@ -69,8 +71,11 @@ public struct CNIEnvironment: Sendable {
         return u.allSatisfy { alnum($0) || $0 == UInt8(ascii: "_") || $0 == UInt8(ascii: ".") || $0 == UInt8(ascii: "-") }
     }
 
-    /// At most 15 bytes, not "." or "..", no "/", ":" or whitespace (ValidateInterfaceName).
-    public static func validateInterfaceName(_ name: String) throws(CNIError) {
+    /// At most 15 bytes, not "." or "..", no "/", ":" or whitespace (ValidateInterfaceName), and,
+    /// beyond Go's rules, no "%" unless `allowPercent`: the kernel treats a name with "%" as a
+    /// pattern ("eth%d" becomes the first free eth0, eth1, ...), so the interface created would
+    /// not be the one asked for, and nothing could find it by its name afterwards.
+    public static func validateInterfaceName(_ name: String, allowPercent: Bool = false) throws(CNIError) {
         if name.isEmpty { throw CNIError(.invalidEnvironment, "interface name is empty") }
         if name.utf8.count > 15 {
             throw CNIError(.invalidEnvironment, "interface name is too long",
@@ -82,6 +87,9 @@ public struct CNIEnvironment: Sendable {
         for c in name.unicodeScalars where c == "/" || c == ":" || c.properties.isWhitespace {
             throw CNIError(.invalidEnvironment, "interface name contains / or : or whitespace characters",
                            details: name)
+        }
+        if !allowPercent && name.contains("%") {
+            throw CNIError(.invalidEnvironment, "interface name contains %", details: name)
         }
     }
 

@@ -250,3 +250,42 @@ extension Result {
         }
     }
 }
+
+// MARK: - Numeric ranges
+
+extension Result.Route {
+    /// The numeric fields in the widths the kernel holds them: table, priority (metric), mtu and
+    /// advmss are u32 (RTA_TABLE, RTA_PRIORITY, RTAX_MTU, RTAX_ADVMSS), scope is a u8 (rtm_scope).
+    public struct KernelValues: Equatable, Sendable {
+        public var table: UInt32?
+        public var priority: UInt32?
+        public var scope: UInt8?
+        public var mtu: UInt32?
+        public var advmss: UInt32?
+    }
+
+    /// The numeric fields converted for the kernel, or code 7 naming the first one out of range
+    /// (`path` is the route's place, e.g. "routes[0]"). Parsing a route does not check this, so
+    /// that a DEL whose prevResult holds such a value (written by another implementation) still
+    /// works; everything that hands a route to the kernel, or accepts one from a delegate, does.
+    public func kernelValues(path: String) throws(CNIError) -> KernelValues {
+        func convert<T: FixedWidthInteger>(_ value: Int?, _ field: String) throws(CNIError) -> T? {
+            guard let value else { return nil }
+            guard let v = T(exactly: value) else {
+                throw CNIError(.invalidNetworkConfig,
+                               "invalid \(path).\(field): \(value) is out of range (\(T.min) to \(T.max))")
+            }
+            return v
+        }
+        return KernelValues(table: try convert(table, "table"), priority: try convert(priority, "priority"),
+                            scope: try convert(scope, "scope"), mtu: try convert(mtu, "mtu"),
+                            advmss: try convert(advmss, "advmss"))
+    }
+}
+
+extension Result {
+    /// Code 7 naming the first route field (`routes[i].priority`, ...) the kernel cannot hold.
+    public func checkRouteRanges() throws(CNIError) {
+        for (i, r) in routes.enumerated() { _ = try r.kernelValues(path: "routes[\(i)]") }
+    }
+}

@@ -63,6 +63,9 @@ public struct SavedConfigStore: Sendable {
     public func save(_ bytes: [UInt8], for containerID: String) throws(CNIError) {
         let final = try path(for: containerID)
         let temp = try temporaryPath(for: containerID)
+        guard bytes.count <= Self.sizeLimit else {
+            throw CNIError(.invalidNetworkConfig, "the delegate config is larger than \(Self.sizeLimit) bytes")
+        }
         try makeDirectories(directory)
         // O_NOFOLLOW: a symlink planted at the temporary name is not followed.
         let fd = open(temp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0o600)
@@ -85,21 +88,26 @@ public struct SavedConfigStore: Sendable {
         try syncDirectory()
     }
 
-    /// The saved bytes, or nil when nothing is saved for `containerID`.
+    /// The most a saved config may hold; `save` refuses more, so only a file put there by
+    /// something else can be larger.
+    public static let sizeLimit = 1024 * 1024
+
+    /// The saved bytes, or nil when nothing is saved for `containerID`. Something there that
+    /// cannot be a saved config (a FIFO, a device, a directory, more than `sizeLimit` bytes) is
+    /// not read, which could block or exhaust memory: it reads as empty, i.e. as a damaged save,
+    /// which DEL replaces by the config rebuilt from the current one (and then removes).
     public func load(_ containerID: String) throws(CNIError) -> [UInt8]? {
         let p = try path(for: containerID)
-        let fd = open(p, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
-        if fd < 0 && errno == ENOENT { return nil }
-        guard fd >= 0 else { throw failure("open", p) }
-        defer { close(fd) }
-        var data: [UInt8] = []
-        var buf = [UInt8](repeating: 0, count: 8192)
-        while true {
-            let n = buf.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-            if n > 0 { data += buf[0..<n]; continue }
-            if n < 0 && errno == EINTR { continue }
-            if n < 0 { throw failure("read", p) }
-            return data
+        do throws(BoundedFile.Failure) {
+            return try BoundedFile.contents(p, limit: Self.sizeLimit, noFollow: true)
+        } catch {
+            switch error {
+            case .system(_, _, ENOENT): return nil
+            case .system(let call, _, let e): throw CNIError(.ioFailure, "\(call) \(p): \(String(cString: strerror(e)))")
+            case .notRegularFile, .tooLarge:
+                logStderr("flannel: ignoring the saved config: \(error)")
+                return []
+            }
         }
     }
 

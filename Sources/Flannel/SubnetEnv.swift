@@ -38,20 +38,23 @@ public struct SubnetEnv: Equatable, Sendable {
         self.ipv6Subnet = ipv6Subnet; self.mtu = mtu; self.ipMasq = ipMasq
     }
 
-    /// Reads and parses the file at `path`.
+    /// The most a subnet.env may hold. flanneld writes about 150 bytes; the reference reads
+    /// lines of up to 64 KiB (bufio.Scanner), so no file it accepts is refused here.
+    public static let sizeLimit = 64 * 1024
+
+    /// Reads and parses the file at `path`: a regular file of at most `sizeLimit` bytes (a FIFO,
+    /// a device or a larger file is refused at once, never read until it ends).
     public static func load(_ path: String) throws(SubnetEnvError) -> SubnetEnv {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw .unreadable(call: "open", path: path, errno: errno) }
-        defer { close(fd) }
-        var data: [UInt8] = []
-        var buf = [UInt8](repeating: 0, count: 4096)
-        while true {
-            let n = buf.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-            if n > 0 { data += buf[0..<n]; continue }
-            if n < 0 && errno == EINTR { continue }
-            if n < 0 { throw .unreadable(call: "read", path: path, errno: errno) }
-            return try parse(data, path: path)
+        let data: [UInt8]
+        do throws(BoundedFile.Failure) {
+            data = try BoundedFile.contents(path, limit: sizeLimit)
+        } catch {
+            switch error {
+            case .system(let call, _, let e): throw .unreadable(call: call, path: path, errno: e)
+            case .notRegularFile, .tooLarge: throw .unusable(path: path, why: error.description)
+            }
         }
+        return try parse(data, path: path)
     }
 
     /// Parses the file's bytes; `path` is only used in error messages.
@@ -118,6 +121,8 @@ public struct SubnetEnv: Equatable, Sendable {
 public enum SubnetEnvError: Error, Equatable, Sendable, CustomStringConvertible {
     /// The file could not be opened or read; `errno == ENOENT` means flanneld has not written it yet.
     case unreadable(call: String, path: String, errno: Int32)
+    /// Not a regular file, or larger than `SubnetEnv.sizeLimit`; `why` says which.
+    case unusable(path: String, why: String)
     case missingKeys(path: String, keys: [String])
     case invalidValue(path: String, key: String, why: String)
 
@@ -127,6 +132,8 @@ public enum SubnetEnvError: Error, Equatable, Sendable, CustomStringConvertible 
             // Go prints syscall errors in lower case: "open /run/flannel/subnet.env: no such file or directory".
             let text = String(cString: strerror(e))
             return "\(call) \(path): \(text.prefix(1).lowercased() + text.dropFirst())"
+        case .unusable(_, let why):
+            return why
         case .missingKeys(let path, let keys):
             return "\(path) is missing \(keys.joined(separator: ", "))"
         case .invalidValue(let path, let key, let why):

@@ -21,6 +21,9 @@ public struct HostLocal: CNIPlugin {
 
     public func add(_ request: Request) throws -> Result {
         let conf = try HostLocalConfig(request)
+        // Routes the kernel could not hold fail here, before an address is reserved, rather than
+        // in the plugin that would program them.
+        for (i, r) in conf.routes.enumerated() { _ = try r.kernelValues(path: "ipam.routes[\(i)]") }
         let dns = try conf.resolvConf.map(ResolvConf.load) ?? Result.DNS()
         let store = try openStore(conf.network, conf.dataDir)
         let allocations = try locked(store) { () throws(IPAMError) in

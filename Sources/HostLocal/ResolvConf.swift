@@ -9,25 +9,19 @@ import Musl
 import CNI
 
 public enum ResolvConf {
-    /// Reads and parses the file; a file that cannot be read is code 5.
+    /// The most a resolvConf file may hold. The reference reads lines of up to 64 KiB; a real
+    /// resolv.conf is a few hundred bytes, and the result can only carry a few names.
+    public static let sizeLimit = 64 * 1024
+
+    /// Reads and parses the file; a file that cannot be read, is not a regular file (a FIFO, a
+    /// device: refused without reading) or holds more than `sizeLimit` bytes is code 5.
     public static func load(_ path: String) throws(CNIError) -> Result.DNS {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else {
-            throw CNIError(.ioFailure, "failed to read resolvConf \(path): \(String(cString: strerror(errno)))")
+        do throws(BoundedFile.Failure) {
+            let data = try BoundedFile.contents(path, limit: sizeLimit)
+            return parse(String(decoding: data, as: UTF8.self))
+        } catch {
+            throw CNIError(.ioFailure, "failed to read resolvConf: \(error)")
         }
-        defer { close(fd) }
-        var data: [UInt8] = []
-        var buf = [UInt8](repeating: 0, count: 4096)
-        while true {
-            let n = buf.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-            if n > 0 { data += buf[0..<n]; continue }
-            if n < 0 && errno == EINTR { continue }
-            if n < 0 {
-                throw CNIError(.ioFailure, "failed to read resolvConf \(path): \(String(cString: strerror(errno)))")
-            }
-            break
-        }
-        return parse(String(decoding: data, as: UTF8.self))
     }
 
     public static func parse(_ text: String) -> Result.DNS {

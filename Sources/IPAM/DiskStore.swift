@@ -40,7 +40,9 @@ public final class DiskStore: Store {
         directory = base.hasSuffix("/") ? base + network : base + "/" + network
         try Self.makeDirectories(directory)
         let path = directory + "/" + Self.lockName
-        let fd = Self.retryingEINTR { open(path, O_CREAT | O_RDONLY | O_CLOEXEC, 0o750) }
+        // O_NONBLOCK: a FIFO planted at the name would otherwise block the open (flock does not
+        // care about the flag).
+        let fd = Self.retryingEINTR { open(path, O_CREAT | O_RDONLY | O_NONBLOCK | O_CLOEXEC, 0o750) }
         guard fd >= 0 else { throw .system(call: "open", path: path, errno: errno) }
         lockFD = fd
     }
@@ -75,19 +77,27 @@ public final class DiskStore: Store {
             unlink(path)
             throw .system(call: "close", path: path, errno: err)
         }
-        // The reference's os.WriteFile: truncate and rewrite in place (no newline).
+        // The reference's os.WriteFile: truncate and rewrite in place (no newline). O_NONBLOCK: a
+        // FIFO there fails the open (ENXIO) instead of waiting for a reader. When this fails the
+        // reservation is removed again (the reference leaves it behind).
         let lastPath = directory + "/" + Self.lastIPPrefix + String(rangeSetIndex)
-        let lfd = Self.retryingEINTR { open(lastPath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600) }
-        guard lfd >= 0 else { throw .system(call: "open", path: lastPath, errno: errno) }
+        let lfd = Self.retryingEINTR { open(lastPath, O_WRONLY | O_CREAT | O_TRUNC | O_NONBLOCK | O_CLOEXEC, 0o600) }
+        guard lfd >= 0 else {
+            let err = errno
+            unlink(path)
+            throw .system(call: "open", path: lastPath, errno: err)
+        }
         defer { close(lfd) }
         if let err = Self.writeAll(lfd, Array(ip.description.utf8)) {
+            unlink(path)
             throw .system(call: "write", path: lastPath, errno: err)
         }
         return true
     }
 
     public func lastReservedIP(rangeSetIndex: Int) -> IPAddress? {
-        guard let data = Self.readFile(directory + "/" + Self.lastIPPrefix + String(rangeSetIndex)) else { return nil }
+        let path = directory + "/" + Self.lastIPPrefix + String(rangeSetIndex)
+        guard let data = Self.readFile(path, limit: Self.lastIPSizeLimit) else { return nil }
         return IPAddress(String(decoding: Self.trim(data), as: UTF8.self))
     }
 
@@ -144,7 +154,8 @@ public final class DiskStore: Store {
                 $0.withMemoryRebound(to: CChar.self, capacity: 256) { String(cString: $0) }
             }
             if name == Self.lockName || name.hasPrefix(Self.lastIPPrefix) { continue }
-            guard let ip = IPAddress(name), let data = Self.readFile(directory + "/" + name) else { continue }
+            guard let ip = IPAddress(name), let data = Self.readFile(directory + "/" + name, limit: Self.reservationSizeLimit)
+            else { continue }
             out.append((ip, Self.trim(data)))
         }
         return out
@@ -170,16 +181,30 @@ public final class DiskStore: Store {
         if st.st_mode & S_IFMT != S_IFDIR { throw .system(call: "mkdir", path: path, errno: ENOTDIR) }
     }
 
-    /// The whole file, or nil if it cannot be opened or read (a directory, a file removed meanwhile).
-    static func readFile(_ path: String) -> [UInt8]? {
-        let fd = retryingEINTR { open(path, O_RDONLY | O_CLOEXEC) }
+    /// The most a reservation file is read: "containerID\r\nifname" is far shorter; a larger file
+    /// cannot be any attachment's and is skipped like an unreadable one.
+    static let reservationSizeLimit = 64 * 1024
+    /// The most `last_reserved_ip.<i>` is read: an address is at most 45 characters.
+    static let lastIPSizeLimit = 4096
+
+    /// The whole file, or nil if it cannot be opened or read (a directory, a file removed
+    /// meanwhile), is not a regular file (a FIFO is opened O_NONBLOCK, so it cannot block) or
+    /// holds more than `limit` bytes.
+    static func readFile(_ path: String, limit: Int) -> [UInt8]? {
+        let fd = retryingEINTR { open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC) }
         guard fd >= 0 else { return nil }
         defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0, st.st_mode & S_IFMT == S_IFREG else { return nil }
         var out: [UInt8] = []
         var buf = [UInt8](repeating: 0, count: 4096)
         while true {
             let n = buf.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-            if n > 0 { out += buf[0..<n]; continue }
+            if n > 0 {
+                out += buf[0..<n]
+                if out.count > limit { return nil }
+                continue
+            }
             if n < 0 && errno == EINTR { continue }
             return n == 0 ? out : nil
         }

@@ -38,12 +38,25 @@ public final class NetworkNamespace {
     static let nsfsMagic: Int = 0x6e73_6673
     static let procMagic: Int = 0x9fa0
 
-    /// Opens the namespace at `path` and checks that it is one.
-    /// The corresponding C calls are `open(O_RDONLY|O_CLOEXEC)` and `fstatfs`.
+    /// Opens the namespace at `path` and checks that it is one, without ever blocking: a
+    /// namespace handle is a regular file (nsfs shows its inodes as such), so anything else (a
+    /// FIFO, whose open would wait for a writer forever, a device, a directory) is
+    /// `.notANamespace` before it is opened; the open itself is O_NONBLOCK in case the path is
+    /// swapped meanwhile, and the file system magic is checked on the descriptor.
+    /// The corresponding C calls are `stat`, `open(O_RDONLY|O_NONBLOCK|O_CLOEXEC)`, `fstat` and `fstatfs`.
     public init(path: String) throws(NetNSError) {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        var st = stat()
+        guard stat(path, &st) == 0 else {
+            throw errno == ENOENT ? .notFound(path: path) : .system(call: "stat \(path)", errno: errno)
+        }
+        guard st.st_mode & S_IFMT == S_IFREG else { throw .notANamespace(path: path) }
+        let fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC)
         if fd < 0 {
             throw errno == ENOENT ? .notFound(path: path) : .system(call: "open \(path)", errno: errno)
+        }
+        guard fstat(fd, &st) == 0, st.st_mode & S_IFMT == S_IFREG else {
+            close(fd)
+            throw .notANamespace(path: path)
         }
         let magic = Int(podnet_fs_magic(fd))
         if magic < 0 {

@@ -111,7 +111,7 @@ extension NetlinkSession {
         defer { rtnl_link_put(l) }
         try check(rtnl_link_set_type(l, "bridge"), "set type bridge")
         rtnl_link_set_name(l, name)
-        if let mtu, mtu > 0 { rtnl_link_set_mtu(l, UInt32(mtu)) }
+        if let mtu, mtu > 0 { rtnl_link_set_mtu(l, try u32(mtu, "bridge \(name) mtu")) }
         try check(rtnl_link_add(sock, l, NLM_F_CREATE | NLM_F_EXCL), "RTM_NEWLINK bridge \(name)")
     }
 
@@ -127,8 +127,9 @@ extension NetlinkSession {
         rtnl_link_set_name(l, name)
         rtnl_link_set_name(peer, peerName)
         if let mtu, mtu > 0 {
-            rtnl_link_set_mtu(l, UInt32(mtu))
-            rtnl_link_set_mtu(peer, UInt32(mtu))
+            let m = try u32(mtu, "veth \(name) mtu")
+            rtnl_link_set_mtu(l, m)
+            rtnl_link_set_mtu(peer, m)
         }
         if let mac {
             let a = mac.nlAddr()
@@ -152,7 +153,7 @@ extension NetlinkSession {
             p ? rtnl_link_set_flags(c, 0x100) : rtnl_link_unset_flags(c, 0x100)
         }
         if let m = change.master { rtnl_link_set_master(c, m) }
-        if let mtu = change.mtu { rtnl_link_set_mtu(c, UInt32(mtu)) }
+        if let mtu = change.mtu { rtnl_link_set_mtu(c, try u32(mtu, "ifindex \(index) mtu")) }
         if let name = change.name { rtnl_link_set_name(c, name) }
         if let mac = change.mac {
             let a = mac.nlAddr()

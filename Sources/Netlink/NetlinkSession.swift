@@ -51,6 +51,15 @@ public enum NetlinkError: Error, Equatable, CustomStringConvertible {
     }
 }
 
+/// `value` as an unsigned 32-bit attribute (an MTU, a metric), or `.invalidArgument` naming
+/// `what`: a conversion that traps would take the whole process down.
+func u32(_ value: Int, _ what: @autoclosure () -> String) throws(NetlinkError) -> UInt32 {
+    guard let v = UInt32(exactly: value) else {
+        throw .invalidArgument("\(what()) \(value) is out of range (0 to \(UInt32.max))")
+    }
+    return v
+}
+
 /// Runs a libnl call that returns 0 or a negative NLE_* code.
 @inline(__always)
 func check(_ rc: Int32, _ operation: @autoclosure () -> String) throws(NetlinkError) {

@@ -91,7 +91,7 @@ extension NetlinkSession {
         guard let l = rtnl_link_vxlan_alloc() else { throw .invalidArgument("rtnl_link_vxlan_alloc failed") }
         defer { rtnl_link_put(l) }
         rtnl_link_set_name(l, name)
-        if let mtu, mtu > 0 { rtnl_link_set_mtu(l, UInt32(mtu)) }
+        if let mtu, mtu > 0 { rtnl_link_set_mtu(l, try u32(mtu, "vxlan \(name) mtu")) }
         if let mac {
             let a = mac.nlAddr()
             defer { nl_addr_put(a) }
@@ -122,7 +122,7 @@ extension NetlinkSession {
         guard let l = rtnl_link_ipip_alloc() else { throw .invalidArgument("rtnl_link_ipip_alloc failed") }
         defer { rtnl_link_put(l) }
         rtnl_link_set_name(l, name)
-        if let mtu, mtu > 0 { rtnl_link_set_mtu(l, UInt32(mtu)) }
+        if let mtu, mtu > 0 { rtnl_link_set_mtu(l, try u32(mtu, "ipip \(name) mtu")) }
         func raw(_ ip: IPAddress) -> UInt32 { UInt32(truncatingIfNeeded: ip.value).bigEndian }
         if let local = attributes.local {
             guard local.family == .v4 else { throw .invalidArgument("ipip local \(local) is not IPv4") }

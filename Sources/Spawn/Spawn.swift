@@ -50,6 +50,15 @@ public enum Spawn {
         posix_spawn_file_actions_adddup2(&actions, inPipe[0], 0)
         posix_spawn_file_actions_adddup2(&actions, outPipe[1], 1)
         posix_spawn_file_actions_adddup2(&actions, errPipe[1], 2)
+        // The child does not inherit this thread's blocked signals (a daemon's threads, or a
+        // test runner's, block most), so a time-out's SIGTERM from its own children works.
+        var attr = posix_spawnattr_t()
+        posix_spawnattr_init(&attr)
+        defer { posix_spawnattr_destroy(&attr) }
+        var noSignals = sigset_t()
+        sigemptyset(&noSignals)
+        posix_spawnattr_setsigmask(&attr, &noSignals)
+        posix_spawnattr_setflags(&attr, Int16(POSIX_SPAWN_SETSIGMASK))
 
         let cArgv = argv.map { strdup($0) } + [nil]
         let cEnv = environment.map { $0.map { strdup($0) } + [nil] }
@@ -57,8 +66,8 @@ public enum Spawn {
         var pid: pid_t = 0
         var rc: Int32 = 0
         for attempt in 0..<6 {
-            rc = cEnv.map { posix_spawn(&pid, path, &actions, nil, cArgv, $0) }
-                ?? posix_spawn(&pid, path, &actions, nil, cArgv, environ)
+            rc = cEnv.map { posix_spawn(&pid, path, &actions, &attr, cArgv, $0) }
+                ?? posix_spawn(&pid, path, &actions, &attr, cArgv, environ)
             if rc != ETXTBSY || attempt == 5 { break }
             sleep(1)
         }
@@ -84,30 +93,75 @@ public enum Spawn {
             pthread_sigmask(SIG_SETMASK, &oldMask, nil)
         }
 
+        // Our ends never block: after the child has exited, its output is read up to what the pipes
+        // hold, not up to EOF (see below).
+        for fd in [inPipe[1], outPipe[0], errPipe[0]] { _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) }
+
         // stdin is written from the poll loop: a pipe holds only 64 KiB, and the child may write
         // its output before it has read all of its input.
+        //
+        // The loop ends when the child has exited, not when its stdout reaches EOF: a child that
+        // leaves a process behind (`sleep 600 &` in a shell script) passes its stdout on, and EOF
+        // would then come only when that process ends. Everything the child wrote is in the pipes
+        // once it has exited (a write into a full pipe does not return), so the loop reads what
+        // is there and stops. The exit is noticed with waitpid(WNOHANG) between polls: poll wakes
+        // at once for output, and otherwise after a tick that grows from 50 µs to 10 ms, so a
+        // child that exits is reaped within 10 ms (at once in the usual case, where its exit
+        // closes the pipes and wakes poll).
         var written = 0
         var out: [UInt8] = [], err: [UInt8] = []
         var fds = [pollfd(fd: outPipe[0], events: Int16(POLLIN), revents: 0),
                    pollfd(fd: errPipe[0], events: Int16(POLLIN), revents: 0),
                    pollfd(fd: inPipe[1], events: Int16(POLLOUT), revents: 0)]
         if stdin.isEmpty { close(inPipe[1]); fds[2].fd = -1 }
-        let deadline = monotonicNow() + timeout
+        // NaN or a negative limit must not trap below: both mean "no time at all".
+        let limit = timeout.isNaN ? 0 : max(0, timeout)
+        let deadline = monotonicNow() + limit
         var timedOut = false
+        var status: Int32 = 0
+        var tick = 50e-6
         var buf = [UInt8](repeating: 0, count: 65536)
-        while fds[0].fd >= 0 || fds[1].fd >= 0 {
-            let left = deadline - monotonicNow()
-            if left <= 0 { timedOut = true; kill(pid, SIGKILL); break }
-            let n = poll(&fds, nfds_t(fds.count), Int32(min(left * 1000, 1000)) + 1)
-            if n < 0 && errno != EINTR { break }
-            for i in 0..<2 where fds[i].fd >= 0 && fds[i].revents != 0 {
+
+        /// Reads what `fds[i]` holds now; closes it at EOF or on an error.
+        func readAvailable(_ i: Int) {
+            while fds[i].fd >= 0 {
                 let r = buf.withUnsafeMutableBytes { read(fds[i].fd, $0.baseAddress, $0.count) }
                 if r > 0 {
                     if i == 0 { out += buf[0..<r] } else { err += buf[0..<r] }
-                } else if r == 0 || errno != EINTR {
-                    close(fds[i].fd); fds[i].fd = -1
+                    continue
                 }
+                if r < 0 && errno == EINTR { continue }
+                if r < 0 && errno == EAGAIN { return }
+                close(fds[i].fd); fds[i].fd = -1
             }
+        }
+
+        while true {
+            let reaped = waitpid(pid, &status, WNOHANG)
+            if reaped == pid || (reaped < 0 && errno != EINTR) {
+                readAvailable(0)
+                readAvailable(1)
+                break
+            }
+            let left = deadline - monotonicNow()
+            if left <= 0 {
+                timedOut = true
+                kill(pid, SIGKILL)
+                while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+                break
+            }
+            let wait = min(left, tick)
+            tick = min(tick * 2, 0.01)
+            if fds.allSatisfy({ $0.fd < 0 }) {
+                // Nothing left to poll: the child closed its output and has not exited yet.
+                var ts = timespec(tv_sec: 0, tv_nsec: Int(wait * 1e9))
+                _ = nanosleep(&ts, nil)
+                continue
+            }
+            let n = poll(&fds, nfds_t(fds.count), Int32(wait * 1000) + (wait < 0.001 ? 0 : 1))
+            if n <= 0 { continue }
+            tick = 50e-6
+            for i in 0..<2 where fds[i].fd >= 0 && fds[i].revents != 0 { readAvailable(i) }
             if fds[2].fd >= 0 && fds[2].revents != 0 {
                 let w = stdin.withUnsafeBytes { write(inPipe[1], $0.baseAddress! + written, $0.count - written) }
                 if w > 0 { written += w }
@@ -118,8 +172,6 @@ public enum Spawn {
             }
         }
         for i in 0..<3 where fds[i].fd >= 0 { close(fds[i].fd) }
-        var status: Int32 = 0
-        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
         if timedOut { throw .timedOut }
         let exit = (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
         return Output(status: exit, stdout: out, stderr: err)
