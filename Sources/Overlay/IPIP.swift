@@ -13,18 +13,11 @@ import Logging
 import Netlink
 
 /// The ipip backend's configuration: flanneld's `Backend` object for `"Type": "ipip"`.
-public struct IPIPConfig: Equatable, Sendable, Decodable {
+public struct IPIPConfig: Equatable, Sendable {
     /// `DirectRouting`: peers on the interface's L2 segment get a plain route, no encapsulation.
     public var directRouting = false
 
     public init(directRouting: Bool = false) { self.directRouting = directRouting }
-
-    enum CodingKeys: String, CodingKey { case directRouting = "DirectRouting" }
-
-    public init(from decoder: any Decoder) throws {
-        let c = try decoder.container(keyedBy: CodingKeys.self)
-        directRouting = try c.decodeIfPresent(Bool.self, forKey: .directRouting) ?? false
-    }
 }
 
 public struct IPIPBackend: Backend {

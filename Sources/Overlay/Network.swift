@@ -219,13 +219,33 @@ final class PeerNetwork: OverlayNetwork {
         if !link.isUp { try netlink { () throws(NetlinkError) in try dataPath.setLink(link.index, LinkChange(up: true)) } }
     }
 
-    /// The plan for `peer`, or nil for this node's own lease.
+    /// The plan for `peer`, or nil for this node's own lease. The lease layer rejects hostile
+    /// leases before they become peers (NetworkConfig.check(peer:)); the same values are refused
+    /// here again, so that no caller can put them into the kernel. Every route is marked with
+    /// podnet's route protocol.
     private func plan(_ peer: Peer, _ s: inout State) -> Plan? {
         guard let own = s.subnet, peer.subnet != own else { return nil }
         guard peer.subnet.family == .v4, peer.publicIP.family == .v4 else { return .skip("not an IPv4 lease") }
+        guard network.contains(peer.subnet.address), peer.subnet.prefixLength >= network.prefixLength else {
+            return .skip("its subnet is not inside the overlay network \(network)")
+        }
         guard !peer.subnet.overlaps(own) else { return .skip("its subnet overlaps this node's \(own)") }
-        guard peer.publicIP != interface.publicIP else { return .skip("it carries this node's public IP \(peer.publicIP)") }
-        return mode.plan(peer, device: s.device, connected: s.connected)
+        for mine in [interface.address.address, interface.publicIP] where peer.subnet.contains(mine) {
+            return .skip("its subnet contains this node's address \(mine)")
+        }
+        guard peer.publicIP != interface.publicIP, peer.publicIP != interface.address.address else {
+            return .skip("it carries this node's public IP \(peer.publicIP)")
+        }
+        if let problem = peer.publicIP.underlayProblem { return .skip("its public IP \(peer.publicIP) is \(problem)") }
+        guard !network.contains(peer.publicIP) else { return .skip("its public IP \(peer.publicIP) is inside the overlay network") }
+        if let problem = peer.vtepMAC?.vtepProblem { return .skip("its VtepMAC \(peer.vtepMAC!) is \(problem)") }
+        switch mode.plan(peer, device: s.device, connected: s.connected) {
+        case .program(var entries):
+            entries.route.proto = RouteProtocol.podnet
+            return .program(entries)
+        case .skip(let reason):
+            return .skip(reason)
+        }
     }
 
     private func noteSkips(_ reasons: [IPNetwork: String], replacingAll: Bool, _ s: inout State, _ report: inout ReconcileReport) {

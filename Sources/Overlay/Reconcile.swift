@@ -3,17 +3,39 @@
 // peers; then one netlink request per entry that is missing, wrong or stale -- on a converged node
 // a pass changes nothing.
 //
-// What a network owns (and so may remove) is decided by where an entry lives, never by a record
+// What a network owns (and so may remove) is decided by what is in the kernel, never by a record
 // kept in memory, so entries left by a previous run, a crash or another mode are found too:
+// - every main-table route of podnet's route protocol (`RouteProtocol.podnet`, 98), wherever it
+//   points: podnetd marks every route it installs with it, so a route it installed for a lease
+//   that was later rejected, deleted, or moved outside a changed Network is still found, also
+//   after a restart;
 // - on its tunnel device: every route with a gateway into the overlay network, every permanent
 //   neighbour, every FDB entry with a remote;
 // - on the underlay interface: gateway routes to subnet-sized prefixes of the overlay network that
 //   `ip route add` (RTPROT_BOOT) installed -- host-gw and DirectRouting routes, flanneld's included.
 //   Routes DHCP, a routing daemon or the kernel installed are never touched.
+//
+// flanneld installs its routes with RTPROT_BOOT (3), the default of vishvananda/netlink and of
+// `ip route add`, so its routes cannot be told from an operator's; that is why it removes only
+// routes into the network. A route of flanneld's that podnetd still wants is replaced once by the
+// same route with podnet's protocol.
 
 import Addressing
 import Logging
 import Netlink
+
+/// rtm_protocol values, who installed a route (`ip route` shows the number, or a name from
+/// /etc/iproute2/rt_protos).
+public enum RouteProtocol {
+    /// podnet's own: every route podnetd installs carries it, so podnetd can list and remove exactly
+    /// its own routes. 98 is in no registry: not in the kernel's rtnetlink.h (0-4 kernel, 8-18,
+    /// 42 babel, 99 openr, 186-192 routing daemons), not in iproute2's rt_protos, and not what other
+    /// pod networks use (flanneld 3 boot, BIRD 12, kube-router 17, FRR 186). Name it for `ip route`
+    /// with `echo "98 podnet" > /etc/iproute2/rt_protos.d/podnet.conf`.
+    public static let podnet: UInt8 = 98
+    /// RTPROT_BOOT: `ip route add`, and flanneld's routes.
+    public static let boot: UInt8 = 3
+}
 
 /// The kernel entries that make one peer reachable. Set in this order: the neighbour and FDB entry
 /// first, the route last (it makes traffic flow, and the kernel would otherwise ARP for the
@@ -38,10 +60,12 @@ struct Ownership: Sendable {
     var interface: Int32
 
     func owns(_ r: Route) -> Bool {
+        if r.table == 254 && r.proto == RouteProtocol.podnet { return true }
         guard r.table == 254, r.gateway != nil, r.destination != ownSubnet, network.contains(r.destination.address),
               r.destination.prefixLength >= network.prefixLength else { return false }
         if let device, r.interface == device { return true }
-        return r.interface == interface && (r.proto ?? 3) == 3 && r.destination.prefixLength == ownSubnet.prefixLength
+        return r.interface == interface && (r.proto ?? RouteProtocol.boot) == RouteProtocol.boot
+            && r.destination.prefixLength == ownSubnet.prefixLength
     }
 }
 
@@ -72,10 +96,13 @@ struct Changes: Equatable, Sendable {
 }
 
 extension Route {
-    /// True when this route (as the kernel reports it) is `wanted`, as far as forwarding goes.
+    /// True when this route (as the kernel reports it) is `wanted`: the same forwarding, and the
+    /// same protocol (a route of flanneld's is replaced by podnet's own, so that it is found again
+    /// by its protocol once no longer wanted).
     func satisfies(_ wanted: Route) -> Bool {
         destination == wanted.destination && gateway == wanted.gateway && interface == wanted.interface
             && onlink == wanted.onlink && (priority ?? 0) == (wanted.priority ?? 0) && table == wanted.table
+            && (proto ?? RouteProtocol.boot) == (wanted.proto ?? RouteProtocol.boot)
     }
 }
 

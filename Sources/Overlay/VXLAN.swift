@@ -33,8 +33,9 @@ import Addressing
 import Logging
 import Netlink
 
-/// The vxlan backend's configuration: flanneld's `Backend` object for `"Type": "vxlan"`.
-public struct VXLANConfig: Equatable, Sendable, Decodable {
+/// The vxlan backend's configuration: flanneld's `Backend` object for `"Type": "vxlan"`, read by
+/// `NetworkConfig`.
+public struct VXLANConfig: Equatable, Sendable {
     /// `VNI`; the device is `flannel.<VNI>`.
     public var vni: UInt32 = 1
     /// `Port`: the UDP port; 0 in flannel's config means the kernel default, 8472.
@@ -55,23 +56,6 @@ public struct VXLANConfig: Equatable, Sendable, Decodable {
                 directRouting: Bool = false, mac: MACAddress? = nil) {
         self.vni = vni; self.port = port; self.mtu = mtu; self.gbp = gbp; self.learning = learning
         self.directRouting = directRouting; self.mac = mac
-    }
-
-    enum CodingKeys: String, CodingKey {
-        case vni = "VNI", port = "Port", mtu = "MTU", gbp = "GBP", learning = "Learning", directRouting = "DirectRouting"
-    }
-
-    /// Decodes flanneld's keys; a missing key (or `Port`/`MTU` 0) means the default.
-    public init(from decoder: any Decoder) throws {
-        let c = try decoder.container(keyedBy: CodingKeys.self)
-        vni = try c.decodeIfPresent(UInt32.self, forKey: .vni) ?? 1
-        let p = try c.decodeIfPresent(UInt16.self, forKey: .port) ?? 0
-        port = p == 0 ? 8472 : p
-        let m = try c.decodeIfPresent(Int.self, forKey: .mtu) ?? 0
-        mtu = m == 0 ? nil : m
-        gbp = try c.decodeIfPresent(Bool.self, forKey: .gbp) ?? false
-        learning = try c.decodeIfPresent(Bool.self, forKey: .learning) ?? false
-        directRouting = try c.decodeIfPresent(Bool.self, forKey: .directRouting) ?? false
     }
 }
 

@@ -45,8 +45,15 @@ struct Podnetd: AsyncParsableCommand {
             throw ValidationError("--subnet-lease-renew-margin must be between 1 and 1439 minutes")
         }
         if publicIP != nil && IPAddress(publicIP!) == nil { throw ValidationError("--public-ip is not an IP address") }
-        guard healthzMaxConnections >= 1, healthzIdleTimeout >= 1, healthzHeaderTimeout >= 1 else {
-            throw ValidationError("--healthz-max-connections, --healthz-idle-timeout and --healthz-header-timeout must be at least 1")
+        guard (1...86_400).contains(reconcileInterval) else {
+            throw ValidationError("--reconcile-interval must be between 1 and 86400 seconds")
+        }
+        guard (0...65_535).contains(healthzPort) else { throw ValidationError("--healthz-port must be between 0 and 65535") }
+        guard (1...65_536).contains(healthzMaxConnections) else {
+            throw ValidationError("--healthz-max-connections must be between 1 and 65536")
+        }
+        guard (1...86_400).contains(healthzIdleTimeout), (1...86_400).contains(healthzHeaderTimeout) else {
+            throw ValidationError("--healthz-idle-timeout and --healthz-header-timeout must be between 1 and 86400 seconds")
         }
         if (etcdCertfile == nil) != (etcdKeyfile == nil) {
             throw ValidationError("--etcd-certfile and --etcd-keyfile go together")
@@ -78,10 +85,12 @@ struct Podnetd: AsyncParsableCommand {
 
     private func serve(client: EtcdClient, prometheus: PrometheusCollectorRegistry, logger: Logger) async throws {
         let registry = EtcdLeaseRegistry(client: client, prefix: etcdPrefix, logger: logger)
-        let config = try await waitForConfig(registry, logger)
+        // The interface first: a config is checked against the node's addresses before use.
         let dataPath = try KernelDataPath()
         let interface = try findInterface(dataPath)
         logger.info("using interface", metadata: ["node.interface": "\(interface.name)", "node.public_ip": "\(interface.publicIP)"])
+        let nodeAddresses = [interface.address.address] + (interface.publicIP == interface.address.address ? [] : [interface.publicIP])
+        let config = try await waitForConfig(registry, nodeAddresses: nodeAddresses, logger)
         let network = try makeBackend(config, interface).registerNetwork(dataPath: dataPath, logger: Logger(label: "podnet.overlay"))
 
         let manager = SubnetManager(registry: registry, logger: logger)
@@ -89,7 +98,7 @@ struct Podnetd: AsyncParsableCommand {
         let (lease, snapshot) = try await manager.acquireWithSnapshot(config: config, attributes: network.leaseAttributes,
                                                                       previous: SubnetFile.previousSubnet(at: subnetFile))
         try network.start(subnet: lease.subnet)
-        let state = NodeState(lease: lease, backendType: config.backendType)
+        let state = NodeState(lease: lease, config: config, nodeAddresses: nodeAddresses)
         let peers = await state.replacePeers(snapshot.leases, logger: logger)
         let report = try network.reconcile(peers: peers)
         logger.info("programmed the peers", metadata: ["overlay.peers": "\(peers.count)", "overlay.changes": "\(report.programmed.total + report.removed.total)"])
@@ -109,7 +118,8 @@ struct Podnetd: AsyncParsableCommand {
                         exitOnLoss: exitOnLeaseLoss, events: keeperEvents, logger: logger),
             PeerWatcher(registry: registry, network: network, state: state, startRevision: snapshot.revision,
                         leaseLost: keeperEvents.continuation, logger: logger),
-            Repairer(network: network, state: state, masquerade: masq, interval: .seconds(reconcileInterval), logger: logger),
+            Repairer(network: network, state: state, masquerade: masq, keeper: keeperEvents.continuation,
+                     interval: .seconds(reconcileInterval), logger: logger),
         ]
         if healthzPort > 0 {
             let limits = HealthServer.Limits(maxConnections: healthzMaxConnections, idleTimeout: .seconds(healthzIdleTimeout),
@@ -122,19 +132,31 @@ struct Podnetd: AsyncParsableCommand {
         logger.info("stopped; the data path and the lease stay in place")
     }
 
-    /// Reads `<prefix>/config` every second until it exists and is valid. An invalid config is
-    /// reported (once per change) and waited out too: nothing is written meanwhile.
-    private func waitForConfig(_ registry: EtcdLeaseRegistry, _ logger: Logger) async throws -> NetworkConfig {
+    /// Reads `<prefix>/config` every second until it exists and is valid, also on this node (no
+    /// subnet it could lease holds one of `nodeAddresses`). An invalid config is reported (once
+    /// per change, and counted in `podnet_config_errors_total`) and waited out too: nothing is
+    /// written meanwhile.
+    private func waitForConfig(_ registry: EtcdLeaseRegistry, nodeAddresses: [IPAddress],
+                               _ logger: Logger) async throws -> NetworkConfig {
         var lastProblem = ""
+        let configValid = Gauge(label: "podnet_config_valid")
         while true {
             do {
                 if let data = try await registry.config() {
-                    return try NetworkConfig(json: data)
+                    let config = try NetworkConfig(json: data)
+                    if let problem = config.problem(onNodeWith: nodeAddresses) { throw problem }
+                    configValid.record(1)
+                    if !lastProblem.isEmpty { logger.info("the network config is valid now") }
+                    return config
                 }
                 if lastProblem != "missing" { logger.info("waiting for the network config at \(registry.prefix)/config") }
                 lastProblem = "missing"
             } catch let e as ConfigError {
-                if lastProblem != e.description { logger.error("invalid network config: \(e.description)") }
+                configValid.record(0)
+                if lastProblem != e.description {
+                    Counter(label: "podnet_config_errors_total").increment()
+                    logger.error("invalid network config (waiting for a valid one): \(e.description)")
+                }
                 lastProblem = e.description
             } catch {
                 if lastProblem != "\(error)" { logger.warning("cannot read the network config: \(error)") }
@@ -161,16 +183,11 @@ struct Podnetd: AsyncParsableCommand {
         return try ExternalInterface.find(name: nil, publicIP: ip, dataPath: dataPath)
     }
 
-    private func makeBackend(_ config: NetworkConfig, _ interface: ExternalInterface) throws -> any Backend {
+    private func makeBackend(_ config: NetworkConfig, _ interface: ExternalInterface) -> any Backend {
         switch config.backendType {
-        case "vxlan":
-            return VXLANBackend(interface: interface, network: config.network,
-                                config: try JSONDecoder().decode(VXLANConfig.self, from: config.backendJSON))
-        case "host-gw":
-            return HostGWBackend(interface: interface, network: config.network)
-        default:
-            return IPIPBackend(interface: interface, network: config.network,
-                               config: try JSONDecoder().decode(IPIPConfig.self, from: config.backendJSON))
+        case "vxlan": VXLANBackend(interface: interface, network: config.network, config: config.vxlan)
+        case "host-gw": HostGWBackend(interface: interface, network: config.network)
+        default: IPIPBackend(interface: interface, network: config.network, config: config.ipip)
         }
     }
 }

@@ -17,17 +17,23 @@ import ServiceLifecycle
 /// This node's lease and the peers it programs.
 actor NodeState {
     private(set) var lease: Lease
-    let backendType: String
+    let config: NetworkConfig
+    /// This node's underlay addresses (the interface's and the public IP): no peer may claim them.
+    let nodeAddresses: [IPAddress]
     private var peers: [IPNetwork: Peer] = [:]
-    private var warnedBackends: Set<IPNetwork> = []
+    /// The rejection last logged per subnet: each is logged once, until it changes.
+    private var rejected: [IPNetwork: LeaseRejection] = [:]
     private let peerGauge = Gauge(label: "podnet_peers")
     private let expiryGauge = Gauge(label: "podnet_lease_expiry_timestamp_seconds")
 
-    init(lease: Lease, backendType: String) {
+    init(lease: Lease, config: NetworkConfig, nodeAddresses: [IPAddress]) {
         self.lease = lease
-        self.backendType = backendType
+        self.config = config
+        self.nodeAddresses = nodeAddresses
         expiryGauge.record(lease.expiration?.timeIntervalSince1970 ?? 0)
     }
+
+    var backendType: String { config.backendType }
 
     func setLease(_ l: Lease) {
         lease = l
@@ -39,34 +45,65 @@ actor NodeState {
     /// Replaces the known peers with `leases` (a full listing); returns the peers to program.
     func replacePeers(_ leases: [Lease], logger: Logger) -> [Peer] {
         peers = [:]
+        let listed = Set(leases.map(\.subnet))
+        rejected = rejected.filter { listed.contains($0.key) }
         for l in leases { _ = accept(l, logger: logger) }
         peerGauge.record(peers.count)
         return currentPeers
     }
 
-    /// Takes a lease from the watch; returns the peer to program, or nil for this node's own
-    /// lease and for leases of another backend type (ignored with one warning each).
-    func accept(_ l: Lease, logger: Logger) -> Peer? {
-        guard l.subnet != lease.subnet else { return nil }
-        guard l.attributes.backendType == backendType else {
-            if warnedBackends.insert(l.subnet).inserted {
-                logger.warning("ignoring a peer with another backend type",
-                               metadata: ["peer.subnet": "\(l.subnet)", "peer.backend": "\(l.attributes.backendType)"])
+    /// What to do with a lease from etcd.
+    enum Verdict: Equatable {
+        /// Program this peer.
+        case peer(Peer)
+        /// This node's own lease.
+        case own
+        /// Not a peer (logged and counted): whatever was programmed for its subnet must go.
+        case rejected
+    }
+
+    /// Takes a lease from a listing or the watch. Another node's lease becomes a peer only when
+    /// the config accepts it (`NetworkConfig.check(peer:)`): a rejected one is logged once per
+    /// reason, counted in `podnet_leases_rejected_total{reason}`, and forgotten as a peer.
+    func accept(_ l: Lease, logger: Logger) -> Verdict {
+        guard l.subnet != lease.subnet else { return .own }
+        if let rejection = config.check(peer: l, backendType: backendType, nodeAddresses: nodeAddresses) {
+            if rejected[l.subnet] != rejection {
+                rejected[l.subnet] = rejection
+                Counter(label: "podnet_leases_rejected_total", dimensions: [("reason", rejection.reason.rawValue)]).increment()
+                let level: Logger.Level = rejection.reason == .otherBackend ? .warning : .error
+                logger.log(level: level, "ignoring a lease: \(rejection.detail)", metadata: [
+                    "peer.subnet": "\(l.subnet)", "peer.public_ip": "\(l.attributes.publicIP)",
+                    "lease.rejected": "\(rejection.reason.rawValue)",
+                ])
             }
-            return nil
+            if peers.removeValue(forKey: l.subnet) != nil { peerGauge.record(peers.count) }
+            return .rejected
         }
+        rejected[l.subnet] = nil
         peers[l.subnet] = l.peer
         peerGauge.record(peers.count)
-        return l.peer
+        return .peer(l.peer)
     }
 
     func remove(_ subnet: IPNetwork) -> Bool {
+        rejected[subnet] = nil
         defer { peerGauge.record(peers.count) }
         return peers.removeValue(forKey: subnet) != nil
     }
 }
 
-enum KeeperEvent: Sendable { case renewDue, leaseLost }
+enum KeeperEvent: Sendable {
+    case renewDue
+    case leaseLost
+    /// This node's lease key holds another value than this node publishes: another writer
+    /// overwrote it (or the tunnel device's MAC changed). The lease is put again.
+    case leaseOverwritten
+}
+
+/// The least time between two re-assertions of an overwritten lease, so that two writers that
+/// both claim one key do not flood etcd: the watch would otherwise bounce their puts at once.
+let reassertInterval: Duration = .seconds(5)
 
 struct LeaseKeeper: Service {
     let manager: SubnetManager
@@ -90,11 +127,28 @@ struct LeaseKeeper: Service {
 
     func run() async throws {
         var timer = schedule(after: await renewalDelay())
-        defer { timer?.cancel() }
+        var reassertTimer: Task<Void, Never>?
+        var lastReassert: ContinuousClock.Instant?
+        defer { timer?.cancel(); reassertTimer?.cancel() }
         for await event in events.stream.cancelOnGracefulShutdown() {
             var lease = await state.lease
             do {
                 switch event {
+                case .leaseOverwritten:
+                    // flanneld puts its lease again only at the next renewal (hours later), with its
+                    // own value: the key is this node's, and its subnet is what the pods here are
+                    // numbered from, so re-acquiring another subnet would cut them off. podnetd puts
+                    // its value back at once, at most once per `reassertInterval`.
+                    reassertTimer?.cancel()
+                    reassertTimer = nil
+                    if let last = lastReassert, ContinuousClock.now - last < reassertInterval {
+                        reassertTimer = schedule(after: reassertInterval - (ContinuousClock.now - last), .leaseOverwritten)
+                        continue
+                    }
+                    lastReassert = ContinuousClock.now
+                    lease.attributes = network.leaseAttributes
+                    lease = try await manager.renew(lease)
+                    logger.warning("put this node's lease back with its own value", metadata: ["node.subnet": "\(lease.subnet)"])
                 case .renewDue:
                     lease = try await manager.renew(lease)
                     logger.info("renewed the lease", metadata: ["node.subnet": "\(lease.subnet)"])
@@ -125,7 +179,9 @@ struct LeaseKeeper: Service {
     private func renewalDelay() async -> Duration? {
         guard let expiration = await state.lease.expiration else { return nil }  // a reservation never expires
         let seconds = expiration.timeIntervalSinceNow - Double(renewMargin.components.seconds)
-        return .seconds(max(seconds, 1))
+        // Bounded both ways: etcd's TTL is a number from the network, and a sleep of more than
+        // a year is no different from one of a year (the renewal then finds the lease again).
+        return .seconds(min(max(seconds.isNaN ? 1 : seconds, 1), 365 * 24 * 3600))
     }
 
     private func schedule(after delay: Duration?, _ event: KeeperEvent = .renewDue) -> Task<Void, Never>? {
@@ -148,6 +204,7 @@ struct PeerWatcher: Service {
     let network: any OverlayNetwork
     let state: NodeState
     let startRevision: Int64
+    /// The lease keeper's events: lost or overwritten.
     let leaseLost: AsyncStream<KeeperEvent>.Continuation
     let logger: Logger
 
@@ -188,15 +245,30 @@ struct PeerWatcher: Service {
     private func apply(_ event: WatchEvent) async {
         guard let subnet = SubnetKey.parse(event.kv.keyString) else { return }
         if subnet == (await state.lease).subnet {
-            if event.kind == .delete { leaseLost.yield(.leaseLost) }
+            switch event.kind {
+            case .delete: leaseLost.yield(.leaseLost)
+            case .put: checkOwnLease(registry.lease(event.kv), subnet: subnet)
+            }
             return
         }
         do {
             switch event.kind {
             case .put:
-                guard let lease = registry.lease(event.kv), let peer = await state.accept(lease, logger: logger) else { return }
-                _ = try network.setPeer(peer)
-                logger.info("peer added or updated", metadata: ["peer.subnet": "\(peer.subnet)", "peer.public_ip": "\(peer.publicIP)"])
+                guard let lease = registry.lease(event.kv) else {
+                    // Not a lease any more: whatever its previous value programmed goes.
+                    if await state.remove(subnet) { _ = try network.removePeer(subnet: subnet) }
+                    return
+                }
+                switch await state.accept(lease, logger: logger) {
+                case .own:
+                    return
+                case .rejected:
+                    // A lease that turned hostile loses what its previous value programmed.
+                    _ = try network.removePeer(subnet: subnet)
+                case .peer(let peer):
+                    _ = try network.setPeer(peer)
+                    logger.info("peer added or updated", metadata: ["peer.subnet": "\(peer.subnet)", "peer.public_ip": "\(peer.publicIP)"])
+                }
             case .delete:
                 guard await state.remove(subnet) else { return }
                 _ = try network.removePeer(subnet: subnet)
@@ -207,13 +279,32 @@ struct PeerWatcher: Service {
         }
     }
 
+    /// This node's lease key as etcd holds it (`value` nil when it is not a lease value): when it
+    /// differs from what this node publishes, another writer overwrote it. Logged, counted in
+    /// `podnet_own_lease_overwritten_total`, and put back by the lease keeper.
+    private func checkOwnLease(_ value: Lease?, subnet: IPNetwork) {
+        let mine = network.leaseAttributes
+        guard value?.attributes != mine else { return }
+        Counter(label: "podnet_own_lease_overwritten_total").increment()
+        logger.error("this node's lease was overwritten by another writer; putting it back", metadata: [
+            "node.subnet": "\(subnet)",
+            "lease.found": "\(value.map { "\($0.attributes.publicIP) \($0.attributes.backendType) \($0.attributes.vtepMAC?.description ?? "-")" } ?? "not a lease value")",
+            "lease.expected": "\(mine.publicIP) \(mine.backendType) \(mine.vtepMAC?.description ?? "-")",
+        ])
+        leaseLost.yield(.leaseOverwritten)
+    }
+
     /// Lists every lease, reconciles the kernel against them and returns the listing's revision.
     private func relist() async throws -> Int64 {
         let snapshot = try await registry.leases()
         let peers = await state.replacePeers(snapshot.leases, logger: logger)
         _ = try network.reconcile(peers: peers)
         let own = await state.lease.subnet
-        if !snapshot.leases.contains(where: { $0.subnet == own }) { leaseLost.yield(.leaseLost) }
+        if let mine = snapshot.leases.first(where: { $0.subnet == own }) {
+            checkOwnLease(mine, subnet: own)
+        } else {
+            leaseLost.yield(.leaseLost)
+        }
         return snapshot.revision
     }
 }
@@ -222,6 +313,8 @@ struct Repairer: Service {
     let network: any OverlayNetwork
     let state: NodeState
     let masquerade: MasqueradeRules?
+    /// The lease keeper's events: a recreated device with a new MAC needs the lease put again.
+    let keeper: AsyncStream<KeeperEvent>.Continuation
     let interval: Duration
     let logger: Logger
 
@@ -236,6 +329,7 @@ struct Repairer: Service {
             if Task.isShuttingDownGracefully { return }
             do {
                 let report = try network.reconcile(peers: await state.currentPeers)
+                if report.leaseAttributesChanged { keeper.yield(.leaseOverwritten) }
                 let changed = report.programmed.total + report.removed.total
                 if changed > 0 || report.deviceRecreated {
                     repairs.increment(by: Int64(changed))

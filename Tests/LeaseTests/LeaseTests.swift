@@ -213,3 +213,104 @@ final class Counter: @unchecked Sendable {
     func increment() -> Int { lock.withLock { defer { n += 1 }; return n } }
     var value: Int { lock.withLock { n } }
 }
+
+/// The backend options and the checks against hostile values (issue 8, items 4 to 6).
+@Suite struct ConfigHardeningTests {
+    func backend(_ options: String) throws -> NetworkConfig {
+        try config(#"{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"\#(options)}}"#)
+    }
+
+    func expectError(_ json: String, _ fragments: [String], sourceLocation: SourceLocation = #_sourceLocation) {
+        do {
+            _ = try config(json)
+            Issue.record("\(json) was accepted", sourceLocation: sourceLocation)
+        } catch {
+            for f in fragments { #expect("\(error)".contains(f), "\(json): \(error)", sourceLocation: sourceLocation) }
+        }
+    }
+
+    @Test func backendOptionsMatchKeysAsGoDoes() throws {
+        for key in ["VNI", "vni", "Vni"] { #expect(try backend(#","\#(key)":7"#).vxlan.vni == 7, "\(key)") }
+        let all = try backend(#","port":4789,"mtu":9000,"gbp":true,"LEARNING":true,"directrouting":true"#).vxlan
+        #expect(all == VXLANConfig(vni: 1, port: 4789, mtu: 9000, gbp: true, learning: true, directRouting: true))
+        // An exact key wins over one that only folds alike, whatever the order.
+        #expect(try backend(#","vni":2,"VNI":3"#).vxlan.vni == 3)
+        #expect(try backend(#","VNI":3,"vni":2"#).vxlan.vni == 3)
+        // 0 means the default for Port and MTU, as in flanneld; null means absent.
+        #expect(try backend(#","Port":0,"MTU":0,"VNI":null"#).vxlan == VXLANConfig())
+        #expect(try config(#"{"Network":"10.5.0.0/16","backend":{"type":"ipip","directRouting":true}}"#).ipip.directRouting)
+    }
+
+    @Test func outOfRangeBackendNumbersAreConfigErrorsNamingKeyAndRange() {
+        let cases: [(String, [String])] = [
+            (#","MTU":5000000000"#, ["Backend.MTU", "118...65535"]),
+            (#","MTU":-9223372036854775808"#, ["Backend.MTU", "118...65535"]),
+            (#","MTU":100"#, ["Backend.MTU", "118...65535"]),
+            (#","Port":70000"#, ["Backend.Port", "1...65535"]),
+            (#","Port":-1"#, ["Backend.Port"]),
+            (#","VNI":0"#, ["Backend.VNI", "1...16777215"]),
+            (#","VNI":4294967296"#, ["Backend.VNI", "1...16777215"]),
+            (#","VNI":1e30"#, ["Backend.VNI", "whole number"]),
+            (#","VNI":1.5"#, ["Backend.VNI", "whole number"]),
+            (#","VNI":"1""#, ["Backend.VNI", "whole number"]),
+            (#","GBP":"yes""#, ["Backend.GBP", "true or false"]),
+            (#","DirectRouting":1"#, ["Backend.DirectRouting", "true or false"]),
+        ]
+        for (options, fragments) in cases {
+            expectError(#"{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"\#(options)}}"#, fragments)
+        }
+        expectError(#"{"Network":"10.5.0.0/16","Backend":{"Type":"ipip","DirectRouting":"no"}}"#, ["Backend.DirectRouting"])
+        expectError(#"{"Network":"10.5.0.0/16","Backend":5}"#, ["Backend must be an object"])
+        expectError(#"{"Network":"10.5.0.0/16","Backend":{"Type":7}}"#, ["Backend.Type must be a string"])
+        expectError(#"{"Network":"10.5.0.0/16","SubnetLen":"26","Backend":{"Type":"vxlan"}}"#, ["SubnetLen"])
+        expectError(#"{"Network":"10.5.0.0/16","EnableNFTables":"true","Backend":{"Type":"vxlan"}}"#, ["EnableNFTables"])
+    }
+
+    @Test func networksOverReservedRangesAreRefused() {
+        for n in ["0.0.0.0/0", "0.0.0.0/1", "127.0.0.0/16", "169.254.0.0/16", "224.0.0.0/8", "240.0.0.0/8"] {
+            expectError(#"{"Network":"\#(n)","Backend":{"Type":"vxlan"}}"#, ["Network", "overlaps"])
+        }
+        #expect((try? config(#"{"Network":"10.0.0.0/8","Backend":{"Type":"vxlan"}}"#)) != nil)
+    }
+
+    @Test func aConfigWhoseSubnetsHoldTheNodesAddressIsRefusedOnThatNode() throws {
+        let node = [IPAddress("192.168.50.11")!]
+        let over = try config(#"{"Network":"192.168.0.0/16","Backend":{"Type":"vxlan"}}"#)
+        #expect(over.problem(onNodeWith: node)?.description.contains("192.168.50.11") == true)
+        let min = try config(#"{"Network":"10.244.0.0/16","SubnetMin":"10.244.50.0","Backend":{"Type":"vxlan"}}"#)
+        #expect(min.problem(onNodeWith: [IPAddress("10.244.77.3")!]) != nil)
+        // Left out by SubnetMin/SubnetMax (the first subnet is never leased): usable.
+        #expect(min.problem(onNodeWith: [IPAddress("10.244.0.5")!]) == nil)
+        #expect(try config(#"{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}"#).problem(onNodeWith: node) == nil)
+    }
+
+    @Test func hostilePeerLeasesAreRejectedWithAReason() throws {
+        let c = try config(#"{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}"#)
+        let me = [IPAddress("192.168.50.11")!]
+        func lease(_ key: String, _ publicIP: String = "192.168.50.12", backend: String = "vxlan",
+                   mac: String? = "02:00:00:00:00:12") -> Lease {
+            Lease(subnet: SubnetKey.parse(key)!, attributes: LeaseAttributes(
+                publicIP: IPAddress(publicIP)!, backendType: backend, vni: 1, vtepMAC: mac.flatMap { MACAddress($0) }), etcdLease: 1)
+        }
+        func reason(_ l: Lease) -> LeaseRejection.Reason? { c.check(peer: l, backendType: "vxlan", nodeAddresses: me)?.reason }
+        #expect(reason(lease("10.5.7.0-24")) == nil)
+        #expect(reason(lease("192.168.77.2-32")) == .outsideNetwork)
+        #expect(reason(lease("169.254.169.254-32")) == .outsideNetwork)
+        #expect(reason(lease("10.0.0.0-8")) == .outsideNetwork)
+        #expect(reason(lease("10.5.7.0-25")) == .wrongSubnetLength)
+        #expect(reason(lease("10.5.0.0-16")) == .wrongSubnetLength)
+        for bad in ["127.0.0.1", "127.8.9.10", "0.0.0.0", "255.255.255.255", "224.0.0.1", "239.1.1.1", "240.0.0.1", "10.5.9.9"] {
+            #expect(reason(lease("10.5.7.0-24", bad)) == .unusablePublicIP, "\(bad)")
+        }
+        #expect(reason(lease("10.5.7.0-24", "192.168.50.11")) == .ownPublicIP)
+        for bad in ["ff:ff:ff:ff:ff:ff", "01:00:5e:00:00:01", "33:33:00:00:00:01", "00:00:00:00:00:00", nil] {
+            #expect(reason(lease("10.5.7.0-24", mac: bad)) == .unusableVtepMAC, "\(bad ?? "none")")
+        }
+        #expect(reason(lease("10.5.7.0-24", backend: "host-gw", mac: nil)) == .otherBackend)
+        // host-gw leases need no VtepMAC.
+        #expect(c.check(peer: lease("10.5.7.0-24", backend: "host-gw", mac: nil), backendType: "host-gw", nodeAddresses: me) == nil)
+        let wide = try config(#"{"Network":"192.168.0.0/16","SubnetMin":"192.168.60.0","Backend":{"Type":"vxlan"}}"#)
+        #expect(wide.check(peer: lease("192.168.50.0-24", "192.168.60.1"), backendType: "vxlan", nodeAddresses: me)?.reason
+                    == .coversThisNode)
+    }
+}

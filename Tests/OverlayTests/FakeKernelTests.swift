@@ -55,7 +55,7 @@ let peerB = Peer(subnet: net("10.5.3.0/24"), publicIP: ip("172.16.0.3"), vtepMAC
         #expect(dp.changes == [
             .replaceNeighbour(Neighbour(address: ip("10.5.2.0"), mac: mac("02:00:00:00:00:02"), interface: dev)),
             .replaceFDB(FDBEntry(mac: mac("02:00:00:00:00:02"), interface: dev, destination: ip("192.168.77.2"))),
-            .replaceRoute(Route(destination: net("10.5.2.0/24"), gateway: ip("10.5.2.0"), interface: dev, onlink: true)),
+            .replaceRoute(Route(destination: net("10.5.2.0/24"), gateway: ip("10.5.2.0"), interface: dev, onlink: true, proto: RouteProtocol.podnet)),
         ])
         #expect(report.programmed == EntryCounts(routes: 1, neighbours: 1, fdbEntries: 1))
         #expect(report.removed == EntryCounts())
@@ -142,8 +142,8 @@ let peerB = Peer(subnet: net("10.5.3.0/24"), publicIP: ip("172.16.0.3"), vtepMAC
         let dev = try #require(dp.kernel.link(named: "flannel.1")).index
         _ = try nw.reconcile(peers: [peerA, peerB])
         let k = dp.kernel
-        #expect(k.routes.contains(Route(destination: peerA.subnet, gateway: ip("192.168.77.2"), interface: eth0.index)))
-        #expect(k.routes.contains(Route(destination: peerB.subnet, gateway: ip("10.5.3.0"), interface: dev, onlink: true)))
+        #expect(k.routes.contains(Route(destination: peerA.subnet, gateway: ip("192.168.77.2"), interface: eth0.index, proto: RouteProtocol.podnet)))
+        #expect(k.routes.contains(Route(destination: peerB.subnet, gateway: ip("10.5.3.0"), interface: dev, onlink: true, proto: RouteProtocol.podnet)))
         #expect(k.neighbours.map(\.address) == [ip("10.5.3.0")])
         #expect(k.fdb.map(\.destination) == [ip("172.16.0.3")])
 
@@ -214,12 +214,14 @@ let peerB = Peer(subnet: net("10.5.3.0/24"), publicIP: ip("172.16.0.3"), vtepMAC
         #expect(throws: OverlayError.self) { try nw.start(subnet: net("10.6.1.0/24")) }
     }
 
-    @Test func configDecodesFlannelsKeys() throws {
-        let json = #"{"Type":"vxlan","VNI":4,"Port":0,"MTU":1400,"DirectRouting":true,"GBP":true}"#
-        let c = try JSONDecoder().decode(VXLANConfig.self, from: Data(json.utf8))
+    @Test func configReadsFlannelsKeys() throws {
+        func read(_ backend: String) throws -> NetworkConfig {
+            try NetworkConfig(json: Data(#"{"Network":"10.5.0.0/16","Backend":\#(backend)}"#.utf8))
+        }
+        let c = try read(#"{"Type":"vxlan","VNI":4,"Port":0,"MTU":1400,"DirectRouting":true,"GBP":true}"#).vxlan
         #expect(c == VXLANConfig(vni: 4, port: 8472, mtu: 1400, gbp: true, directRouting: true))
-        #expect(try JSONDecoder().decode(VXLANConfig.self, from: Data("{}".utf8)) == VXLANConfig())
-        #expect(try JSONDecoder().decode(IPIPConfig.self, from: Data(#"{"DirectRouting":true}"#.utf8)).directRouting)
+        #expect(try read(#"{"Type":"vxlan"}"#).vxlan == VXLANConfig())
+        #expect(try read(#"{"Type":"ipip","DirectRouting":true}"#).ipip.directRouting)
     }
 }
 
@@ -232,7 +234,7 @@ let peerB = Peer(subnet: net("10.5.3.0/24"), publicIP: ip("172.16.0.3"), vtepMAC
         try nw.start(subnet: net("10.5.1.0/24"))
         dp.clearCalls()
         let report = try nw.reconcile(peers: [peerA, peerB])
-        #expect(dp.changes == [.replaceRoute(Route(destination: peerA.subnet, gateway: ip("192.168.77.2"), interface: eth0.index))])
+        #expect(dp.changes == [.replaceRoute(Route(destination: peerA.subnet, gateway: ip("192.168.77.2"), interface: eth0.index, proto: RouteProtocol.podnet))])
         #expect(report.skipped.keys.elementsEqual([peerB.subnet]))
         #expect(report.skipped[peerB.subnet]?.contains("unreachable in host-gw mode") == true)
         #expect(!dp.calls.contains(.neighbours(interface: eth0.index)))
@@ -259,7 +261,7 @@ let peerB = Peer(subnet: net("10.5.3.0/24"), publicIP: ip("172.16.0.3"), vtepMAC
         let k = dp.kernel
         #expect(k.link(named: "flannel.1") == nil)
         #expect(k.neighbours.isEmpty && k.fdb.isEmpty)
-        #expect(k.routes.filter { $0.gateway != nil } == [Route(destination: peerA.subnet, gateway: ip("192.168.77.2"), interface: eth0.index)])
+        #expect(k.routes.filter { $0.gateway != nil } == [Route(destination: peerA.subnet, gateway: ip("192.168.77.2"), interface: eth0.index, proto: RouteProtocol.podnet)])
     }
 }
 
@@ -278,8 +280,8 @@ let peerB = Peer(subnet: net("10.5.3.0/24"), publicIP: ip("172.16.0.3"), vtepMAC
         #expect(dp.changes == [
             .addAddress(net("10.5.1.0/32"), link: dev),
             .setLink(dev, LinkChange(up: true)),
-            .replaceRoute(Route(destination: peerA.subnet, gateway: ip("192.168.77.2"), interface: dev, onlink: true)),
-            .replaceRoute(Route(destination: peerB.subnet, gateway: ip("172.16.0.3"), interface: dev, onlink: true)),
+            .replaceRoute(Route(destination: peerA.subnet, gateway: ip("192.168.77.2"), interface: dev, onlink: true, proto: RouteProtocol.podnet)),
+            .replaceRoute(Route(destination: peerB.subnet, gateway: ip("172.16.0.3"), interface: dev, onlink: true, proto: RouteProtocol.podnet)),
         ])
         // No neighbour or FDB dumps: ipip has neither.
         #expect(!dp.calls.contains(.neighbours(interface: dev)) && !dp.calls.contains(.fdbEntries(interface: dev)))
@@ -294,8 +296,8 @@ let peerB = Peer(subnet: net("10.5.3.0/24"), publicIP: ip("172.16.0.3"), vtepMAC
         dp.clearCalls()
         _ = try nw.reconcile(peers: [peerA, peerB])
         #expect(dp.changes == [
-            .replaceRoute(Route(destination: peerA.subnet, gateway: ip("192.168.77.2"), interface: eth0.index)),
-            .replaceRoute(Route(destination: peerB.subnet, gateway: ip("172.16.0.3"), interface: dev, onlink: true)),
+            .replaceRoute(Route(destination: peerA.subnet, gateway: ip("192.168.77.2"), interface: eth0.index, proto: RouteProtocol.podnet)),
+            .replaceRoute(Route(destination: peerB.subnet, gateway: ip("172.16.0.3"), interface: dev, onlink: true, proto: RouteProtocol.podnet)),
         ])
     }
 
@@ -331,7 +333,7 @@ let peerB = Peer(subnet: net("10.5.3.0/24"), publicIP: ip("172.16.0.3"), vtepMAC
         let report = try nw.reconcile(peers: [peerA])
         #expect(report.programmed.routes == 1 && report.removed.routes == 1)
         #expect(dp.kernel.routes.filter { $0.destination == peerA.subnet }
-                    == [Route(destination: peerA.subnet, gateway: ip("192.168.77.2"), interface: eth0.index)])
+                    == [Route(destination: peerA.subnet, gateway: ip("192.168.77.2"), interface: eth0.index, proto: RouteProtocol.podnet)])
     }
 
     @Test func routesOthersInstalledAreLeftAlone() throws {

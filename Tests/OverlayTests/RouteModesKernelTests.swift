@@ -19,7 +19,7 @@ struct HostGWKernelTests {
             try addPodBridge(b, gateway: "10.5.2.1/24")
             _ = try na.reconcile(peers: [Peer(subnet: net("10.5.2.0/24"), publicIP: ip("192.168.77.2"))])
             _ = try nb.reconcile(peers: [Peer(subnet: net("10.5.1.0/24"), publicIP: ip("192.168.77.1"))])
-            #expect(try a.lines("ip route show 10.5.2.0/24") == ["10.5.2.0/24 via 192.168.77.2 dev ul0"])
+            #expect(try a.lines("ip route show 10.5.2.0/24") == ["10.5.2.0/24 via 192.168.77.2 dev ul0 proto 98"])
             #expect(a.ping("10.5.2.1", from: "10.5.1.1"))
             #expect(try a.lines("ip link show type vxlan").isEmpty)
         }
@@ -37,16 +37,18 @@ struct HostGWKernelTests {
             var report = try nw.reconcile(peers: peers)
             #expect(report.programmed.routes == 2 && report.removed.routes == 1)
             #expect(report.skipped[net("10.5.4.0/24")]?.contains("unreachable in host-gw mode") == true)
-            #expect(try ns.lines("ip route show proto boot").sorted() == [
+            // Both carry podnet's route protocol; the stale one (RTPROT_BOOT, as flanneld's) is gone.
+            #expect(try ns.lines("ip route show proto 98").sorted() == [
                 "10.5.2.0/24 via 192.168.77.2 dev ul0", "10.5.3.0/24 via 192.168.77.3 dev ul0",
             ])
+            #expect(try ns.lines("ip route show proto boot").isEmpty)
             #expect(try ns.lines("ip route show 10.5.8.0/24").count == 1)
             #expect(try ns.lines("ip route show 10.5.4.0/24").isEmpty)  // no blackhole
 
             try ns.sh("ip route del 10.5.3.0/24")
             report = try nw.reconcile(peers: peers)
             #expect(report.programmed.routes == 1 && report.removed.routes == 0)
-            #expect(try ns.lines("ip route show 10.5.3.0/24") == ["10.5.3.0/24 via 192.168.77.3 dev ul0"])
+            #expect(try ns.lines("ip route show 10.5.3.0/24") == ["10.5.3.0/24 via 192.168.77.3 dev ul0 proto 98"])
             #expect(try nw.reconcile(peers: peers).changes == 0)
         }
     }
@@ -77,7 +79,7 @@ struct HostGWKernelTests {
             try gw.start(subnet: net("10.5.1.0/24"))
             _ = try gw.reconcile(peers: peers)
             #expect(try ns.lines("ip link show type vxlan").isEmpty)
-            #expect(try ns.lines("ip route show root 10.5.0.0/16") == ["10.5.2.0/24 via 192.168.77.2 dev ul0"])
+            #expect(try ns.lines("ip route show root 10.5.0.0/16") == ["10.5.2.0/24 via 192.168.77.2 dev ul0 proto 98"])
         }
     }
 }
@@ -112,7 +114,7 @@ struct IPIPKernelTests {
             try addPodBridge(b, gateway: "10.5.2.1/24")
             _ = try na.reconcile(peers: [Peer(subnet: net("10.5.2.0/24"), publicIP: ip("192.168.77.2"))])
             _ = try nb.reconcile(peers: [Peer(subnet: net("10.5.1.0/24"), publicIP: ip("192.168.77.1"))])
-            #expect(try a.lines("ip route show 10.5.2.0/24") == ["10.5.2.0/24 via 192.168.77.2 dev flannel.ipip onlink"])
+            #expect(try a.lines("ip route show 10.5.2.0/24") == ["10.5.2.0/24 via 192.168.77.2 dev flannel.ipip proto 98 onlink"])
             #expect(try a.sh("ip -d link show flannel.ipip").contains("ipip remote any local 192.168.77.1 dev ul0"))
             #expect(a.ping("10.5.2.1", from: "10.5.1.1"))
         }

@@ -58,7 +58,7 @@ struct ScaleTests {
         let routes = Set(try ns.gatewayRoutes(dev: "flannel.1"))
         let neighbours = Set(try ns.permanentNeighbours(dev: "flannel.1"))
         let fdb = Set(try ns.fdbRemotes(dev: "flannel.1"))
-        #expect(routes == Set(peers.map { "\($0.subnet) via \($0.subnet.firstAddress) onlink" }))
+        #expect(routes == Set(peers.map { "\($0.subnet) via \($0.subnet.firstAddress) proto 98 onlink" }))
         #expect(neighbours == Set(peers.map { "\($0.subnet.firstAddress) lladdr \($0.vtepMAC!) PERMANENT" }))
         #expect(fdb == Set(peers.map { "\($0.vtepMAC!) dst \($0.publicIP) self permanent" }))
         #expect(try ns.gatewayRoutes(dev: "flannel.1").count == peers.count)

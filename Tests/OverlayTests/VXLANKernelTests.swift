@@ -77,7 +77,7 @@ struct VXLANKernelTests {
             let report = try nw.reconcile(peers: [own, peerA, peerB, c])
             #expect(report.programmed == EntryCounts(routes: 3, neighbours: 3, fdbEntries: 3))
             #expect(try ns.gatewayRoutes(dev: "flannel.1").sorted() == [
-                "10.5.2.0/24 via 10.5.2.0 onlink", "10.5.3.0/24 via 10.5.3.0 onlink", "10.5.4.0/24 via 10.5.4.0 onlink",
+                "10.5.2.0/24 via 10.5.2.0 proto 98 onlink", "10.5.3.0/24 via 10.5.3.0 proto 98 onlink", "10.5.4.0/24 via 10.5.4.0 proto 98 onlink",
             ])
             #expect(try ns.permanentNeighbours(dev: "flannel.1").sorted() == [
                 "10.5.2.0 lladdr 02:00:00:00:00:02 PERMANENT", "10.5.3.0 lladdr 02:00:00:00:00:03 PERMANENT",
@@ -135,7 +135,7 @@ struct VXLANKernelTests {
             #expect(try ns.fdbRemotes(dev: "flannel.1").contains("02:00:00:00:00:02 dst 192.168.77.2 self permanent"))
             #expect(try !ns.sh("bridge fdb show dev flannel.1").contains("02:00:00:00:00:22"))
             _ = try nw.removePeer(subnet: peerB.subnet)
-            #expect(try ns.gatewayRoutes(dev: "flannel.1") == ["10.5.2.0/24 via 10.5.2.0 onlink"])
+            #expect(try ns.gatewayRoutes(dev: "flannel.1") == ["10.5.2.0/24 via 10.5.2.0 proto 98 onlink"])
             #expect(try ns.permanentNeighbours(dev: "flannel.1").count == 1)
             #expect(try ns.fdbRemotes(dev: "flannel.1").count == 1)
         }
@@ -174,8 +174,8 @@ struct VXLANKernelTests {
             let far = Peer(subnet: net("10.5.3.0/24"), publicIP: ip("172.16.0.3"), vtepMAC: mac("02:00:00:00:00:03"))
             _ = try na.reconcile(peers: [try peer(b, subnet: "10.5.2.0/24", publicIP: "192.168.77.2"), far])
             _ = try nb.reconcile(peers: [try peer(a, subnet: "10.5.1.0/24", publicIP: "192.168.77.1")])
-            #expect(try a.lines("ip route show 10.5.2.0/24") == ["10.5.2.0/24 via 192.168.77.2 dev ul0"])
-            #expect(try a.gatewayRoutes(dev: "flannel.1") == ["10.5.3.0/24 via 10.5.3.0 onlink"])
+            #expect(try a.lines("ip route show 10.5.2.0/24") == ["10.5.2.0/24 via 192.168.77.2 dev ul0 proto 98"])
+            #expect(try a.gatewayRoutes(dev: "flannel.1") == ["10.5.3.0/24 via 10.5.3.0 proto 98 onlink"])
             #expect(try a.permanentNeighbours(dev: "flannel.1") == ["10.5.3.0 lladdr 02:00:00:00:00:03 PERMANENT"])
             #expect(try a.fdbRemotes(dev: "flannel.1") == ["02:00:00:00:00:03 dst 172.16.0.3 self permanent"])
             // Not through the tunnel: its counter stays put while pings go through.

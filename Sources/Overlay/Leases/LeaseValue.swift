@@ -60,24 +60,19 @@ extension LeaseAttributes {
         return Data(JSON.object(o).encoded())
     }
 
-    /// Reads a lease value; nil when it is not one (logged and skipped by callers).
+    /// Reads a lease value; nil when it is not one (logged and skipped by callers). Keys match as
+    /// in Go (exactly, else case-insensitively).
     public init?(json: Data) {
-        guard let f = (try? JSON(parsing: json))?.foldedObject,
-              let s = f["publicip"]?.stringValue, let ip = IPAddress(s), ip.family == .v4 else { return nil }
-        let data = f["backenddata"]?.foldedObject ?? [:]
-        self.init(publicIP: ip, backendType: (f["backendtype"]?.stringValue ?? "").lowercased(),
-                  vni: data["vni"]?.integerValue.flatMap { UInt32(exactly: $0) },
-                  vtepMAC: data["vtepmac"]?.stringValue.flatMap { MACAddress($0) })
+        guard let parsed = try? JSON(parsing: json), let f = GoObject(parsed),
+              let s = f["PublicIP"]?.stringValue, let ip = IPAddress(s), ip.family == .v4 else { return nil }
+        let data = f["BackendData"].flatMap { GoObject($0) }
+        self.init(publicIP: ip, backendType: (f["BackendType"]?.stringValue ?? "").lowercased(),
+                  vni: data?["VNI"]?.integerValue.flatMap { UInt32(exactly: $0) },
+                  vtepMAC: data?["VtepMAC"]?.stringValue.flatMap { MACAddress($0) })
     }
 }
 
 extension JSON {
-    /// An object's members with their keys lower-cased, the way Go's encoding/json matches struct
-    /// fields (the first of keys that fold alike wins); nil when this is not an object.
-    var foldedObject: [String: JSON]? {
-        objectValue.map { o in Dictionary(o.map { ($0.key.lowercased(), $0.value) }, uniquingKeysWith: { a, _ in a }) }
-    }
-
     /// A whole number, also when written with a fraction or exponent (`1.0`, `1e2`), as Go reads
     /// it into an integer field.
     var integerValue: Int64? {
