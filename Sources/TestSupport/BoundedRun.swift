@@ -9,16 +9,8 @@ import Foundation
 public func runPluginBounded(_ type: String, _ command: String, _ call: PluginCall, config: String,
                              host: TestNamespace? = nil, directory: String = pluginDirectory,
                              extraEnv: [String: String] = [:], seconds: Int = 30) throws -> (PluginResult, elapsed: Double) {
-    let bin = directory + "/" + type
-    guard FileManager.default.isExecutableFile(atPath: bin) else {
-        throw TestFailure("plugin binary \(bin) not found: build it first (scripts/test.sh does)")
-    }
-    var env = call.environment
-    env["CNI_COMMAND"] = command
-    env.merge(extraEnv) { $1 }
-    let argv = ["/usr/bin/timeout", "-s", "KILL", String(seconds)]
-        + (host.map { ["/usr/sbin/ip", "netns", "exec", $0.name, bin] } ?? [bin])
     let started = Date()
-    let r = try run(argv, env: env, stdin: config)
-    return (PluginResult(status: r.status, stdout: r.stdout, stderr: r.stderr), Date().timeIntervalSince(started))
+    let r = try runPlugin(type, command, call, config: config, host: host, directory: directory,
+                          extraEnv: extraEnv, timeLimit: seconds)
+    return (r, Date().timeIntervalSince(started))
 }

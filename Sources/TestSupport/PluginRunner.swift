@@ -44,9 +44,11 @@ public struct PluginCall: Sendable {
 
 /// Runs plugin `type` from `directory` with `command` and `config` on stdin. With `host`, the
 /// plugin runs inside that namespace (`ip netns exec`), which then plays the node's root namespace.
+/// With `timeLimit`, under `timeout -s KILL <seconds>`: when the limit passes, the plugin and every
+/// process it started are killed, and the result has status 137.
 public func runPlugin(_ type: String, _ command: String, _ call: PluginCall, config: String,
                       host: TestNamespace? = nil, directory: String = pluginDirectory,
-                      extraEnv: [String: String] = [:]) throws -> PluginResult {
+                      extraEnv: [String: String] = [:], timeLimit seconds: Int? = nil) throws -> PluginResult {
     let bin = directory + "/" + type
     guard FileManager.default.isExecutableFile(atPath: bin) else {
         throw TestFailure("plugin binary \(bin) not found: build it first (scripts/test.sh does)")
@@ -54,7 +56,8 @@ public func runPlugin(_ type: String, _ command: String, _ call: PluginCall, con
     var env = call.environment
     env["CNI_COMMAND"] = command
     env.merge(extraEnv) { $1 }
-    let argv = host.map { ["/usr/sbin/ip", "netns", "exec", $0.name, bin] } ?? [bin]
+    let argv = (seconds.map { ["/usr/bin/timeout", "-s", "KILL", String($0)] } ?? [])
+        + (host.map { ["/usr/sbin/ip", "netns", "exec", $0.name, bin] } ?? [bin])
     let r = try run(argv, env: env, stdin: config)
     return PluginResult(status: r.status, stdout: r.stdout, stderr: r.stderr)
 }
