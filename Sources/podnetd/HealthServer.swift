@@ -32,7 +32,7 @@ final class Readiness: Sendable {
     var isReady: Bool { ready.load(ordering: .acquiring) }
 }
 
-struct HealthServer: Service {
+struct HealthServer {
     struct Limits: Sendable {
         /// Connections open at once; one more closes the oldest.
         var maxConnections = 64
@@ -49,7 +49,11 @@ struct HealthServer: Service {
     var limits = Limits()
     let logger: Logger
 
-    func run() async throws {
+    /// Binds the listening socket and starts answering. The returned service keeps it open until
+    /// the graceful shutdown. podnetd binds it before anything else, as flanneld does: /healthz
+    /// answers, /readyz says "not ready" and /metrics shows the config checks while podnetd still
+    /// waits for a valid network config.
+    func start() async throws -> Listening {
         let readiness = self.readiness, registry = self.registry, limits = self.limits
         let connections = ConnectionTable(limit: limits.maxConnections, logger: logger)
         let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
@@ -73,10 +77,19 @@ struct HealthServer: Service {
         logger.info("serving /healthz, /readyz and /metrics", metadata: [
             "http.address": "\(host):\(port)", "http.max_connections": "\(limits.maxConnections)",
             "http.idle_timeout": "\(limits.idleTimeout)", "http.header_timeout": "\(limits.headerTimeout)"])
-        try await withGracefulShutdownHandler {
-            try await channel.closeFuture.get()
-        } onGracefulShutdown: {
-            channel.close(promise: nil)
+        return Listening(channel: channel)
+    }
+
+    /// The bound server as a service of podnetd's group: closed on graceful shutdown.
+    struct Listening: Service {
+        let channel: any Channel
+
+        func run() async throws {
+            try await withGracefulShutdownHandler {
+                try await channel.closeFuture.get()
+            } onGracefulShutdown: {
+                channel.close(promise: nil)
+            }
         }
     }
 }

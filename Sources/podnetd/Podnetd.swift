@@ -84,6 +84,16 @@ struct Podnetd: AsyncParsableCommand {
     }
 
     private func serve(client: EtcdClient, prometheus: PrometheusCollectorRegistry, logger: Logger) async throws {
+        // The health server first (flanneld's start-up order): /healthz answers and /metrics shows
+        // podnet_config_valid while the daemon waits for a valid config; /readyz once subnet.env is written.
+        let readiness = Readiness()
+        var health: HealthServer.Listening?
+        if healthzPort > 0 {
+            let limits = HealthServer.Limits(maxConnections: healthzMaxConnections, idleTimeout: .seconds(healthzIdleTimeout),
+                                             headerTimeout: .seconds(healthzHeaderTimeout))
+            health = try await HealthServer(host: healthzIP, port: healthzPort, readiness: readiness, registry: prometheus,
+                                            limits: limits, logger: logger).start()
+        }
         let registry = EtcdLeaseRegistry(client: client, prefix: etcdPrefix, logger: logger)
         // The interface first: a config is checked against the node's addresses before use.
         let dataPath = try KernelDataPath()
@@ -107,7 +117,6 @@ struct Podnetd: AsyncParsableCommand {
         try masq?.ensure()
         try SubnetFile.write(SubnetFile.render(network: config.network, subnet: lease.subnet, mtu: network.mtu, ipMasq: ipMasq),
                              to: subnetFile)
-        let readiness = Readiness()
         readiness.markReady()
         logger.info("subnet file written", metadata: ["node.subnet": "\(lease.subnet)", "node.subnet_file": "\(subnetFile)"])
 
@@ -121,12 +130,7 @@ struct Podnetd: AsyncParsableCommand {
             Repairer(network: network, state: state, masquerade: masq, keeper: keeperEvents.continuation,
                      interval: .seconds(reconcileInterval), logger: logger),
         ]
-        if healthzPort > 0 {
-            let limits = HealthServer.Limits(maxConnections: healthzMaxConnections, idleTimeout: .seconds(healthzIdleTimeout),
-                                             headerTimeout: .seconds(healthzHeaderTimeout))
-            services.append(HealthServer(host: healthzIP, port: healthzPort, readiness: readiness, registry: prometheus,
-                                         limits: limits, logger: logger))
-        }
+        if let health { services.append(health) }
         let group = ServiceGroup(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
         try await group.run()
         logger.info("stopped; the data path and the lease stay in place")

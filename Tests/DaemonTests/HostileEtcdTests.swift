@@ -79,7 +79,9 @@ extension DaemonEndToEnd {
         }
 
         @Test func aBadConfigIsWaitedOutWithAClearMessageUntilItIsFixed() throws {
-            try Cluster.with(ClusterOptions(backend: "vxlan", nodes: 0, podsPerNode: 0)) { c in
+            var options = ClusterOptions(backend: "vxlan", nodes: 0, podsPerNode: 0)
+            options.daemonArguments = ["--healthz-ip", "127.0.0.1", "--healthz-port", "9102"]
+            try Cluster.with(options) { c in
                 let key = c.options.prefix + "/config"
                 try c.etcd.put(key, #"{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","MTU":5000000000}}"#)
                 let node = try c.addNode(start: false)
@@ -93,6 +95,15 @@ extension DaemonEndToEnd {
                     #expect(try node.tunnelDevices().isEmpty, sourceLocation: sourceLocation)
                 }
                 try expectWaiting(["invalid network config (waiting for a valid one)", "Backend.MTU", "118...65535"], "MTU 5000000000")
+                // While it waits, as flanneld: alive, not ready, and the config check visible in /metrics.
+                func get(_ path: String) throws -> String {
+                    try node.namespace.sh("curl -s -w ' %{http_code}' http://127.0.0.1:9102\(path)")
+                }
+                #expect(try get("/healthz").hasSuffix(" 200"))
+                #expect(try get("/readyz").hasSuffix(" 503"))
+                let metrics = try get("/metrics")
+                #expect(metrics.contains("podnet_config_valid 0"), "\(metrics)")
+                #expect(metrics.contains("podnet_config_errors_total 1"), "\(metrics)")
                 for (backend, fragments) in [
                     (#""MTU":-9223372036854775808"#, ["Backend.MTU -9223372036854775808 is out of range"]),
                     (#""vni":4294967296"#, ["Backend.VNI 4294967296 is out of range", "1...16777215"]),
@@ -110,6 +121,8 @@ extension DaemonEndToEnd {
                 // Fixed (the keys spelled as Go accepts them): the daemon starts.
                 try c.etcd.put(key, #"{"network":"10.244.0.0/16","backend":{"type":"vxlan","Vni":7,"mtu":1400}}"#)
                 try node.waitUntilReady(timeout: 15)
+                #expect(try get("/readyz").hasSuffix(" 200"))
+                #expect(try get("/metrics").contains("podnet_config_valid 1"))
                 #expect(try node.tunnelDevices() == ["flannel.7"])
                 #expect(try node.subnetEnv()["FLANNEL_MTU"] == "1350")
                 #expect(try c.leases().count == 1)
