@@ -45,6 +45,16 @@ private func message(_ r: PluginResult) -> String { r.json["msg"] as? String ?? 
 /// The node's links apart from the ones every namespace has.
 private func nodeLinks(_ node: Node) throws -> [String] { try node.links().filter { $0 != "lo" } }
 
+/// `r` is a refused ADD with CNI `code` and a message mentioning `mention`, and nothing is left:
+/// no reservation, no link on the node.
+private func expectRefused(_ r: PluginResult, code: Int, mentioning mention: String, node: Node,
+                           sourceLocation: SourceLocation = #_sourceLocation) throws {
+    #expect(r.errorCode == code, "\(r.status) \(r.stdout) \(r.stderr)", sourceLocation: sourceLocation)
+    #expect(message(r).contains(mention), "\(r.stdout)", sourceLocation: sourceLocation)
+    #expect(reservations(in: node.store).isEmpty, sourceLocation: sourceLocation)
+    #expect(try nodeLinks(node).isEmpty, sourceLocation: sourceLocation)
+}
+
 @Suite(.enabled(if: isRoot, "needs root to create network namespaces"))
 struct HostileInputTests {
     // MARK: Item 8: route fields out of range
@@ -56,8 +66,8 @@ struct HostileInputTests {
         try withNode(pods: 1) { node, pods in
             try withFakeIPAM(afterAdd: "echo '\(resultWithBadRoute(field))'") { path, _ in
                 let conf = usingFakeIPAM(bridgeConfig(version: "1.0.0", dataDir: node.dataDir, extra: #""ipMasq":true"#))
-                let (r, _) = try runPluginBounded("bridge", "ADD", PluginCall(containerID: "route1", netns: pods[0].path, path: path),
-                                                  config: conf, host: node.host)
+                let r = try runPluginBounded("bridge", "ADD", PluginCall(containerID: "route1", netns: pods[0].path, path: path),
+                                             config: conf, host: node.host)
                 #expect(r.status == 1, "\(r.status) \(r.stdout) \(r.stderr)")
                 #expect(r.errorCode == 7)
                 #expect(message(r).contains("routes[0].\(field)"), "\(r.stdout)")
@@ -80,7 +90,7 @@ struct HostileInputTests {
                 let conf = #"{"cniVersion":"1.0.0","name":"podnet-test","type":"flannel","subnetFile":"\#(subnetFile)","#
                     + #""dataDir":"\#(dir)/flannel","ipam":{"type":"fake-ipam","dataDir":"\#(node.dataDir)"}}"#
                 let call = PluginCall(containerID: "route2", netns: pods[0].path, path: path)
-                let (r, _) = try runPluginBounded("flannel", "ADD", call, config: conf, host: node.host)
+                let r = try runPluginBounded("flannel", "ADD", call, config: conf, host: node.host)
                 #expect(r.status == 1, "\(r.status) \(r.stdout) \(r.stderr)")
                 #expect(r.errorCode == 7)
                 #expect(message(r).contains("routes[0].\(field)"), "\(r.stdout)")
@@ -88,7 +98,7 @@ struct HostileInputTests {
                 #expect(try nodeLinks(node).isEmpty)
                 #expect(try pods[0].sh("ip -o link show").contains("eth0") == false)
                 // The runtime's DEL after the failed ADD succeeds and drops flannel's saved config.
-                let (del, _) = try runPluginBounded("flannel", "DEL", call, config: conf, host: node.host)
+                let del = try runPluginBounded("flannel", "DEL", call, config: conf, host: node.host)
                 #expect(del.status == 0, "\(del.stdout) \(del.stderr)")
                 #expect(!FileManager.default.fileExists(atPath: dir + "/flannel/route2"))
             }
@@ -100,11 +110,8 @@ struct HostileInputTests {
         try withNode(pods: 1) { node, pods in
             let conf = bridgeConfig(version: "1.0.0", dataDir: node.dataDir)
                 .replacingOccurrences(of: #""routes":[{"dst":"0.0.0.0/0"}]"#, with: #""routes":[{"dst":"0.0.0.0/0","scope":300}]"#)
-            let (r, _) = try runPluginBounded("bridge", "ADD", PluginCall(netns: pods[0].path), config: conf, host: node.host)
-            #expect(r.errorCode == 7, "\(r.stdout)")
-            #expect(message(r).contains("ipam.routes[0].scope"), "\(r.stdout)")
-            #expect(reservations(in: node.store).isEmpty)
-            #expect(try nodeLinks(node).isEmpty)
+            let r = try runPluginBounded("bridge", "ADD", PluginCall(netns: pods[0].path), config: conf, host: node.host)
+            try expectRefused(r, code: 7, mentioning: "ipam.routes[0].scope", node: node)
         }
     }
 
@@ -117,8 +124,8 @@ struct HostileInputTests {
             #expect(reservations(in: node.store).count == 1)
             let prev = #""prevResult":{"cniVersion":"1.0.0","ips":[{"address":"10.88.0.2/24"}],"#
                 + #""routes":[{"dst":"0.0.0.0/0","priority":-1,"table":-1,"scope":300,"mtu":5000000000}]}"#
-            let (del, _) = try runPluginBounded("bridge", "DEL", call, config: String(conf.dropLast()) + "," + prev + "}",
-                                                host: node.host)
+            let del = try runPluginBounded("bridge", "DEL", call, config: String(conf.dropLast()) + "," + prev + "}",
+                                           host: node.host)
             #expect(del.status == 0, "\(del.stdout) \(del.stderr)")
             #expect(reservations(in: node.store).isEmpty)
             #expect(!(try node.iptablesNAT()).contains("prev1"))
@@ -133,13 +140,10 @@ struct HostileInputTests {
             let fifo = node.dataDir + "/netns-fifo"
             #expect(mkfifo(fifo, 0o600) == 0)
             let conf = bridgeConfig(version: "1.0.0", dataDir: node.dataDir, extra: #""ipMasq":true"#)
-            let (add, _) = try runPluginBounded("bridge", "ADD", PluginCall(netns: fifo), config: conf, host: node.host)
-            #expect(add.errorCode == 4, "\(add.status) \(add.stdout)")
-            #expect(message(add).contains("is not a network namespace"), "\(add.stdout)")
-            #expect(reservations(in: node.store).isEmpty)
-            #expect(try nodeLinks(node).isEmpty)
-            let (lo, _) = try runPluginBounded("loopback", "ADD", PluginCall(netns: fifo, ifname: "lo"),
-                                               config: #"{"cniVersion":"1.0.0","name":"lo","type":"loopback"}"#, host: node.host)
+            let add = try runPluginBounded("bridge", "ADD", PluginCall(netns: fifo), config: conf, host: node.host)
+            try expectRefused(add, code: 4, mentioning: "is not a network namespace", node: node)
+            let lo = try runPluginBounded("loopback", "ADD", PluginCall(netns: fifo, ifname: "lo"),
+                                          config: #"{"cniVersion":"1.0.0","name":"lo","type":"loopback"}"#, host: node.host)
             #expect(lo.errorCode == 4, "\(lo.status) \(lo.stdout)")
 
             let call = PluginCall(containerID: "fifo1", netns: pods[0].path)
@@ -148,9 +152,9 @@ struct HostileInputTests {
             var fifoCall = call
             fifoCall.netns = fifo
             let checkConf = String(conf.dropLast()) + ",\"prevResult\":" + ok.stdout + "}"
-            let (check, _) = try runPluginBounded("bridge", "CHECK", fifoCall, config: checkConf, host: node.host)
+            let check = try runPluginBounded("bridge", "CHECK", fifoCall, config: checkConf, host: node.host)
             #expect(check.errorCode == 4, "\(check.status) \(check.stdout)")
-            let (del, _) = try runPluginBounded("bridge", "DEL", fifoCall, config: conf, host: node.host)
+            let del = try runPluginBounded("bridge", "DEL", fifoCall, config: conf, host: node.host)
             #expect(del.status == 0, "\(del.status) \(del.stdout) \(del.stderr)")
             #expect(reservations(in: node.store).isEmpty)
             #expect(!(try node.iptablesNAT()).contains("fifo1"))
@@ -165,18 +169,18 @@ struct HostileInputTests {
         try withNode(pods: 1) { node, pods in
             let conf = bridgeConfig(version: "1.0.0", dataDir: node.dataDir)
             let call = PluginCall(containerID: "pct1", netns: pods[0].path, ifname: "eth%d")
-            let (add, _) = try runPluginBounded("bridge", "ADD", call, config: conf, host: node.host)
+            let add = try runPluginBounded("bridge", "ADD", call, config: conf, host: node.host)
             #expect(add.errorCode == 4, "\(add.stdout)")
             #expect(message(add).contains("%"), "\(add.stdout)")
-            let (badBridge, _) = try runPluginBounded("bridge", "ADD", PluginCall(containerID: "pct2", netns: pods[0].path),
-                                                      config: bridgeConfig(version: "1.0.0", bridge: "br%d", dataDir: node.dataDir),
-                                                      host: node.host)
+            let badBridge = try runPluginBounded("bridge", "ADD", PluginCall(containerID: "pct2", netns: pods[0].path),
+                                                 config: bridgeConfig(version: "1.0.0", bridge: "br%d", dataDir: node.dataDir),
+                                                 host: node.host)
             #expect(badBridge.errorCode == 7, "\(badBridge.stdout)")
             #expect(try nodeLinks(node).isEmpty)
             #expect(try pods[0].sh("ip -o link show").contains("eth0") == false)
             #expect(reservations(in: node.store).isEmpty)
             // DEL of such a name is accepted, as in Go: it has nothing to remove.
-            let (del, _) = try runPluginBounded("bridge", "DEL", call, config: conf, host: node.host)
+            let del = try runPluginBounded("bridge", "DEL", call, config: conf, host: node.host)
             #expect(del.status == 0, "\(del.stdout)")
         }
     }
@@ -189,10 +193,9 @@ struct HostileInputTests {
         try withNode(pods: 1) { node, pods in
             try withFakeIPAM(afterAdd: "exec sleep 600") { path, _ in
                 let conf = usingFakeIPAM(bridgeConfig(version: "1.0.0", dataDir: node.dataDir))
-                let (r, elapsed) = try runPluginBounded("bridge", "ADD", PluginCall(containerID: "hung1", netns: pods[0].path, path: path),
-                                                        config: conf, host: node.host, extraEnv: ["PODNET_DELEGATE_TIMEOUT": "1"])
+                let r = try runPluginBounded("bridge", "ADD", PluginCall(containerID: "hung1", netns: pods[0].path, path: path),
+                                             config: conf, host: node.host, extraEnv: ["PODNET_DELEGATE_TIMEOUT": "1"])
                 #expect(r.errorCode == 11, "\(r.status) \(r.stdout)")
-                #expect(elapsed < 20)
                 #expect(reservations(in: node.store).isEmpty)
                 #expect(try nodeLinks(node).isEmpty)
                 #expect(try pods[0].sh("ip -o link show").contains("eth0") == false)
@@ -211,13 +214,12 @@ struct HostileInputTests {
                 defer { if let pid = try? String(contentsOfFile: dir + "/child.pid", encoding: .utf8) { _ = try? sh("kill \(pid)") } }
                 let conf = usingFakeIPAM(bridgeConfig(version: "1.0.0", dataDir: node.dataDir))
                 let call = PluginCall(containerID: "child1", netns: pods[0].path, path: path)
-                let (r, elapsed) = try runPluginBounded("bridge", "ADD", call, config: conf, host: node.host,
-                                                        extraEnv: ["PODNET_DELEGATE_TIMEOUT": "30"])
+                let r = try runPluginBounded("bridge", "ADD", call, config: conf, host: node.host,
+                                             extraEnv: ["PODNET_DELEGATE_TIMEOUT": "30"])
                 #expect(r.status == 0, "\(r.status) \(r.stdout) \(r.stderr)")
-                #expect(elapsed < 15, "ADD took \(elapsed) s")
                 #expect(reservations(in: node.store).count == 1)
                 #expect(try addresses(pods[0]).count == 1)
-                let (del, _) = try runPluginBounded("bridge", "DEL", call, config: conf, host: node.host)
+                let del = try runPluginBounded("bridge", "DEL", call, config: conf, host: node.host)
                 #expect(del.status == 0, "\(del.stdout)")
                 #expect(reservations(in: node.store).isEmpty)
             }
@@ -244,7 +246,7 @@ struct HostileInputTests {
             }
             let conf = #"{"cniVersion":"1.0.0","name":"podnet-test","type":"flannel","subnetFile":"\#(subnetFile)","#
                 + #""dataDir":"\#(dir)/flannel","ipam":{"dataDir":"\#(dir)"}}"#
-            let (r, _) = try runPluginBounded("flannel", "ADD", PluginCall(netns: pods[0].path), config: conf, host: node.host)
+            let r = try runPluginBounded("flannel", "ADD", PluginCall(netns: pods[0].path), config: conf, host: node.host)
             #expect(r.status == 1, "\(r.status) \(r.stdout) \(r.stderr)")
             let expected = kind == "huge" ? "larger than 65536 bytes" : "not a regular file"
             #expect(message(r).contains(expected), "\(r.stdout)")
@@ -269,11 +271,8 @@ struct HostileInputTests {
             }
             let conf = bridgeConfig(version: "1.0.0", dataDir: node.dataDir)
                 .replacingOccurrences(of: #""type":"host-local","#, with: #""type":"host-local","resolvConf":"\#(path)","#)
-            let (r, _) = try runPluginBounded("bridge", "ADD", PluginCall(netns: pods[0].path), config: conf, host: node.host)
-            #expect(r.errorCode == 5, "\(r.status) \(r.stdout) \(r.stderr)")
-            #expect(message(r).contains("resolvConf"), "\(r.stdout)")
-            #expect(reservations(in: node.store).isEmpty)
-            #expect(try nodeLinks(node).isEmpty)
+            let r = try runPluginBounded("bridge", "ADD", PluginCall(netns: pods[0].path), config: conf, host: node.host)
+            try expectRefused(r, code: 5, mentioning: "resolvConf", node: node)
         }
     }
 
@@ -288,12 +287,12 @@ struct HostileInputTests {
             let conf = #"{"cniVersion":"1.0.0","name":"podnet-test","type":"flannel","subnetFile":"\#(subnetFile)","#
                 + #""dataDir":"\#(dir)/flannel","ipam":{"dataDir":"\#(dir)"}}"#
             let call = PluginCall(containerID: "saved1", netns: pods[0].path)
-            let (add, _) = try runPluginBounded("flannel", "ADD", call, config: conf, host: node.host)
+            let add = try runPluginBounded("flannel", "ADD", call, config: conf, host: node.host)
             #expect(add.status == 0, "\(add.stdout) \(add.stderr)")
             #expect(reservations(in: node.store).count == 1)
             let saved = dir + "/flannel/saved1"
             #expect(unlink(saved) == 0 && mkfifo(saved, 0o600) == 0)
-            let (del, _) = try runPluginBounded("flannel", "DEL", call, config: conf, host: node.host)
+            let del = try runPluginBounded("flannel", "DEL", call, config: conf, host: node.host)
             #expect(del.status == 0, "\(del.status) \(del.stdout) \(del.stderr)")
             #expect(reservations(in: node.store).isEmpty)
             #expect(!FileManager.default.fileExists(atPath: saved))
@@ -307,11 +306,8 @@ struct HostileInputTests {
             try FileManager.default.createDirectory(atPath: node.store, withIntermediateDirectories: true)
             #expect(mkfifo(node.store + "/last_reserved_ip.0", 0o600) == 0)
             let conf = bridgeConfig(version: "1.0.0", dataDir: node.dataDir)
-            let (r, _) = try runPluginBounded("bridge", "ADD", PluginCall(netns: pods[0].path), config: conf, host: node.host)
-            #expect(r.errorCode == 5, "\(r.status) \(r.stdout) \(r.stderr)")
-            #expect(message(r).contains("last_reserved_ip.0"), "\(r.stdout)")
-            #expect(reservations(in: node.store).isEmpty)
-            #expect(try nodeLinks(node).isEmpty)
+            let r = try runPluginBounded("bridge", "ADD", PluginCall(netns: pods[0].path), config: conf, host: node.host)
+            try expectRefused(r, code: 5, mentioning: "last_reserved_ip.0", node: node)
         }
     }
 }
