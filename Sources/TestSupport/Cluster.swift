@@ -281,7 +281,11 @@ public final class Cluster: @unchecked Sendable {
     /// A network config in flanneld's schema.
     public static func configJSON(network: String, subnetLength: Int? = nil, backend: String) -> String {
         let len = subnetLength.map { #","SubnetLen":\#($0)"# } ?? ""
-        return #"{"Network":"\#(network)"\#(len),"Backend":{"Type":"\#(backend)"}}"#
+        // In the default network the nodes lease from 10.244.1.0 to 10.244.199.0: the tests' fake
+        // and hostile leases use 10.244.200.0 and above, and must never land on a node's own subnet
+        // (a node puts its own lease back when another writer overwrites it).
+        let max = network == "10.244.0.0/16" && subnetLength == nil ? #","SubnetMax":"10.244.199.0""# : ""
+        return #"{"Network":"\#(network)"\#(len)\#(max),"Backend":{"Type":"\#(backend)"}}"#
     }
 
     /// Kills every process inside namespace `name` (all of them were started by the cluster).

@@ -31,7 +31,7 @@ extension DaemonEndToEnd {
                 ]
                 for h in hostile { try c.etcd.putLease(subnet: h.subnet, publicIP: h.publicIP, vtepMAC: h.mac) }
                 // A good lease after them: once it is programmed, the watch has seen them all.
-                let fake = FakePeer(n: 70)
+                let fake = FakePeer(n: 240)
                 try fake.put(c)
                 // The lease carrying n1's address is hostile to n1 only: for n2 it is a peer.
                 let all = try c.leases()
