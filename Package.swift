@@ -1,16 +1,16 @@
 // swift-tools-version:6.0
 import PackageDescription
 
-// Layers (a target depends only on targets above it in this list):
-//   CLibNL, JSONValue -> Addressing -> CNI, Netlink, NetNS, IPAM, Netfilter -> Bridge, HostLocal, Loopback, Portmap,
-//   Flannel; and for the daemon: Etcd -> Overlay (with Netlink, NetNS, Netfilter) -> podnetd.
-//   -> Plugins/<type> executables.
+// What each target depends on is written down once, in README.md's dependency table (section
+// Architecture), in layer order; scripts/check-structure.py checks that the table, these declarations
+// and the sources' imports agree.
+//
 // CNI plugins are short-lived processes on every pod's start-up path: they use no Foundation at all
 // (JSONValue parses and prints JSON itself) and no async runtime. scripts/build.sh links their
 // release builds as fully static executables (glibc, Swift standard library, libstdc++, libnl).
 
 func plugin(_ type: String, _ library: String, inProcess: [String] = []) -> Target {
-    .executableTarget(name: "\(library)Plugin", dependencies: ([library] + inProcess).map { .target(name: $0) },
+    .executableTarget(name: "\(library)Plugin", dependencies: ([library, "CNI"] + inProcess).map { .target(name: $0) },
                       path: "Plugins/\(type)")
 }
 
@@ -47,11 +47,11 @@ let package = Package(
         .target(name: "Netlink", dependencies: ["CLibNL", "Addressing"]),
         .target(name: "IPAM", dependencies: ["Addressing"]),
         .target(name: "Netfilter", dependencies: ["Addressing", "Spawn"]),
-        .target(name: "HostLocal", dependencies: ["CNI", "IPAM"]),
-        .target(name: "Bridge", dependencies: ["CNI", "Netlink", "NetNS", "Netfilter"]),
-        .target(name: "Loopback", dependencies: ["CNI", "Netlink", "NetNS"]),
-        .target(name: "Portmap", dependencies: ["CNI", "Netfilter", "Netlink", "NetNS"]),
-        .target(name: "Flannel", dependencies: ["CNI"]),
+        .target(name: "HostLocal", dependencies: ["CNI", "IPAM", "Addressing"]),
+        .target(name: "Bridge", dependencies: ["CNI", "Netlink", "NetNS", "Netfilter", "Addressing"]),
+        .target(name: "Loopback", dependencies: ["CNI", "Netlink", "NetNS", "Addressing"]),
+        .target(name: "Portmap", dependencies: ["CNI", "Netfilter", "Netlink", "NetNS", "Addressing"]),
+        .target(name: "Flannel", dependencies: ["CNI", "Addressing"]),
         plugin("bridge", "Bridge", inProcess: ["HostLocal"]),
         plugin("host-local", "HostLocal"),
         plugin("loopback", "Loopback"),
@@ -63,9 +63,8 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "Overlay", dependencies: [
-            "Etcd", "Netlink", "NetNS", "Netfilter", "Addressing", "JSONValue",
+            "Etcd", "Netlink", "Addressing", "JSONValue",
             .product(name: "Logging", package: "swift-log"),
-            .product(name: "Metrics", package: "swift-metrics"),
         ]),
         .executableTarget(name: "podnetd", dependencies: [
             "Overlay", "Etcd", "Netfilter", "Addressing",
@@ -78,24 +77,26 @@ let package = Package(
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"),
         ]),
-        .target(name: "TestSupport", dependencies: ["CNI", "IPAM"]),
+        .target(name: "TestSupport", dependencies: ["Addressing", "IPAM"]),
         // The fuzz targets' entry points (scripts/fuzz.sh builds them into libFuzzer binaries with
         // swiftc -sanitize=fuzzer); FuzzReplayTests feeds them the committed corpora and crashes.
         .target(name: "FuzzTargets", dependencies: ["CNI", "Bridge", "HostLocal", "Portmap", "Flannel", "Etcd", "Overlay"]),
         .testTarget(name: "AddressingTests", dependencies: ["Addressing"]),
-        .testTarget(name: "CNITests", dependencies: ["CNI", "TestSupport"]),
-        .testTarget(name: "IPAMTests", dependencies: ["IPAM", "HostLocal", "TestSupport", "Spawn"]),
-        .testTarget(name: "NetfilterTests", dependencies: ["Netfilter", "Spawn"]),
-        .testTarget(name: "PluginTests", dependencies: ["CNI", "Addressing", "TestSupport"]),
-        .testTarget(name: "PortmapTests", dependencies: ["Portmap", "Netfilter", "CNI", "TestSupport"]),
-        .testTarget(name: "FlannelTests", dependencies: ["Flannel", "CNI", "TestSupport"]),
+        .testTarget(name: "CNITests", dependencies: ["CNI", "Addressing"]),
+        .testTarget(name: "IPAMTests", dependencies: ["IPAM", "HostLocal", "CNI", "Addressing", "TestSupport", "Spawn"]),
+        .testTarget(name: "NetfilterTests", dependencies: ["Netfilter", "Addressing", "Spawn"]),
+        .testTarget(name: "PluginTests", dependencies: ["TestSupport"]),
+        .testTarget(name: "PortmapTests", dependencies: ["Portmap", "Netfilter", "CNI", "Addressing", "TestSupport"]),
+        .testTarget(name: "FlannelTests", dependencies: ["Flannel", "CNI", "Addressing", "TestSupport"]),
         .testTarget(name: "EtcdTests", dependencies: ["Etcd", "TestSupport"]),
-        .testTarget(name: "LeaseTests", dependencies: ["Overlay", "Addressing"]),
+        .testTarget(name: "LeaseTests", dependencies: [
+            "Overlay", "Addressing", .product(name: "Logging", package: "swift-log"),
+        ]),
         // End to end: the built podnetd, flannel, bridge and host-local in simulated nodes with a real etcd.
-        .testTarget(name: "DaemonTests", dependencies: ["TestSupport", "Etcd", "Addressing"]),
+        .testTarget(name: "DaemonTests", dependencies: ["TestSupport"]),
         // The built plugins as real runtimes run them: entered with setns (nsenter --net, no /sys remount).
         .testTarget(name: "RuntimeTests", dependencies: ["TestSupport"]),
         .testTarget(name: "FuzzReplayTests", dependencies: ["FuzzTargets"]),
-        .testTarget(name: "OverlayTests", dependencies: ["Overlay", "Netlink", "NetNS", "Etcd", "TestSupport"]),
+        .testTarget(name: "OverlayTests", dependencies: ["Overlay", "Netlink", "NetNS", "Addressing", "TestSupport"]),
     ]
 )
