@@ -12,10 +12,19 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# The structure checks first, as they take seconds; like every step below they fail the run at
+# its end, not at once. check-structure: Package.swift declares exactly what each target imports,
+# and README's dependency table is its graph. lint: the sources are as scripts/format.sh leaves them.
+status=0
+scripts/check-structure.py || status=$?
+scripts/lint.sh || status=$?
+
 PODNET_BIN_DIR=$(scripts/build.sh)
 export PODNET_BIN_DIR
 echo "== plugin binaries: $PODNET_BIN_DIR" >&2
-swift build --build-tests -Xswiftc -warnings-as-errors
+# The import check fails the build when a target imports another target of the package that it
+# neither declares nor reaches through its declared dependencies (check-structure is stricter).
+swift build --build-tests --explicit-target-dependency-import-check error -Xswiftc -warnings-as-errors
 if [ $# -gt 0 ]; then
   swift test --skip-build "$@"
   exit
@@ -26,7 +35,6 @@ fi
 # hang bounds) would wait behind them for a thread. Hence three runs: the async etcd and lease
 # tests, then the synchronous suites in parallel, then the daemon's end-to-end suites, whose
 # timing promises ("within 2 s") should not depend on other suites either.
-status=0
 async='^(EtcdTests|LeaseTests)\.'
 daemon='^DaemonTests\.'
 swift test --skip-build --filter "$async" || status=$?
