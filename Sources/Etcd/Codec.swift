@@ -90,13 +90,12 @@ enum EtcdRequest {
     }
 
     private static func rangeObject(_ range: KeyRange, revision: Int64 = 0, limit: Int64 = 0,
-                                    keysOnly: Bool = false, countOnly: Bool = false) -> String {
+                                    keysOnly: Bool = false) -> String {
         var w = JSONObjectWriter()
         rangeFields(&w, range)
         if limit != 0 { w.int("limit", limit) }
         if revision != 0 { w.int("revision", revision) }
         if keysOnly { w.bool("keys_only", true) }
-        if countOnly { w.bool("count_only", true) }
         return w.json
     }
 
@@ -117,9 +116,8 @@ enum EtcdRequest {
     }
 
     /// `POST /v3/kv/range`
-    static func range(_ range: KeyRange, revision: Int64 = 0, limit: Int64 = 0, keysOnly: Bool = false,
-                      countOnly: Bool = false) -> String {
-        rangeObject(range, revision: revision, limit: limit, keysOnly: keysOnly, countOnly: countOnly)
+    static func range(_ range: KeyRange, revision: Int64 = 0, limit: Int64 = 0, keysOnly: Bool = false) -> String {
+        rangeObject(range, revision: revision, limit: limit, keysOnly: keysOnly)
     }
 
     /// `POST /v3/kv/put`

@@ -1,5 +1,5 @@
-// Keys and values: range, put, delete, transactions and compaction (`/v3/kv/*`), plus the two
-// transactions a lease registry needs: create-if-absent and compare-and-swap.
+// Keys and values: range, put, delete, transactions and compaction (`/v3/kv/*`), plus the
+// transaction a lease registry needs: create-if-absent.
 
 extension EtcdClient {
     /// The keys in `range`, as of `revision` (0: the latest), at most `limit` of them (0: all).
@@ -57,30 +57,6 @@ extension EtcdClient {
                                      request: configuration.basePath + "/kv/txn", endpoint: currentEndpoint)
         }
         return .exists(current)
-    }
-
-    /// Writes `key` only if it was last changed at `expectedModRevision` (0: it does not exist).
-    /// On a conflict nothing is written and the answer holds the key as it is now.
-    public func compareAndSwap(_ key: some EtcdBytesConvertible, expectedModRevision: Int64,
-                               value: some EtcdBytesConvertible,
-                               lease: LeaseID? = nil) async throws(EtcdError) -> SwapResult {
-        let response = try await txn(if: [.modRevision(key, .equal, expectedModRevision)],
-                                     then: [.put(key, value, lease: lease)], else: [.range(.key(key))])
-        return swapResult(response)
-    }
-
-    /// Deletes `key` only if it was last changed at `expectedModRevision`.
-    public func compareAndDelete(_ key: some EtcdBytesConvertible,
-                                 expectedModRevision: Int64) async throws(EtcdError) -> SwapResult {
-        let response = try await txn(if: [.modRevision(key, .equal, expectedModRevision)],
-                                     then: [.delete(.key(key))], else: [.range(.key(key))])
-        return swapResult(response)
-    }
-
-    private func swapResult(_ response: TxnResponse) -> SwapResult {
-        if response.succeeded { return .swapped(revision: response.header.revision) }
-        guard case .range(let range)? = response.responses.first else { return .conflict(current: nil) }
-        return .conflict(current: range.kvs.first)
     }
 
     /// Discards the history before `revision`; watches and ranges from older revisions then fail

@@ -260,15 +260,6 @@ public enum CreateResult: Hashable, Sendable {
     case exists(KeyValue)
 }
 
-/// The outcome of ``EtcdClient/compareAndSwap(_:expectedModRevision:value:lease:)`` and
-/// ``EtcdClient/compareAndDelete(_:expectedModRevision:)``.
-public enum SwapResult: Hashable, Sendable {
-    /// The change was made at `revision`.
-    case swapped(revision: Int64)
-    /// The key had changed (or was gone: `nil`); nothing was written. This is what it holds now.
-    case conflict(current: KeyValue?)
-}
-
 /// A lease as granted: its ID and the TTL etcd chose (at least its minimum, about 2 s by default).
 public struct LeaseGrant: Hashable, Sendable {
     public var id: LeaseID

@@ -91,12 +91,6 @@ public final class NetworkNamespace {
         }
         return try body()
     }
-
-    /// True when both handles refer to the same namespace (same nsfs inode).
-    public func isSame(as other: NetworkNamespace) -> Bool {
-        var a = stat(), b = stat()
-        return fstat(fd, &a) == 0 && fstat(other.fd, &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino
-    }
 }
 
 /// Writes a sysctl through /proc/sys in the calling thread's namespace, e.g.

@@ -79,33 +79,6 @@ import Testing
         }
     }
 
-    @Test func compareAndSwap() async throws {
-        try await withEtcd { _, etcd in
-            let put = try await etcd.put("k", value: "1")
-            #expect(try await etcd.compareAndSwap("k", expectedModRevision: put.header.revision, value: "2")
-                == .swapped(revision: put.header.revision + 1))
-            // The old revision is stale now: nothing written, the current value handed back.
-            guard case .conflict(let current?) = try await etcd.compareAndSwap("k", expectedModRevision: put.header.revision,
-                                                                                value: "3") else {
-                Issue.record("a stale swap did not conflict")
-                return
-            }
-            #expect(current.valueString == "2" && current.modRevision == put.header.revision + 1)
-            #expect(try await etcd.get("k")?.valueString == "2")
-
-            #expect(try await etcd.compareAndDelete("k", expectedModRevision: put.header.revision)
-                == .conflict(current: current))
-            #expect(try await etcd.compareAndDelete("k", expectedModRevision: current.modRevision)
-                == .swapped(revision: current.modRevision + 1))
-            #expect(try await etcd.compareAndSwap("k", expectedModRevision: 5, value: "x") == .conflict(current: nil))
-            // An absent key's mod revision is 0.
-            guard case .swapped = try await etcd.compareAndSwap("k", expectedModRevision: 0, value: "new") else {
-                Issue.record("swap on an absent key with revision 0 failed")
-                return
-            }
-        }
-    }
-
     @Test func transactionWithSeveralOperations() async throws {
         try await withEtcd { _, etcd in
             try await etcd.put("a", value: "1")
