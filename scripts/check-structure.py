@@ -3,11 +3,12 @@
 
 1. Declared = imported, both ways, for every target with Swift sources: each target or product a
    target declares is imported by at least one of its source files, and each module a source file
-   imports is declared, unless it ships with the toolchain (TOOLCHAIN_MODULES). SwiftPM's own
-   `--explicit-target-dependency-import-check` (scripts/test.sh) covers only part of this: it
-   flags an import of another target of the build that is not among the importing target's
-   declared dependencies or their dependencies (a transitive import passes), it never flags an
-   unused declaration, and it skips test targets (their test-discovery target is generated code).
+   imports is declared, unless it ships with the toolchain (TOOLCHAIN_MODULES). SwiftPM 6.3's own
+   `--explicit-target-dependency-import-check error` (scripts/test.sh) covers only part of this:
+   it flags an import of a module of the build (this package's or a dependency's) that is not in
+   the importing target's dependency closure, so an import of a transitive dependency passes
+   (Bridge importing Addressing through CNI); it reports one such import per target and never
+   an unused declaration.
 2. The README's dependency table (the format is described in the comment above it) lists exactly
    Package.swift's targets with exactly their declared dependencies, in layer order: a row names
    only targets of rows above it.

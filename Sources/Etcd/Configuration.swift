@@ -92,6 +92,9 @@ extension EtcdClient {
         public var authentications = 0
         /// Times a watch lost its stream and reconnected.
         public var watchReconnects = 0
+        /// Watches etcd confirmed as created (each stream counts, a reconnected one again): from
+        /// then on the watch sees every change.
+        public var watchesCreated = 0
         public init() {}
     }
 }

@@ -298,6 +298,7 @@ final class WatchSession: Sendable {
                 state.created = true
                 if state.next == 0 { state.next = answer.header.revision + 1 }
             }
+            transport.count { $0.watchesCreated += 1 }
         }
         if let last = answer.events.last {
             state.withLock { $0.next = last.kv.modRevision + 1 }

@@ -844,7 +844,41 @@ public final class KernelMonitor: @unchecked Sendable {
         file = node.directory + "/monitor-\(UInt32.random(in: 0...UInt32.max)).log"
         process = try spawn(in: node.namespace, "/usr/sbin/ip", ["-ts", "monitor", "route", "neigh"], log: file,
                             environment: ["TZ": "UTC"])
-        usleep(200_000)  // subscribed by then
+        try waitUntilSubscribed()
+    }
+
+    /// Waits until the monitor's netlink socket has joined its multicast groups: from then on the
+    /// kernel queues every route and neighbour change for it, even before it reads them.
+    private func waitUntilSubscribed(timeout: Double = 10) throws {
+        let pid = process.processIdentifier
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            if Self.hasSubscribedNetlinkSocket(pid) { return }
+            guard process.isRunning else { break }
+            usleep(10_000)
+        }
+        stop()
+        throw TestFailure("ip monitor did not subscribe to route and neighbour changes within \(timeout) s: "
+                          + ((try? String(contentsOfFile: file, encoding: .utf8)) ?? ""))
+    }
+
+    /// Whether process `pid` holds a NETLINK_ROUTE socket bound to multicast groups: one of its
+    /// `socket:[inode]` descriptors with a non-zero Groups column in its namespace's
+    /// /proc/<pid>/net/netlink (`sk Eth Pid Groups Rmem Wmem Dump Locks Drops Inode`).
+    static func hasSubscribedNetlinkSocket(_ pid: Int32) -> Bool {
+        let descriptors = "/proc/\(pid)/fd"
+        guard let fds = try? FileManager.default.contentsOfDirectory(atPath: descriptors),
+              let table = try? String(contentsOfFile: "/proc/\(pid)/net/netlink", encoding: .utf8) else { return false }
+        let inodes = Set(fds.compactMap { fd -> Substring? in
+            guard let target = try? FileManager.default.destinationOfSymbolicLink(atPath: descriptors + "/" + fd),
+                  target.hasPrefix("socket:["), target.hasSuffix("]") else { return nil }
+            return target.dropFirst("socket:[".count).dropLast()
+        })
+        return table.split(separator: "\n").dropFirst().contains { line in
+            let columns = line.split(separator: " ")
+            return columns.count >= 10 && columns[1] == "0" && (UInt32(columns[3], radix: 16) ?? 0) != 0
+                && inodes.contains(columns[9])
+        }
     }
 
     /// Every event so far: "[2026-11-22T01:13:46.307364] Deleted 10.244.3.0/24 via ...".

@@ -64,7 +64,8 @@ import Testing
     @Test func anEndpointThatNeverAnswersTimesOut() async throws {
         let silent = try SilentTCPListener()
         defer { silent.close() }
-        try await withClient([silent.url], configure: { $0.requestTimeout = .milliseconds(500) }) { etcd in
+        let configure: (inout EtcdClient.Configuration) -> Void = { $0.requestTimeout = .milliseconds(500) }
+        try await withClient([silent.url], configure: configure) { etcd in
             // A read: every endpoint tried, each bounded by the request timeout. The error says so
             // (`after == 500 ms`); the elapsed time is only checked against hanging (a generous
             // bound, not a performance claim: CI machines are loaded).

@@ -34,21 +34,13 @@ import Testing
         try await withEtcd { _, etcd in
             try await etcd.put("/n/before", value: "0")
             let watch = WatchRecorder(etcd.watch(.prefix("/n/")))
-            // Keep writing until the watch, created at some point meanwhile, reports a change.
-            var written = 0
-            let seen = try await eventually {
-                written += 1
-                try await etcd.put("/n/k", value: "\(written)")
-                try await Task.sleep(for: .milliseconds(50))
-                return !watch.events.isEmpty
-            }
-            #expect(seen)
-            let values = watch.events.map(\.kv.valueString)
+            // "Now" is etcd's revision when it creates the watch: every write after that is seen.
+            let created = await eventually { etcd.statistics.watchesCreated == 1 }
+            #expect(created, "etcd did not confirm the watch: \(watch.updates)")
+            for value in 1...3 { try await etcd.put("/n/k", value: "\(value)") }
+            await watch.wait("every later write") { $0.events.count == 3 }
             #expect(!watch.events.contains { $0.kv.keyString == "/n/before" })
-            // No gaps once it started: consecutive values up to the last write.
-            let first = Int(values.first ?? "") ?? 0
-            await watch.wait("every later write") { $0.events.count == written - first + 1 }
-            #expect(watch.events.map(\.kv.valueString) == (first...written).map(String.init))
+            #expect(watch.events.map(\.kv.valueString) == ["1", "2", "3"])
             await watch.cancel()
         }
     }
@@ -57,7 +49,10 @@ import Testing
         // A long backoff, so the changes made after the restart happen while the watch is still
         // waiting to reconnect: they arrive through the resume, not through a live stream. (3 s was
         // too short on a loaded CI machine: restarting etcd took about that long.)
-        try await withEtcd(configure: { $0.reconnectBackoff = .init(initial: .seconds(8), maximum: .seconds(8)) }) { server, etcd in
+        let configure: (inout EtcdClient.Configuration) -> Void = {
+            $0.reconnectBackoff = .init(initial: .seconds(8), maximum: .seconds(8))
+        }
+        try await withEtcd(configure: configure) { server, etcd in
             let start = try await etcd.range(.all).header.revision
             let watch = WatchRecorder(etcd.watch(.prefix("/r/"), fromRevision: start + 1))
             let a = try await etcd.put("/r/a", value: "1")
@@ -74,10 +69,13 @@ import Testing
             await watch.wait(within: .seconds(20), "the events made while disconnected") { $0.events.count >= 3 }
             let c = try await etcd.put("/r/c", value: "3")
             await watch.wait("a live event after the resume") { $0.events.count >= 4 }
-            try await Task.sleep(for: .milliseconds(200))
+            // No event twice: a last write comes after anything the stream still had to deliver.
+            let end = try await etcd.put("/r/end", value: "")
+            await watch.wait("the last write") { $0.events.last?.kv.keyString == "/r/end" }
             #expect(watch.events.map(\.summary) == [
                 "PUT /r/a=1@\(a.header.revision)", "PUT /r/b=2@\(b.header.revision)",
                 "DELETE /r/a@\(deleted.header.revision)", "PUT /r/c=3@\(c.header.revision)",
+                "PUT /r/end=@\(end.header.revision)",
             ])
             #expect(etcd.statistics.watchReconnects >= 2)
             await watch.cancel()
