@@ -35,7 +35,7 @@ import Testing
             try await etcd.put("/n/before", value: "0")
             let watch = WatchRecorder(etcd.watch(.prefix("/n/")))
             // "Now" is etcd's revision when it creates the watch: every write after that is seen.
-            let created = await eventually { etcd.statistics.watchesCreated == 1 }
+            let created = await eventually(within: .seconds(10)) { etcd.statistics.watchesCreated == 1 }
             #expect(created, "etcd did not confirm the watch: \(watch.updates)")
             for value in 1...3 { try await etcd.put("/n/k", value: "\(value)") }
             await watch.wait("every later write") { $0.events.count == 3 }
