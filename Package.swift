@@ -78,14 +78,14 @@ let package = Package(
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"),
         ]),
-        .target(name: "TestSupport", dependencies: ["CNI", "IPAM"]),
+        .target(name: "TestSupport", dependencies: ["CNI", "IPAM", "Netfilter"]),
         // The fuzz targets' entry points (scripts/fuzz.sh builds them into libFuzzer binaries with
         // swiftc -sanitize=fuzzer); FuzzReplayTests feeds them the committed corpora and crashes.
         .target(name: "FuzzTargets", dependencies: ["CNI", "Bridge", "HostLocal", "Portmap", "Flannel", "Etcd", "Overlay"]),
         .testTarget(name: "AddressingTests", dependencies: ["Addressing"]),
         .testTarget(name: "CNITests", dependencies: ["CNI", "TestSupport"]),
         .testTarget(name: "IPAMTests", dependencies: ["IPAM", "HostLocal", "TestSupport", "Spawn"]),
-        .testTarget(name: "NetfilterTests", dependencies: ["Netfilter", "Spawn"]),
+        .testTarget(name: "NetfilterTests", dependencies: ["Netfilter", "Spawn", "Addressing", "TestSupport"]),
         .testTarget(name: "PluginTests", dependencies: ["CNI", "Addressing", "TestSupport"]),
         .testTarget(name: "PortmapTests", dependencies: ["Portmap", "Netfilter", "CNI", "TestSupport"]),
         .testTarget(name: "FlannelTests", dependencies: ["Flannel", "CNI", "TestSupport"]),
