@@ -28,17 +28,6 @@ public struct Masquerade: Sendable {
         }
     }
 
-    /// One attachment that is still in use, from GC's `cni.dev/valid-attachments`.
-    public struct Attachment: Hashable, Sendable {
-        public var containerID: String
-        public var ifname: String
-
-        public init(containerID: String, ifname: String) {
-            self.containerID = containerID
-            self.ifname = ifname
-        }
-    }
-
     public let runner: any CommandRunner
 
     public init(runner: any CommandRunner = SystemCommandRunner()) {
