@@ -77,14 +77,14 @@ let package = Package(
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"),
         ]),
-        .target(name: "TestSupport", dependencies: ["Addressing", "IPAM"]),
+        .target(name: "TestSupport", dependencies: ["Addressing", "IPAM", "Netfilter"]),
         // The fuzz targets' entry points (scripts/fuzz.sh builds them into libFuzzer binaries with
         // swiftc -sanitize=fuzzer); FuzzReplayTests feeds them the committed corpora and crashes.
         .target(name: "FuzzTargets", dependencies: ["CNI", "Bridge", "HostLocal", "Portmap", "Flannel", "Etcd", "Overlay"]),
         .testTarget(name: "AddressingTests", dependencies: ["Addressing"]),
         .testTarget(name: "CNITests", dependencies: ["CNI", "Addressing"]),
         .testTarget(name: "IPAMTests", dependencies: ["IPAM", "HostLocal", "CNI", "Addressing", "TestSupport", "Spawn"]),
-        .testTarget(name: "NetfilterTests", dependencies: ["Netfilter", "Addressing", "Spawn"]),
+        .testTarget(name: "NetfilterTests", dependencies: ["Netfilter", "Addressing", "Spawn", "TestSupport"]),
         .testTarget(name: "PluginTests", dependencies: ["TestSupport"]),
         .testTarget(name: "PortmapTests", dependencies: ["Portmap", "Netfilter", "CNI", "Addressing", "TestSupport"]),
         .testTarget(name: "FlannelTests", dependencies: ["Flannel", "CNI", "Addressing", "TestSupport"]),

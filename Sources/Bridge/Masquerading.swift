@@ -6,7 +6,7 @@ import Netfilter
 
 /// Masquerade operations bound to the backend the config chose (nil: the reference's automatic
 /// choice). Netfilter errors become CNI errors naming the command that failed.
-struct MasqueradeRules {
+struct Masquerading {
     let backend: Masquerade.Backend?
     let netfilter = Masquerade()
 
@@ -22,9 +22,7 @@ struct MasqueradeRules {
     }
 
     func gc(network: String, valid: Set<Attachment>) throws {
-        try netfilter.gc(network: network, valid: Set(valid.map {
-            Masquerade.Attachment(containerID: $0.containerID, ifname: $0.ifname)
-        }))
+        try netfilter.gc(network: network, valid: valid)
     }
 
     func check(network: String, containerID: String, ifname: String, addresses: [IPNetwork]) throws -> Bool {
@@ -34,7 +32,7 @@ struct MasqueradeRules {
 }
 
 extension Bridge {
-    func masquerade(_ conf: BridgeConfig) throws -> MasqueradeRules {
-        MasqueradeRules(backend: try conf.ipMasqBackend.map { try Masquerade.Backend(named: $0) })
+    func masquerade(_ conf: BridgeConfig) throws -> Masquerading {
+        Masquerading(backend: try conf.ipMasqBackend.map { try Masquerade.Backend(named: $0) })
     }
 }

@@ -124,12 +124,7 @@ func goQuote(_ s: String) -> String {
     return out + "\""
 }
 
-/// An attachment, as the spec identifies it: (CNI_CONTAINERID, CNI_IFNAME).
-public struct Attachment: Hashable, Sendable {
-    public var containerID: String
-    public var ifname: String
-    public init(containerID: String, ifname: String) {
-        self.containerID = containerID
-        self.ifname = ifname
-    }
-}
+/// An attachment, as the spec identifies it: (CNI_CONTAINERID, CNI_IFNAME). Defined in
+/// Addressing, which Netfilter shares, so GC hands its valid attachments to the masquerade rules
+/// as they are.
+public typealias Attachment = Addressing.Attachment

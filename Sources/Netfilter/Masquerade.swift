@@ -13,36 +13,22 @@
 //     gc        like teardown, but the writes only when something is stale
 //   A backend probe (`iptables -S INPUT`, `nft --check`) runs only when something failed, to tell
 //   "this backend is not usable here" (ignored, as the reference does) from a real error.
+// Every process goes through `NetfilterExecutor`.
 
 import Addressing
 
 public struct Masquerade: Sendable {
     /// The `ipMasqBackend` config value.
-    public enum Backend: String, Sendable, Hashable, CaseIterable {
-        case iptables, nftables
+    public typealias Backend = NetfilterBackend
 
-        /// Parses the config value; the reference's error for anything else.
-        public init(named name: String) throws(NetfilterError) {
-            guard let b = Backend(rawValue: name) else { throw .unknownBackend(name) }
-            self = b
-        }
-    }
-
-    /// One attachment that is still in use, from GC's `cni.dev/valid-attachments`.
-    public struct Attachment: Hashable, Sendable {
-        public var containerID: String
-        public var ifname: String
-
-        public init(containerID: String, ifname: String) {
-            self.containerID = containerID
-            self.ifname = ifname
-        }
-    }
+    static let nftTable = (family: "inet", name: MasqueradeNames.nftTable)
 
     public let runner: any CommandRunner
+    let executor: NetfilterExecutor
 
     public init(runner: any CommandRunner = SystemCommandRunner()) {
         self.runner = runner
+        executor = NetfilterExecutor(runner: runner)
     }
 
     /// Installs the rules for one attachment's addresses. `backend` nil means the reference's
@@ -53,42 +39,26 @@ public struct Masquerade: Sendable {
                       addresses: [IPNetwork]) throws(NetfilterError) {
         let families = [IPFamily.v4, .v6].filter { f in addresses.contains { $0.family == f } }
         guard let first = families.first else { return }
-        var chosen = backend ?? .iptables
-        var firstListing: IPTablesListing?
-        if backend == nil {
-            // The first read doubles as the usability probe, so auto costs no extra process.
-            do throws(NetfilterError) {
-                firstListing = try readNAT(first, chain: "POSTROUTING")
-            } catch {
-                guard nftablesUsable() else { throw error }
-                chosen = .nftables
-            }
+        // With the automatic choice, the first read doubles as the usability probe.
+        let (chosen, firstListing) = try executor.resolve(backend, nftTable: Self.nftTable) { () throws(NetfilterError) in
+            try postrouting(first)
         }
         switch chosen {
         case .iptables:
             for family in families {
                 let m = IPTablesMasquerade(family: family, network: network, containerID: containerID)
-                let postrouting: IPTablesListing
-                if family == first, let read = firstListing { postrouting = read }
-                else { postrouting = try readNAT(family, chain: "POSTROUTING") }
-                try restore(family, m.setupScript(addresses: addresses, postrouting: postrouting))
+                try executor.transact(first: family == first ? firstListing : nil,
+                                      list: { () throws(NetfilterError) in try postrouting(family) },
+                                      render: { .iptables(family, m.setupScript(addresses: addresses, postrouting: $0)) })
             }
         case .nftables:
-            try setupNFT(NFTMasquerade(network: network, ifname: ifname, containerID: containerID), addresses)
-        }
-    }
-
-    /// One listing for the handles of the attachment's old rules, one transaction.
-    private func setupNFT(_ m: NFTMasquerade, _ addresses: [IPNetwork]) throws(NetfilterError) {
-        for attempt in 0..<2 {
-            let stale = try listNFT(chain: true).rules(in: MasqueradeNames.nftChain, commentPrefix: m.instanceHash)
-            let command = Command("nft", ["-f", "-"], stdin: m.setupScript(addresses: addresses, stale: stale.map(\.handle)))
-            let out = try runner.run(command)
-            if out.status == 0 { return }
-            // A handle that vanished between the listing and the transaction (someone flushed the
-            // table) fails the whole transaction, so nothing was changed: list again, once.
-            if stale.isEmpty || attempt == 1 {
-                throw .commandFailed(command: command.description, status: out.status, stderr: trimmed(out.stderr))
+            // One listing for the handles of the attachment's old rules, one transaction. A handle
+            // that vanished between the two (someone flushed the table) fails the whole
+            // transaction, so nothing was changed: list again, once.
+            let m = NFTMasquerade(network: network, ifname: ifname, containerID: containerID)
+            try executor.transact(attempts: 2, list: masqChecks) { listing in
+                let stale = listing.rules(in: MasqueradeNames.nftChain, commentPrefix: m.instanceHash)
+                return .nft(m.setupScript(addresses: addresses, stale: stale.map(\.handle)), retryable: !stale.isEmpty)
             }
         }
     }
@@ -103,17 +73,18 @@ public struct Masquerade: Sendable {
         for family in [IPFamily.v4, .v6] where families?.contains(family) ?? true {
             let m = IPTablesMasquerade(family: family, network: network, containerID: containerID)
             do throws(NetfilterError) {
-                let table = try readNAT(family, chain: nil)
-                if m.isPresent(in: table) { try restore(family, m.teardownScript(postrouting: table)) }
+                try executor.transact(list: { () throws(NetfilterError) in try nat(family) }) { table in
+                    m.isPresent(in: table) ? .iptables(family, m.teardownScript(postrouting: table)) : nil
+                }
             } catch {
-                if iptablesUsable(family) { errors.append(error) }
+                if executor.iptablesUsable(family) { errors.append(error) }
             }
         }
         do throws(NetfilterError) {
             let prefix = MasqueradeNames.nftInstanceHash(network: network, ifname: ifname, containerID: containerID)
-            try deleteNFT(try listNFT(chain: true).rules(in: MasqueradeNames.nftChain, commentPrefix: prefix))
+            try executor.transact(list: masqChecks) { Self.deleteNFT($0.rules(in: MasqueradeNames.nftChain, commentPrefix: prefix)) }
         } catch {
-            if nftablesUsable() { errors.append(error) }
+            if executor.nftablesUsable(Self.nftTable.family, Self.nftTable.name) { errors.append(error) }
         }
         if let error = NetfilterError.joined(errors) { throw error }
     }
@@ -126,12 +97,11 @@ public struct Masquerade: Sendable {
         let ids = Set(valid.map(\.containerID))
         for family in [IPFamily.v4, .v6] {
             do throws(NetfilterError) {
-                let table = try readNAT(family, chain: nil)
-                if let script = IPTablesMasquerade.gcScript(network: network, validContainerIDs: ids, table: table) {
-                    try restore(family, script)
+                try executor.transact(list: { () throws(NetfilterError) in try nat(family) }) { table in
+                    IPTablesMasquerade.gcScript(network: network, validContainerIDs: ids, table: table).map { .iptables(family, $0) }
                 }
             } catch {
-                if iptablesUsable(family) { errors.append(error) }
+                if executor.iptablesUsable(family) { errors.append(error) }
             }
         }
         do throws(NetfilterError) {
@@ -139,10 +109,12 @@ public struct Masquerade: Sendable {
                 MasqueradeNames.nftInstanceHash(network: network, ifname: $0.ifname, containerID: $0.containerID)
             })
             let prefix = MasqueradeNames.nftNetworkHash(network) + "-"
-            let rules = try listNFT(chain: true).rules(in: MasqueradeNames.nftChain, commentPrefix: prefix)
-            try deleteNFT(rules.filter { rule in !keep.contains { rule.comment?.hasPrefix($0) ?? false } })
+            try executor.transact(list: masqChecks) { listing in
+                let rules = listing.rules(in: MasqueradeNames.nftChain, commentPrefix: prefix)
+                return Self.deleteNFT(rules.filter { rule in !keep.contains { rule.comment?.hasPrefix($0) ?? false } })
+            }
         } catch {
-            if nftablesUsable() { errors.append(error) }
+            if executor.nftablesUsable(Self.nftTable.family, Self.nftTable.name) { errors.append(error) }
         }
         if let error = NetfilterError.joined(errors) { throw error }
     }
@@ -151,59 +123,38 @@ public struct Masquerade: Sendable {
     /// backend that setup would use.
     public func check(backend: Backend?, network: String, containerID: String, ifname: String,
                       addresses: [IPNetwork]) throws(NetfilterError) -> Bool {
-        let chosen = backend ?? (!iptablesUsable(.v4) && nftablesUsable() ? .nftables : .iptables)
-        switch chosen {
+        switch backend ?? executor.probedBackend(nftTable: Self.nftTable) {
         case .iptables:
             for family in [IPFamily.v4, .v6] where addresses.contains(where: { $0.family == family }) {
                 let m = IPTablesMasquerade(family: family, network: network, containerID: containerID)
-                guard m.isInstalled(addresses: addresses, in: try readNAT(family, chain: nil)) else { return false }
+                guard m.isInstalled(addresses: addresses, in: try nat(family)) else { return false }
             }
             return true
         case .nftables:
             let m = NFTMasquerade(network: network, ifname: ifname, containerID: containerID)
-            return m.isInstalled(addresses: addresses, in: try listNFT(chain: false))
+            return m.isInstalled(addresses: addresses, in: try executor.listNFT(Self.nftTable.family, Self.nftTable.name))
         }
     }
 
-    // MARK: - Commands
+    // MARK: - Listings
 
-    private static func iptables(_ family: IPFamily) -> String { family == .v4 ? "iptables" : "ip6tables" }
-
-    /// `iptables -w -t nat -S [chain]`: the chain's rules, or the whole nat table.
-    private func readNAT(_ family: IPFamily, chain: String?) throws(NetfilterError) -> IPTablesListing {
-        let args = ["-w", "-t", "nat", "-S"] + (chain.map { [$0] } ?? [])
-        return IPTablesListing(parsing: try runner.succeed(Command(Self.iptables(family), args)))
+    /// The whole nat table of `family`.
+    private func nat(_ family: IPFamily) throws(NetfilterError) -> IPTablesListing {
+        try executor.listIPTables(family)
     }
 
-    /// `iptables-restore --noflush -w` with `script` on stdin: one transaction.
-    private func restore(_ family: IPFamily, _ script: String) throws(NetfilterError) {
-        _ = try runner.succeed(Command(Self.iptables(family) + "-restore", ["--noflush", "-w"], stdin: script))
+    /// The POSTROUTING chain of the nat table of `family`: all that setup needs.
+    private func postrouting(_ family: IPFamily) throws(NetfilterError) -> IPTablesListing {
+        try executor.listIPTables(family, chain: "POSTROUTING")
     }
 
-    /// `nft -a list chain|table inet cni_plugins_masquerade [masq_checks]`; empty when the table
-    /// or chain does not exist yet.
-    private func listNFT(chain: Bool) throws(NetfilterError) -> NFTListing {
-        let args = ["-a", "list", chain ? "chain" : "table", "inet", MasqueradeNames.nftTable]
-            + (chain ? [MasqueradeNames.nftChain] : [])
-        let command = Command("nft", args)
-        let out = try runner.run(command)
-        if out.status == 0 { return NFTListing(parsing: out.stdout) }
-        if out.stderr.contains("No such file or directory") { return NFTListing() }
-        throw .commandFailed(command: command.description, status: out.status, stderr: trimmed(out.stderr))
+    /// The `masq_checks` chain, with handles; empty when it does not exist yet.
+    private func masqChecks() throws(NetfilterError) -> NFTListing {
+        try executor.listNFT(Self.nftTable.family, Self.nftTable.name, chain: MasqueradeNames.nftChain)
     }
 
-    private func deleteNFT(_ rules: [NFTRule]) throws(NetfilterError) {
-        guard !rules.isEmpty else { return }
-        _ = try runner.succeed(Command("nft", ["-f", "-"], stdin: NFTMasquerade.deleteScript(handles: rules.map(\.handle))))
-    }
-
-    /// The reference's `SupportsIPTables`: the filter table can be listed.
-    private func iptablesUsable(_ family: IPFamily) -> Bool {
-        (try? runner.run(Command(Self.iptables(family), ["-w", "-t", "filter", "-S", "INPUT"])))?.status == 0
-    }
-
-    /// The reference's `SupportsNFTables`: nft accepts a dry-run transaction.
-    private func nftablesUsable() -> Bool {
-        (try? runner.run(Command("nft", ["--check", "add", "table", "inet", MasqueradeNames.nftTable])))?.status == 0
+    /// The transaction deleting `rules` from `masq_checks`; nil when there are none.
+    private static func deleteNFT(_ rules: [NFTRule]) -> Transaction? {
+        rules.isEmpty ? nil : .nft(NFTMasquerade.deleteScript(handles: rules.map(\.handle)))
     }
 }

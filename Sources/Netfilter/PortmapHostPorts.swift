@@ -10,7 +10,8 @@
 //   gc        iptables: 2 reads + 1 restore per family with stale rules; nftables: 2 listings + 1
 //   conntrack 1 (`conntrack -R -`, every UDP port and family in one batch), only for UDP ports
 // With the backend left to the reference's automatic choice, the first iptables read doubles as
-// the usability probe; nftables is probed only when it fails.
+// the usability probe; nftables is probed only when it fails. Every process but conntrack goes
+// through `NetfilterExecutor`.
 //
 // What differs from the reference, on purpose:
 // - Teardown needs no port list: the container's chain (iptables) and comment (nftables) are
@@ -21,12 +22,18 @@ import Addressing
 
 public struct HostPorts: Sendable {
     /// The `backend` config value; the same two as the bridge's `ipMasqBackend`.
-    public typealias Backend = Masquerade.Backend
+    public typealias Backend = NetfilterBackend
+
+    static func nftTable(_ family: IPFamily) -> (family: String, name: String) {
+        (family == .v4 ? "ip" : "ip6", PortmapNames.nftTable)
+    }
 
     public let runner: any CommandRunner
+    let executor: NetfilterExecutor
 
     public init(runner: any CommandRunner = SystemCommandRunner()) {
         self.runner = runner
+        executor = NetfilterExecutor(runner: runner)
     }
 
     /// Installs the forwarding to the first address of each family in `addresses`. `backend`
@@ -44,20 +51,20 @@ public struct HostPorts: Sendable {
             for c in containers {
                 let p = IPTablesPortmap(family: c.family, forwarding: forwarding)
                 do throws(NetfilterError) {
-                    _ = try applyIPTables(c.family, read: c.family == first.family ? firstTable : nil) { table in
+                    try applyIPTables(c.family, first: c.family == first.family ? firstTable : nil) { table in
                         p.setupScript(container: c, table: table)
                     }
                     done.append(c.family)
                 } catch {
                     for family in done {
-                        _ = try? applyIPTables(family, read: nil) { IPTablesPortmap.teardownScript(chains: [p.chain], table: $0) }
+                        _ = try? applyIPTables(family) { IPTablesPortmap.teardownScript(chains: [p.chain], table: $0) }
                     }
                     throw error
                 }
             }
         case .nftables:
             let lines = containers.flatMap { NFTPortmap(family: $0.family, forwarding: forwarding).setupLines(container: $0.address) }
-            _ = try runner.succeed(Command("nft", ["-f", "-"], stdin: (lines + [""]).joined(separator: "\n")))
+            try executor.apply(.nft((lines + [""]).joined(separator: "\n")))
         }
         return chosen
     }
@@ -74,9 +81,9 @@ public struct HostPorts: Sendable {
         var removed: [UDPPort] = [], errors: [NetfilterError] = [], unusable: [NetfilterError] = []
         for family in families {
             let table: IPTablesListing
-            do throws(NetfilterError) { table = try runner.listNAT(family) } catch { unusable.append(error); continue }
+            do throws(NetfilterError) { table = try executor.listIPTables(family) } catch { unusable.append(error); continue }
             do throws(NetfilterError) {
-                if let used = try applyIPTables(family, read: table, { IPTablesPortmap.teardownScript(chains: chains, table: $0) }) {
+                if let used = try applyIPTables(family, first: table, { IPTablesPortmap.teardownScript(chains: chains, table: $0) }) {
                     removed += IPTablesPortmap.udpPorts(chain: chains[0], table: used).map { UDPPort(family: family, port: $0) }
                 }
             } catch { errors.append(error) }
@@ -90,13 +97,11 @@ public struct HostPorts: Sendable {
     }
 
     private func teardownNFT(containerID: String, families: [IPFamily]) throws(NetfilterError) -> [UDPPort] {
-        var removed: [UDPPort] = []
-        try deleteNFT(families) { family, listing in
-            let rules = NFTPortmap.containerRules(containerID: containerID, in: listing)
-            removed += NFTPortmap.udpPorts(rules).map { UDPPort(family: family, port: $0) }
-            return rules
+        let select = { (_: IPFamily, listing: NFTListing) in NFTPortmap.containerRules(containerID: containerID, in: listing) }
+        guard let listings = try deleteNFT(families, select) else { return [] }
+        return listings.flatMap { family, listing in
+            NFTPortmap.udpPorts(select(family, listing)).map { UDPPort(family: family, port: $0) }
         }
-        return removed
     }
 
     /// What is missing of the container's forwarding, or nil when every rule is in place.
@@ -110,7 +115,7 @@ public struct HostPorts: Sendable {
             switch chosen {
             case .iptables:
                 let table: IPTablesListing
-                if c.family == first.family, let t = firstTable { table = t } else { table = try runner.listNAT(c.family) }
+                if c.family == first.family, let t = firstTable { table = t } else { table = try executor.listIPTables(c.family) }
                 missing = IPTablesPortmap(family: c.family, forwarding: forwarding).missingRule(container: c, in: table)
             case .nftables:
                 missing = NFTPortmap(family: c.family, forwarding: forwarding).missingRule(container: c.address, in: try listNFT(c.family))
@@ -129,9 +134,9 @@ public struct HostPorts: Sendable {
         var errors: [NetfilterError] = [], unusable: [NetfilterError] = []
         for family in [IPFamily.v4, .v6] {
             let table: IPTablesListing
-            do throws(NetfilterError) { table = try runner.listNAT(family) } catch { unusable.append(error); continue }
+            do throws(NetfilterError) { table = try executor.listIPTables(family) } catch { unusable.append(error); continue }
             do throws(NetfilterError) {
-                _ = try applyIPTables(family, read: table) { t in
+                try applyIPTables(family, first: table) { t in
                     IPTablesPortmap.teardownScript(
                         chains: IPTablesPortmap.staleChains(network: network, validContainerIDs: validContainerIDs, table: t), table: t)
                 }
@@ -169,14 +174,15 @@ public struct HostPorts: Sendable {
         if let error = NetfilterError.joined(errors) { throw error }
     }
 
-    /// The reference's `SupportsIPTables`-style probe: the nat table of `family` can be listed.
+    /// Whether iptables works here (`NetfilterExecutor.iptablesUsable`).
     public func iptablesUsable(_ family: IPFamily = .v4) -> Bool {
-        (try? runner.run(Command(family == .v4 ? "iptables" : "ip6tables", ["-w", "-t", "nat", "-S", "OUTPUT"])))?.status == 0
+        executor.iptablesUsable(family)
     }
 
     /// nft accepts a dry-run transaction on the portmap table.
     public func nftablesUsable() -> Bool {
-        (try? runner.run(Command("nft", ["--check", "add", "table", "ip", PortmapNames.nftTable])))?.status == 0
+        let table = Self.nftTable(.v4)
+        return executor.nftablesUsable(table.family, table.name)
     }
 
     // MARK: - Helpers
@@ -189,68 +195,42 @@ public struct HostPorts: Sendable {
     /// The backend to use: `backend`, or for nil iptables, unless reading the nat table of
     /// `family` fails (the read is returned, so it doubles as the probe) and nftables is usable.
     private func resolve(_ backend: Backend?, probing family: IPFamily) throws(NetfilterError) -> (Backend, IPTablesListing?) {
-        guard backend == nil else { return (backend!, nil) }
-        do throws(NetfilterError) {
-            return (.iptables, try runner.listNAT(family))
-        } catch {
-            guard nftablesUsable() else { throw error }
-            return (.nftables, nil)
+        try executor.resolve(backend, nftTable: Self.nftTable(.v4)) { () throws(NetfilterError) in
+            try executor.listIPTables(family)
         }
     }
 
-    /// Reads the nat table (unless `read` is given), renders a restore script from it and runs
-    /// it; nil from `script` means there is nothing to do. A failed restore changed nothing (it
-    /// is one transaction); it is retried twice from a fresh read, since the usual cause is a
-    /// concurrent ADD or DEL that changed the shared chains between our read and our write.
-    /// Returns the listing the successful script was made from, nil when there was nothing to do.
-    private func applyIPTables(_ family: IPFamily, read: IPTablesListing?,
+    /// Reads the nat table (unless `first` is given), renders a restore script from it and runs
+    /// it; nil from `script` means there is nothing to do. A failed restore is retried twice from
+    /// a fresh read, since the usual cause is a concurrent ADD or DEL that changed the shared
+    /// chains between our read and our write. Returns the listing the successful script was
+    /// made from, nil when there was nothing to do.
+    @discardableResult
+    private func applyIPTables(_ family: IPFamily, first: IPTablesListing? = nil,
                                _ script: (IPTablesListing) -> String?) throws(NetfilterError) -> IPTablesListing? {
-        var table = read
-        for attempt in 0..<3 {
-            let t: IPTablesListing
-            if let table { t = table } else { t = try runner.listNAT(family) }
-            guard let text = script(t) else { return nil }
-            let command = Command((family == .v4 ? "iptables" : "ip6tables") + "-restore", ["--noflush", "-w"], stdin: text)
-            let out = try runner.run(command)
-            if out.status == 0 { return t }
-            if attempt == 2 {
-                throw .commandFailed(command: command.description, status: out.status, stderr: trimmed(out.stderr))
-            }
-            table = nil
-        }
-        return nil
+        try executor.transact(attempts: 3, first: first, list: { () throws(NetfilterError) in try executor.listIPTables(family) },
+                              render: { script($0).map { .iptables(family, $0) } })
     }
 
     /// Lists the portmap table of each family, picks rules with `select`, and deletes them all
     /// in one transaction, retried once from fresh listings (a handle may have vanished).
+    /// Returns the listings the deletion was made from; nil when there was nothing to delete.
+    @discardableResult
     private func deleteNFT(_ families: [IPFamily],
-                           _ select: (IPFamily, NFTListing) -> [NFTRule]) throws(NetfilterError) {
-        for attempt in 0..<2 {
-            var lines: [String] = []
-            for family in families { lines += NFTPortmap.deleteLines(family, select(family, try listNFT(family))) }
-            guard !lines.isEmpty else { return }
-            let command = Command("nft", ["-f", "-"], stdin: (lines + [""]).joined(separator: "\n"))
-            let out = try runner.run(command)
-            if out.status == 0 { return }
-            if attempt == 1 {
-                throw .commandFailed(command: command.description, status: out.status, stderr: trimmed(out.stderr))
-            }
-        }
+                           _ select: (IPFamily, NFTListing) -> [NFTRule]) throws(NetfilterError) -> [(IPFamily, NFTListing)]? {
+        try executor.transact(attempts: 2, list: { () throws(NetfilterError) in
+            var listings: [(IPFamily, NFTListing)] = []
+            for family in families { listings.append((family, try listNFT(family))) }
+            return listings
+        }, render: { listings in
+            let lines = listings.flatMap { family, listing in NFTPortmap.deleteLines(family, select(family, listing)) }
+            return lines.isEmpty ? nil : .nft((lines + [""]).joined(separator: "\n"))
+        })
     }
 
-    /// `nft -a list table ip|ip6 cni_hostport`; empty when the table does not exist.
+    /// The portmap table of `family`, with handles; empty when it does not exist.
     private func listNFT(_ family: IPFamily) throws(NetfilterError) -> NFTListing {
-        let command = Command("nft", ["-a", "list", "table", family == .v4 ? "ip" : "ip6", PortmapNames.nftTable])
-        let out = try runner.run(command)
-        if out.status == 0 { return NFTListing(parsing: out.stdout) }
-        if out.stderr.contains("No such file or directory") { return NFTListing() }
-        throw .commandFailed(command: command.description, status: out.status, stderr: trimmed(out.stderr))
-    }
-}
-
-extension CommandRunner {
-    /// `iptables -w -t nat -S` (or ip6tables): the whole nat table.
-    func listNAT(_ family: IPFamily) throws(NetfilterError) -> IPTablesListing {
-        IPTablesListing(parsing: try succeed(Command(family == .v4 ? "iptables" : "ip6tables", ["-w", "-t", "nat", "-S"])))
+        let table = Self.nftTable(family)
+        return try executor.listNFT(table.family, table.name)
     }
 }

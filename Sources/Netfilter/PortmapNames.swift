@@ -13,8 +13,6 @@ public enum PortmapNames {
     public static let setMarkChain = "CNI-HOSTPORT-SETMARK"
     /// Shared: masquerades marked packets; jumped to from the top of POSTROUTING.
     public static let masqChain = "CNI-HOSTPORT-MASQ"
-    /// Legacy (before plugins v0.7): only ever removed.
-    public static let legacySNATChain = "CNI-HOSTPORT-SNAT"
 
     public static let setMarkComment = "CNI portfwd masquerade mark"
     public static let masqComment = "CNI portfwd requiring masquerade"

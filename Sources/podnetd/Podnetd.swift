@@ -10,6 +10,7 @@ import Etcd
 import FoundationEssentials
 import Logging
 import Metrics
+import Netfilter
 import Overlay
 import Prometheus
 import ServiceLifecycle
@@ -113,8 +114,10 @@ struct Podnetd: AsyncParsableCommand {
         let report = try network.reconcile(peers: peers)
         logger.info("programmed the peers", metadata: ["overlay.peers": "\(peers.count)", "overlay.changes": "\(report.programmed.total + report.removed.total)"])
 
-        let masq = ipMasq ? MasqueradeRules(network: config.network, subnet: lease.subnet, logger: logger) : nil
-        try masq?.ensure()
+        let masq = ipMasq ? FlannelMasquerade(network: config.network, subnet: lease.subnet) : nil
+        if let masq, try masq.ensure() {
+            logger.info("installed the masquerade and forward rules", metadata: ["masq.network": "\(masq.network)", "masq.subnet": "\(masq.subnet)"])
+        }
         try SubnetFile.write(SubnetFile.render(network: config.network, subnet: lease.subnet, mtu: network.mtu, ipMasq: ipMasq),
                              to: subnetFile)
         readiness.markReady()

@@ -11,6 +11,7 @@ import Etcd
 import FoundationEssentials
 import Logging
 import Metrics
+import Netfilter
 import Overlay
 import ServiceLifecycle
 
@@ -312,7 +313,7 @@ struct PeerWatcher: Service {
 struct Repairer: Service {
     let network: any OverlayNetwork
     let state: NodeState
-    let masquerade: MasqueradeRules?
+    let masquerade: FlannelMasquerade?
     /// The lease keeper's events: a recreated device with a new MAC needs the lease put again.
     let keeper: AsyncStream<KeeperEvent>.Continuation
     let interval: Duration
@@ -337,7 +338,11 @@ struct Repairer: Service {
                         "repair.programmed": "\(report.programmed.total)", "repair.removed": "\(report.removed.total)",
                         "repair.device_recreated": "\(report.deviceRecreated)"])
                 }
-                if try masquerade?.ensure() == true { repairs.increment() }
+                if let masquerade, try masquerade.ensure() {
+                    repairs.increment()
+                    logger.info("installed the masquerade and forward rules", metadata: [
+                        "masq.network": "\(masquerade.network)", "masq.subnet": "\(masquerade.subnet)"])
+                }
             } catch {
                 logger.error("repair failed: \(error)")
             }

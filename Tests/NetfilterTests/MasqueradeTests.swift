@@ -5,6 +5,7 @@ import Addressing
 import Synchronization
 import Testing
 @testable import Netfilter
+import TestSupport
 
 typealias FakeRunner = RecordingCommandRunner
 

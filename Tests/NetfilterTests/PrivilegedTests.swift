@@ -111,3 +111,41 @@ struct PrivilegedMasqueradeTests {
         }
     }
 }
+
+@Suite(.enabled(if: TestNamespace.available, "needs root and iproute2 to create network namespaces"))
+struct PrivilegedFlannelMasqueradeTests {
+    let network = IPNetwork("10.244.0.0/16")!
+    let subnet = IPNetwork("10.244.7.0/24")!
+
+    /// `iptables -S` of the nat and filter tables, without the policies.
+    func rules(_ ns: TestNamespace) throws -> [String] {
+        try (ns.run("iptables", "-w", "-t", "nat", "-S") + ns.run("iptables", "-w", "-t", "filter", "-S"))
+            .split(separator: "\n").map(String.init).filter { !$0.hasPrefix("-P ") }
+    }
+
+    @Test func ensureIsIdempotentAndRestoresADeletedRule() throws {
+        try TestNamespace.with { nss in
+            let ns = nss[0]
+            let masq = FlannelMasquerade(network: network, subnet: subnet, runner: ns.runner)
+            #expect(try masq.ensure())
+            let installed = try rules(ns)
+            // The renderer's exact rules are what iptables lists back, jumps included.
+            let expected = ["-N FLANNEL-POSTRTG", FlannelMasquerade.postroutingJump.line()] + masq.postroutingRules.map { $0.line() }
+                + ["-N FLANNEL-FWD", FlannelMasquerade.forwardJump.line()] + masq.forwardRules.map { $0.line() }
+            #expect(installed == expected)
+
+            #expect(try !masq.ensure())
+            #expect(try rules(ns) == installed)
+
+            // A rule deleted by hand (and the jump to the forward chain) comes back, once.
+            try ns.run("iptables", "-w", "-t", "nat", "-D", "FLANNEL-POSTRTG", "-s", "10.244.0.0/16", "!", "-d", "224.0.0.0/4",
+                       "-m", "comment", "--comment", "flanneld masq", "-j", "MASQUERADE", "--random-fully")
+            try ns.run("iptables", "-w", "-t", "filter", "-D", "FORWARD", "-m", "comment", "--comment", "flanneld forward",
+                       "-j", "FLANNEL-FWD")
+            #expect(try rules(ns) != installed)
+            #expect(try masq.ensure())
+            #expect(try rules(ns) == installed)
+            #expect(try !masq.ensure())
+        }
+    }
+}

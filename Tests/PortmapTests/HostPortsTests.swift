@@ -9,6 +9,7 @@ import Portmap
 import Synchronization
 import Testing
 @testable import Netfilter
+import TestSupport
 
 /// Netfilter's, not CNI's `Command`.
 typealias Command = Netfilter.Command

@@ -1,7 +1,7 @@
-// A CommandRunner for tests and dry runs: records every command and answers like a host with
-// empty tables unless `respond` says otherwise. Lets tests count spawns and read every script
-// without root.
+// A CommandRunner for tests: records every command and answers like a host with empty tables
+// unless `respond` says otherwise. Lets tests count spawns and read every script without root.
 
+import Netfilter
 import Synchronization
 
 public final class RecordingCommandRunner: CommandRunner {

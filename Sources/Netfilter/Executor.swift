@@ -1,0 +1,149 @@
+// The one way the rule sets reach the kernel. Bridge masquerading (`Masquerade`), port mapping
+// (`HostPorts`) and flanneld's rules (`FlannelMasquerade`) are pure renderers from listings to
+// scripts; this executor lists, applies and probes for all of them, one process per operation:
+//   list   iptables -w -t <table> -S [chain]         nft -a list table|chain <family> <table> [chain]
+//   apply  iptables-restore --noflush -w < script    nft -f - < script
+//   probe  iptables -w -t filter -S INPUT            nft --check add table <family> <table>
+//
+// An applied script is one transaction (one table replace for iptables-legacy, one netlink batch
+// for iptables-nft and nft): when it fails, nothing changed. So a failure that a concurrent writer
+// may have caused (a shared chain created, a listed rule handle deleted between our listing and our
+// write) is retried by listing again and rendering again (`transact`). How many attempts an
+// operation gets is the rule set's call, since only it knows which races its scripts can lose.
+
+import Addressing
+
+/// The two ways to program netfilter: the bridge's `ipMasqBackend` and portmap's `backend` values.
+public enum NetfilterBackend: String, Sendable, Hashable, CaseIterable {
+    case iptables, nftables
+
+    /// Parses the config value; the reference's error for anything else.
+    public init(named name: String) throws(NetfilterError) {
+        guard let b = NetfilterBackend(rawValue: name) else { throw .unknownBackend(name) }
+        self = b
+    }
+}
+
+/// One transaction to apply: a restore script for iptables or ip6tables, or an nft script.
+public struct Transaction: Hashable, Sendable {
+    public var command: Command
+    /// Whether listing again could render a transaction that succeeds where this one failed
+    /// (it deletes rules by handle, or creates chains that another writer may create too).
+    public var retryable: Bool
+
+    /// `iptables-restore --noflush -w` (`ip6tables-restore` for v6) with `script` on stdin.
+    /// `--noflush` leaves every chain the script does not declare as it is.
+    public static func iptables(_ family: IPFamily, _ script: String, retryable: Bool = true) -> Transaction {
+        Transaction(command: Command(NetfilterExecutor.iptables(family) + "-restore", ["--noflush", "-w"], stdin: script),
+                    retryable: retryable)
+    }
+
+    /// `nft -f -` with `script` on stdin.
+    public static func nft(_ script: String, retryable: Bool = true) -> Transaction {
+        Transaction(command: Command("nft", ["-f", "-"], stdin: script), retryable: retryable)
+    }
+}
+
+/// Lists tables, applies transactions and probes backends through a `CommandRunner`.
+public struct NetfilterExecutor: Sendable {
+    public let runner: any CommandRunner
+
+    public init(runner: any CommandRunner = SystemCommandRunner()) {
+        self.runner = runner
+    }
+
+    /// "iptables" or "ip6tables".
+    public static func iptables(_ family: IPFamily) -> String { family == .v4 ? "iptables" : "ip6tables" }
+
+    // MARK: - Listing
+
+    /// The chains and rules of `table` (or only of `chain` in it); throws when iptables fails,
+    /// which is also how an unusable iptables shows.
+    // iptables -w -t <table> -S [chain]
+    public func listIPTables(_ family: IPFamily, table: String = "nat",
+                             chain: String? = nil) throws(NetfilterError) -> IPTablesListing {
+        let args = ["-w", "-t", table, "-S"] + (chain.map { [$0] } ?? [])
+        return IPTablesListing(parsing: try runner.succeed(Command(Self.iptables(family), args)))
+    }
+
+    /// The rules of nft table `family table` (or only of `chain` in it), with their handles;
+    /// empty when the table or chain does not exist yet.
+    // nft -a list table <family> <table>  |  nft -a list chain <family> <table> <chain>
+    public func listNFT(_ family: String, _ table: String, chain: String? = nil) throws(NetfilterError) -> NFTListing {
+        let args = ["-a", "list", chain == nil ? "table" : "chain", family, table] + (chain.map { [$0] } ?? [])
+        let command = Command("nft", args)
+        let out = try runner.run(command)
+        if out.status == 0 { return NFTListing(parsing: out.stdout) }
+        if out.stderr.contains("No such file or directory") { return NFTListing() }
+        throw .commandFailed(command: command.description, status: out.status, stderr: trimmed(out.stderr))
+    }
+
+    // MARK: - Applying
+
+    /// Applies one transaction; throws `commandFailed` unless it succeeds.
+    public func apply(_ transaction: Transaction) throws(NetfilterError) {
+        _ = try runner.succeed(transaction.command)
+    }
+
+    /// Renders a transaction from a listing and applies it, up to `attempts` times: the first
+    /// attempt renders from `first` when given (a listing the caller already has, which saves a
+    /// process), every other from a fresh `list()`. A failed transaction is tried again only when
+    /// it is `retryable`. Returns the listing the applied transaction was rendered from; nil when
+    /// `render` found nothing to do.
+    @discardableResult
+    public func transact<Listing>(attempts: Int = 1, first: Listing? = nil,
+                                  list: () throws(NetfilterError) -> Listing,
+                                  render: (Listing) -> Transaction?) throws(NetfilterError) -> Listing? {
+        var given = first
+        for attempt in 1...max(attempts, 1) {
+            let listing: Listing
+            if let g = given { listing = g; given = nil } else { listing = try list() }
+            guard let transaction = render(listing) else { return nil }
+            let out = try runner.run(transaction.command)
+            if out.status == 0 { return listing }
+            if attempt >= attempts || !transaction.retryable {
+                throw .commandFailed(command: transaction.command.description, status: out.status,
+                                     stderr: trimmed(out.stderr))
+            }
+        }
+        return nil
+    }
+
+    // MARK: - Choosing a backend
+
+    /// Whether iptables works here: the reference's `SupportsIPTables`, which lists the filter
+    /// table's INPUT chain (it fails when the binary is missing or the kernel lacks the tables).
+    // iptables -w -t filter -S INPUT
+    public func iptablesUsable(_ family: IPFamily = .v4) -> Bool {
+        (try? runner.run(Command(Self.iptables(family), ["-w", "-t", "filter", "-S", "INPUT"])))?.status == 0
+    }
+
+    /// Whether nft works here for the table a rule set writes: nft accepts a dry-run transaction
+    /// adding it (it fails when the binary is missing or the kernel lacks the table's family).
+    // nft --check add table <family> <table>
+    public func nftablesUsable(_ family: String, _ table: String) -> Bool {
+        (try? runner.run(Command("nft", ["--check", "add", "table", family, table])))?.status == 0
+    }
+
+    /// The backend for `backend`, where nil is the reference's automatic choice: iptables,
+    /// unless `read` (the rule set's first iptables listing) fails and nftables is usable for
+    /// `nftTable`. The listing is returned so that it doubles as the probe and costs no extra
+    /// process; nil when `backend` was given. Throws `read`'s error when neither backend works.
+    public func resolve<Listing>(_ backend: NetfilterBackend?, nftTable: (family: String, name: String),
+                                 reading read: () throws(NetfilterError) -> Listing)
+        throws(NetfilterError) -> (NetfilterBackend, Listing?) {
+        if let backend { return (backend, nil) }
+        do throws(NetfilterError) {
+            return (.iptables, try read())
+        } catch {
+            guard nftablesUsable(nftTable.family, nftTable.name) else { throw error }
+            return (.nftables, nil)
+        }
+    }
+
+    /// The automatic choice by probes alone, where nothing needs reading first (CHECK):
+    /// nftables when iptables is unusable and nftables usable for `nftTable`, else iptables.
+    public func probedBackend(nftTable: (family: String, name: String)) -> NetfilterBackend {
+        !iptablesUsable(.v4) && nftablesUsable(nftTable.family, nftTable.name) ? .nftables : .iptables
+    }
+}
