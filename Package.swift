@@ -2,8 +2,9 @@
 import PackageDescription
 
 // Layers (a target depends only on targets above it in this list):
-//   CLibNL, JSONValue -> Addressing -> CNI, Netlink, NetNS, IPAM, Netfilter -> Bridge, HostLocal, Loopback, Portmap,
-//   Flannel; and for the daemon: Etcd -> Overlay (with Netlink, NetNS, Netfilter) -> podnetd.
+//   CLibNL, JSONValue -> Addressing -> CNI, Netlink, NetNS, IPAM, Netfilter -> PluginKernel (the plugins'
+//   kernel seam, over Netlink and NetNS) -> Bridge, HostLocal, Loopback, Portmap, Flannel; and for the
+//   daemon: Etcd -> Overlay (with Netlink, NetNS, Netfilter) -> podnetd.
 //   -> Plugins/<type> executables.
 // CNI plugins are short-lived processes on every pod's start-up path: they use no Foundation at all
 // (JSONValue parses and prints JSON itself) and no async runtime. scripts/build.sh links their
@@ -47,16 +48,17 @@ let package = Package(
         .target(name: "Netlink", dependencies: ["CLibNL", "Addressing"]),
         .target(name: "IPAM", dependencies: ["Addressing"]),
         .target(name: "Netfilter", dependencies: ["Addressing", "Spawn"]),
+        .target(name: "PluginKernel", dependencies: ["Addressing", "Netlink", "NetNS"]),
         .target(name: "HostLocal", dependencies: ["CNI", "IPAM"]),
-        .target(name: "Bridge", dependencies: ["CNI", "Netlink", "NetNS", "Netfilter"]),
-        .target(name: "Loopback", dependencies: ["CNI", "Netlink", "NetNS"]),
-        .target(name: "Portmap", dependencies: ["CNI", "Netfilter", "Netlink", "NetNS"]),
+        .target(name: "Bridge", dependencies: ["CNI", "Netlink", "NetNS", "Netfilter", "PluginKernel"]),
+        .target(name: "Loopback", dependencies: ["CNI", "Netlink", "PluginKernel"]),
+        .target(name: "Portmap", dependencies: ["CNI", "Netfilter", "Netlink", "PluginKernel"]),
         .target(name: "Flannel", dependencies: ["CNI"]),
-        plugin("bridge", "Bridge", inProcess: ["HostLocal"]),
+        plugin("bridge", "Bridge", inProcess: ["HostLocal", "PluginKernel"]),
         plugin("host-local", "HostLocal"),
         plugin("loopback", "Loopback"),
         plugin("portmap", "Portmap"),
-        plugin("flannel", "Flannel", inProcess: ["Bridge", "HostLocal"]),
+        plugin("flannel", "Flannel", inProcess: ["Bridge", "HostLocal", "PluginKernel"]),
         .target(name: "Etcd", dependencies: [
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
             .product(name: "NIOCore", package: "swift-nio"),

@@ -8,7 +8,7 @@ import Netfilter
 /// choice). Netfilter errors become CNI errors naming the command that failed.
 struct MasqueradeRules {
     let backend: Masquerade.Backend?
-    let netfilter = Masquerade()
+    let netfilter: Masquerade
 
     func setup(network: String, containerID: String, ifname: String, addresses: [IPNetwork]) throws {
         try netfilter.setup(backend: backend, network: network, containerID: containerID, ifname: ifname,
@@ -35,6 +35,6 @@ struct MasqueradeRules {
 
 extension Bridge {
     func masquerade(_ conf: BridgeConfig) throws -> MasqueradeRules {
-        MasqueradeRules(backend: try conf.ipMasqBackend.map { try Masquerade.Backend(named: $0) })
+        MasqueradeRules(backend: try conf.ipMasqBackend.map { try Masquerade.Backend(named: $0) }, netfilter: netfilter)
     }
 }
