@@ -80,7 +80,7 @@ let package = Package(
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"),
         ]),
-        .target(name: "TestSupport", dependencies: ["CNI", "IPAM"]),
+        .target(name: "TestSupport", dependencies: ["CNI", "IPAM", "Addressing", "Netlink", "NetNS", "PluginKernel"]),
         // The fuzz targets' entry points (scripts/fuzz.sh builds them into libFuzzer binaries with
         // swiftc -sanitize=fuzzer); FuzzReplayTests feeds them the committed corpora and crashes.
         .target(name: "FuzzTargets", dependencies: ["CNI", "Bridge", "HostLocal", "Portmap", "Flannel", "Etcd", "Overlay"]),
