@@ -89,6 +89,11 @@ let package = Package(
         .testTarget(name: "IPAMTests", dependencies: ["IPAM", "HostLocal", "TestSupport", "Spawn"]),
         .testTarget(name: "NetfilterTests", dependencies: ["Netfilter", "Spawn"]),
         .testTarget(name: "PluginTests", dependencies: ["CNI", "Addressing", "TestSupport"]),
+        // Bridge, Loopback and Portmap in-process against TestSupport's in-memory kernel, fake IPAM and
+        // a recording command runner: no root.
+        .testTarget(name: "PluginUnitTests", dependencies: [
+            "Bridge", "Loopback", "Portmap", "CNI", "Netfilter", "Netlink", "NetNS", "PluginKernel", "Addressing", "TestSupport",
+        ]),
         .testTarget(name: "PortmapTests", dependencies: ["Portmap", "Netfilter", "CNI", "TestSupport"]),
         .testTarget(name: "FlannelTests", dependencies: ["Flannel", "CNI", "TestSupport"]),
         .testTarget(name: "EtcdTests", dependencies: ["Etcd", "TestSupport"]),
