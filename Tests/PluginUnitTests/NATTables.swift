@@ -4,6 +4,7 @@
 
 import Netfilter
 import Synchronization
+import TestSupport  // RecordingCommandRunner, once it moves here from Netfilter
 
 final class NATTables: Sendable {
     struct Table {
