@@ -18,7 +18,9 @@ struct X.Y`..., outside comments and multi-line string literals. `#if canImport(
 as importing X.
 
 Usage: scripts/check-structure.py [--package-json FILE]   (default: `swift package dump-package`)
-Exits 1 and prints one line per disagreement.
+Exits 1 and prints one line per disagreement. With --print-table it prints the table's rows as
+Package.swift declares them instead (in layer order: the README's order where it has a row, a new
+target after its dependencies), to paste into README.md after a change of Package.swift.
 """
 
 import argparse
@@ -215,11 +217,39 @@ def check_table(package):
     return problems
 
 
+def print_table(package):
+    target_names = {t["name"] for t in package["targets"]}
+    targets = {t["name"]: t for t in package["targets"]}
+    deps = {name: [n if k == "target" else f"{p}/{n}" for k, n, p in dependencies(t, target_names)]
+            for name, t in targets.items()}
+    rows = readme_table(os.path.join(ROOT, "README.md")) or []
+    preferred = [name for _, name, _, _ in rows if name in targets]
+    preferred += [t["name"] for t in package["targets"] if t["name"] not in preferred]
+    order = []
+    def place(name):
+        if name in order:
+            return
+        for dep in deps[name]:
+            if dep in targets:
+                place(dep)
+        order.append(name)
+    for name in preferred:
+        place(name)
+    for name in order:
+        kind = KINDS.get(targets[name]["type"], targets[name]["type"])
+        listed = ", ".join(f"`{d}`" for d in deps[name]) or "-"
+        print(f"| `{name}` | {kind} | {listed} |")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--package-json", help="the output of `swift package dump-package`")
+    parser.add_argument("--print-table", action="store_true", help="print the table's rows and exit")
     args = parser.parse_args()
     package = load_package(args.package_json)
+    if args.print_table:
+        print_table(package)
+        return 0
     problems = check_imports(package) + check_table(package)
     for problem in problems:
         print(problem)

@@ -2,6 +2,7 @@
 import Bridge
 import CNI
 import HostLocal
+import PluginKernel
 
 DeferredUnregister.runIfRequested()
 CNIMain.run(Bridge(), about: "podnet bridge plugin", delegates: ["host-local": HostLocal()])

@@ -5,6 +5,7 @@ import Bridge
 import CNI
 import Flannel
 import HostLocal
+import PluginKernel
 
 // The in-process bridge's DEL re-executes this binary to unregister the pod's interface.
 DeferredUnregister.runIfRequested()

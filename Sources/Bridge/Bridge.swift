@@ -8,28 +8,44 @@
 // Where the reference leaks, this one does not: ADD undoes everything it created when a step
 // fails (the reference keeps the veth), and DEL releases the IP and the masquerade rules also
 // when the namespace is gone, CNI_NETNS is empty or the path is not a namespace.
+//
+// The kernel, the masquerade rules' command runner and the IPAM delegate are values given at
+// init (PluginKernel): `Bridge()` is the real plugin, and tests run the same code in-process
+// against an in-memory kernel and a fake IPAM.
 
 #if canImport(Glibc)
 import Glibc
 #endif
 import Addressing
 import CNI
+import Netfilter
 import Netlink
-import NetNS
+import PluginKernel
 
 public struct Bridge: CNIPlugin {
-    public init() {}
+    let kernel: any PluginKernel
+    /// Applies the ipMasq rules.
+    let netfilter: Masquerade
+    /// Runs the IPAM plugin.
+    let ipam: any DelegateRunner
+
+    public init(kernel: any PluginKernel = SystemKernel(), netfilter: Masquerade = Masquerade(),
+                ipam: any DelegateRunner = CNIPathDelegates()) {
+        self.kernel = kernel
+        self.netfilter = netfilter
+        self.ipam = ipam
+    }
 
     // MARK: ADD
 
     public func add(_ request: Request) throws -> Result {
         let conf = try BridgeConfig(request)
-        let netns: NetworkNamespace
-        do { netns = try NetworkNamespace(path: request.env.netns) } catch {
+        let netns: any NamespaceHandle
+        do { netns = try kernel.namespace(path: request.env.netns) } catch {
             throw CNIError(.invalidEnvironment, "failed to open netns \"\(request.env.netns)\": \(error)")
         }
-        let host = try NetlinkSession()
-        let container = try netns.run { try NetlinkSession() }
+        let host = try kernel.routeSocket()
+        let container = try netns.run { try kernel.routeSocket() }
         var undo = Rollback()
         defer { undo.runUnlessCommitted() }
 
@@ -47,7 +63,7 @@ public struct Bridge: CNIPlugin {
         if let ipamType = request.ipamType {
             // Registers the IPAM DEL also when ADD's outcome is unknown (killed at the time-out,
             // crashed, an unusable result), since the delegate may hold an address by then.
-            let ipam = try Delegate.add(ipamType, request: request, undo: &undo)
+            let ipam = try self.ipam.add(ipamType, request: request, stdin: nil, undo: &undo)
             guard !ipam.ips.isEmpty else { throw CNIError(.internal, "IPAM plugin returned missing IP config") }
             result.ips = ipam.ips
             result.routes = ipam.routes
@@ -89,7 +105,7 @@ public struct Bridge: CNIPlugin {
     }
 
     /// Creates the bridge if missing; an existing link of that name must be a bridge.
-    private func ensureBridge(_ conf: BridgeConfig, _ nl: NetlinkSession, _ undo: inout Rollback) throws -> Link {
+    private func ensureBridge(_ conf: BridgeConfig, _ nl: any RouteSocket, _ undo: inout Rollback) throws -> Link {
         var created = false
         do {
             try nl.addBridge(name: conf.bridge, mtu: conf.mtu)
@@ -114,7 +130,7 @@ public struct Bridge: CNIPlugin {
             // gateway's MAC does not change as pods come and go.
             if let mac = br.mac { try nl.setLink(br.index, LinkChange(mac: mac)) }
         }
-        try? writeSysctl("net/ipv6/conf/\(conf.bridge)/accept_ra", "0")
+        try? kernel.writeSysctl("net/ipv6/conf/\(conf.bridge)/accept_ra", "0")
         if conf.promiscMode && !br.isPromiscuous { try nl.setLink(br.index, LinkChange(promiscuous: true)) }
         if !br.isUp {
             try nl.setLink(br.index, LinkChange(up: true))
@@ -125,13 +141,13 @@ public struct Bridge: CNIPlugin {
 
     /// Creates the veth pair (container end first, peer straight into the host namespace),
     /// attaches the host end to the bridge and sets its port flags.
-    private func createVeth(_ conf: BridgeConfig, _ request: Request, host: NetlinkSession, container: NetlinkSession,
-                            netns: NetworkNamespace, bridge: Link, _ undo: inout Rollback) throws -> (host: Link, container: Link) {
+    private func createVeth(_ conf: BridgeConfig, _ request: Request, host: any RouteSocket, container: any RouteSocket,
+                            netns: any NamespaceHandle, bridge: Link, _ undo: inout Rollback) throws -> (host: Link, container: Link) {
         let ifname = request.env.ifname
         if try container.link(named: ifname) != nil {
             throw CNIError(.internal, "container veth name \"\(ifname)\" already exists in \(request.env.netns)")
         }
-        let hostNS = try NetworkNamespace.current()
+        let hostNS = try kernel.currentNamespace()
         var hostName = ""
         for attempt in 1...10 {
             hostName = "veth" + (0..<4).map { _ in
@@ -156,7 +172,7 @@ public struct Bridge: CNIPlugin {
         guard let c = try container.link(named: ifname), var h = try host.link(named: hostName) else {
             throw CNIError(.internal, "veth pair \(ifname)/\(hostName) not found after creation")
         }
-        try? writeSysctl("net/ipv6/conf/\(hostName)/accept_ra", "0")
+        try? kernel.writeSysctl("net/ipv6/conf/\(hostName)/accept_ra", "0")
         try host.setLink(h.index, LinkChange(up: true, master: bridge.index))
         // Over netlink, never /sys/class/net: a runtime that entered this namespace with setns
         // keeps a /sys of another namespace (BridgePorts.swift).
@@ -192,18 +208,18 @@ public struct Bridge: CNIPlugin {
     }
 
     /// Inside the container namespace: DAD sysctls, addresses, link up, routes.
-    private func configureContainer(_ conf: BridgeConfig, _ result: Result, link: Link, _ nl: NetlinkSession) throws {
+    private func configureContainer(_ conf: BridgeConfig, _ result: Result, link: Link, _ nl: any RouteSocket) throws {
         let ifname = link.name
         let hasV6 = result.ips.contains { $0.address.family == .v6 }
         if hasV6 {
-            try? writeSysctl("net/ipv6/conf/lo/disable_ipv6", "0")
-            try? writeSysctl("net/ipv6/conf/\(ifname)/disable_ipv6", "0")
-            try? writeSysctl("net/ipv6/conf/\(ifname)/keep_addr_on_down", "1")
+            try? kernel.writeSysctl("net/ipv6/conf/lo/disable_ipv6", "0")
+            try? kernel.writeSysctl("net/ipv6/conf/\(ifname)/disable_ipv6", "0")
+            try? kernel.writeSysctl("net/ipv6/conf/\(ifname)/keep_addr_on_down", "1")
             // DAD costs about 2 s per address; it is opt-in (enabledad), as in the reference.
-            try? writeSysctl("net/ipv6/conf/\(ifname)/enhanced_dad", conf.enabledad ? "1" : "0")
-            try? writeSysctl("net/ipv6/conf/\(ifname)/accept_dad", conf.enabledad ? "1" : "0")
+            try? kernel.writeSysctl("net/ipv6/conf/\(ifname)/enhanced_dad", conf.enabledad ? "1" : "0")
+            try? kernel.writeSysctl("net/ipv6/conf/\(ifname)/accept_dad", conf.enabledad ? "1" : "0")
         }
-        try? writeSysctl("net/ipv4/conf/\(ifname)/arp_notify", "1")
+        try? kernel.writeSysctl("net/ipv4/conf/\(ifname)/arp_notify", "1")
         for ip in result.ips {
             do { try nl.addAddress(ip.address, link: link.index) } catch { if !error.isExists { throw error } }
         }
@@ -219,7 +235,7 @@ public struct Bridge: CNIPlugin {
 
     /// Puts each gateway address on the bridge. Another address of the same family on the bridge
     /// (for v6, an overlapping one) is an error unless forceAddress, which replaces it.
-    private func ensureGatewayAddresses(_ conf: BridgeConfig, _ gateways: [IPNetwork], bridge: Link, _ nl: NetlinkSession) throws {
+    private func ensureGatewayAddresses(_ conf: BridgeConfig, _ gateways: [IPNetwork], bridge: Link, _ nl: any RouteSocket) throws {
         for gw in gateways {
             let existing = try nl.addresses(link: bridge.index, family: gw.family)
             if existing.contains(gw) { continue }
@@ -232,13 +248,13 @@ public struct Bridge: CNIPlugin {
             // EEXIST: a parallel ADD on the same network added it first.
             do { try nl.addAddress(gw, link: bridge.index) } catch { if !error.isExists { throw error } }
             let key = gw.family == .v4 ? "net/ipv4/ip_forward" : "net/ipv6/conf/all/forwarding"
-            if (try? readSysctl(key)) != "1" { try writeSysctl(key, "1") }
+            if (try? kernel.readSysctl(key)) != "1" { try kernel.writeSysctl(key, "1") }
         }
     }
 
     /// Polls the host end until the kernel reports it operationally up (the container end must be
     /// up first). Checks every millisecond for up to 2 s; the reference sleeps 50 ms at once.
-    private func waitOperUp(_ index: Int32, _ nl: NetlinkSession) throws {
+    private func waitOperUp(_ index: Int32, _ nl: any RouteSocket) throws {
         var state: UInt8 = 0
         for i in 0..<2000 {
             guard let l = try nl.link(index: index) else { throw CNIError(.internal, "host veth disappeared") }

@@ -4,6 +4,7 @@ import Addressing
 import CNI
 import Netlink
 import NetNS
+import PluginKernel
 
 extension Bridge {
     /// Removes the container interface (and with it the host end), the masquerade rules and the
@@ -18,12 +19,12 @@ extension Bridge {
         var families = Set((request.prevResult?.ips ?? []).map(\.address.family))
         if !request.env.netns.isEmpty {
             do {
-                let netns = try NetworkNamespace(path: request.env.netns)
+                let netns = try kernel.namespace(path: request.env.netns)
                 try netns.run {
-                    let nl = try NetlinkSession()
+                    let nl = try kernel.routeSocket()
                     if let l = try nl.link(named: request.env.ifname) {
-                        families.formUnion(try nl.addresses(link: l.index).filter(\.address.isGlobalUnicast).map(\.family))
-                        do { try DeferredUnregister.detachAndDelete(l, nl, in: netns) }
+                        families.formUnion(try nl.addresses(link: l.index, family: nil).filter(\.address.isGlobalUnicast).map(\.family))
+                        do { try kernel.deleteLinkDeferred(l, through: nl, in: netns) }
                         catch let e as NetlinkError where e.isNotFound {}
                     }
                 }
@@ -40,7 +41,7 @@ extension Bridge {
             } catch { errors.append(CNIError.wrap(error, "failed to remove masquerade rules")) }
         }
         if let ipamType = request.ipamType {
-            do { try Delegate.run(ipamType, command: .del, request: request) } catch { errors.append(error) }
+            do { try ipam.run(ipamType, command: .del, request: request, stdin: nil) } catch { errors.append(error) }
         }
         if let first = errors.first {
             var e = first
@@ -53,13 +54,13 @@ extension Bridge {
     /// container, the IPAM reservation) and, in addition, the masquerade rules.
     public func check(_ request: Request) throws {
         let conf = try BridgeConfig(request)
-        let netns: NetworkNamespace
-        do { netns = try NetworkNamespace(path: request.env.netns) } catch {
+        let netns: any NamespaceHandle
+        do { netns = try kernel.namespace(path: request.env.netns) } catch {
             throw CNIError(.invalidEnvironment, "failed to open netns \"\(request.env.netns)\": \(error)")
         }
-        if let ipamType = request.ipamType { try Delegate.run(ipamType, command: .check, request: request) }
+        if let ipamType = request.ipamType { try ipam.run(ipamType, command: .check, request: request, stdin: nil) }
         guard let prev = request.prevResult else { throw CNIError(.internal, "Required prevResult missing") }
-        let host = try NetlinkSession()
+        let host = try kernel.routeSocket()
         let ifname = request.env.ifname
 
         guard let brIface = prev.interfaces.first(where: { $0.name == conf.bridge }),
@@ -79,10 +80,10 @@ extension Bridge {
             throw CNIError(.internal, "Sandbox in prevResult \(cIface.sandbox ?? "") doesn't match configured netns: \(request.env.netns)")
         }
         let (cLink, addrs, routes) = try netns.run { () throws -> (Link?, [IPNetwork], [Netlink.Route]) in
-            let nl = try NetlinkSession()
+            let nl = try kernel.routeSocket()
             guard let l = try nl.link(named: ifname) else { return (nil, [], []) }
-            return (l, try nl.addresses(link: l.index),
-                    try nl.routes(family: .v4) + nl.routes(family: .v6))
+            return (l, try nl.addresses(link: l.index, family: nil),
+                    try nl.routes(family: .v4, table: 254) + nl.routes(family: .v6, table: 254))
         }
         guard let cLink, cLink.kind == "veth" else { throw CNIError(.internal, "container veth \(ifname) not found in \(request.env.netns)") }
         if let mac = cIface.mac, MACAddress(mac) != cLink.mac {
@@ -121,7 +122,7 @@ extension Bridge {
             catch { errors.append(CNIError.wrap(error, "failed to remove stale masquerade rules")) }
         }
         if let ipamType = request.ipamType {
-            do { try Delegate.run(ipamType, command: .gc, request: request) } catch { errors.append(error) }
+            do { try ipam.run(ipamType, command: .gc, request: request, stdin: nil) } catch { errors.append(error) }
         }
         if let e = errors.first { throw e }
     }
@@ -129,6 +130,6 @@ extension Bridge {
     /// Forwards STATUS to the IPAM plugin.
     public func status(_ request: Request) throws {
         _ = try BridgeConfig(request)
-        if let ipamType = request.ipamType { try Delegate.run(ipamType, command: .status, request: request) }
+        if let ipamType = request.ipamType { try ipam.run(ipamType, command: .status, request: request, stdin: nil) }
     }
 }

@@ -8,7 +8,7 @@ import Netfilter
 /// choice). Netfilter errors become CNI errors naming the command that failed.
 struct Masquerading {
     let backend: Masquerade.Backend?
-    let netfilter = Masquerade()
+    let netfilter: Masquerade
 
     func setup(network: String, containerID: String, ifname: String, addresses: [IPNetwork]) throws {
         try netfilter.setup(backend: backend, network: network, containerID: containerID, ifname: ifname,
@@ -33,6 +33,6 @@ struct Masquerading {
 
 extension Bridge {
     func masquerade(_ conf: BridgeConfig) throws -> Masquerading {
-        Masquerading(backend: try conf.ipMasqBackend.map { try Masquerade.Backend(named: $0) })
+        Masquerading(backend: try conf.ipMasqBackend.map { try Masquerade.Backend(named: $0) }, netfilter: netfilter)
     }
 }

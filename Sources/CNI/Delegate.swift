@@ -146,6 +146,29 @@ public enum Delegate {
     }
 }
 
+/// Runs the plugins a plugin delegates to (its IPAM plugin), as a value the plugin is given, so
+/// tests can put a fake in its place. `CNIPathDelegates` is the real one, `Delegate`'s execution.
+public protocol DelegateRunner: Sendable {
+    /// Runs ADD on the delegate and reads its result, registering the delegate's DEL in `undo`
+    /// whenever the delegate may hold something (see `Delegate.add(_:request:stdin:undo:)`).
+    func add(_ type: String, request: Request, stdin: [UInt8]?, undo: inout Rollback) throws(CNIError) -> Result
+    /// Runs DEL, CHECK, GC or STATUS on the delegate; its error, if any, is thrown unchanged.
+    func run(_ type: String, command: Command, request: Request, stdin: [UInt8]?) throws(CNIError)
+}
+
+/// The delegates found in CNI_PATH (or compiled in): `Delegate.add` and `Delegate.run`.
+public struct CNIPathDelegates: DelegateRunner {
+    public init() {}
+
+    public func add(_ type: String, request: Request, stdin: [UInt8]?, undo: inout Rollback) throws(CNIError) -> Result {
+        try Delegate.add(type, request: request, stdin: stdin, undo: &undo)
+    }
+
+    public func run(_ type: String, command: Command, request: Request, stdin: [UInt8]?) throws(CNIError) {
+        try Delegate.run(type, command: command, request: request, stdin: stdin)
+    }
+}
+
 extension String {
     /// The string without leading and trailing white space (FoundationEssentials has no
     /// trimmingCharacters).

@@ -4,10 +4,15 @@
 import Addressing
 import CNI
 import Netlink
-import NetNS
+import PluginKernel
 
 public struct Loopback: CNIPlugin {
-    public init() {}
+    let kernel: any PluginKernel
+
+    /// The kernel is a value so that tests can run the plugin against an in-memory one.
+    public init(kernel: any PluginKernel = SystemKernel()) {
+        self.kernel = kernel
+    }
 
     public func add(_ request: Request) throws -> Result {
         let ifname = request.env.ifname
@@ -16,7 +21,7 @@ public struct Loopback: CNIPlugin {
                 throw CNIError(.internal, "interface \(ifname) not found in \(request.env.netns)")
             }
             if !lo.isUp { try nl.setLink(lo.index, LinkChange(up: true)) }
-            return try nl.addresses(link: lo.index)
+            return try nl.addresses(link: lo.index, family: nil)
         }
         // The reference reports lo with an all-zero MAC and its loopback addresses.
         return Result(interfaces: [.init(name: ifname, mac: "00:00:00:00:00:00", sandbox: request.env.netns)],
@@ -34,11 +39,11 @@ public struct Loopback: CNIPlugin {
     public func gc(_ request: Request) throws {}
     public func status(_ request: Request) throws {}
 
-    private func inNamespace<T>(_ request: Request, _ body: (NetlinkSession) throws -> T) throws -> T {
-        let netns: NetworkNamespace
-        do { netns = try NetworkNamespace(path: request.env.netns) } catch {
+    private func inNamespace<T>(_ request: Request, _ body: (any RouteSocket) throws -> T) throws -> T {
+        let netns: any NamespaceHandle
+        do { netns = try kernel.namespace(path: request.env.netns) } catch {
             throw CNIError(.invalidEnvironment, "failed to open netns \"\(request.env.netns)\": \(error)")
         }
-        return try netns.run { try body(try NetlinkSession()) }
+        return try netns.run { try body(try kernel.routeSocket()) }
     }
 }

@@ -7,21 +7,21 @@
 import Addressing
 import CNI
 import Netlink
-import NetNS
+import PluginKernel
 
 /// Sets `net/ipv4/conf/<if>/route_localnet` to 1 on the interface of the most specific main
 /// table route to `address` (what `ip route get` would pick without policy rules). Nothing
 /// when no route leads there, as in the reference; the sysctl is written only when not yet 1.
-func enableLocalnetRouting(to address: IPAddress) throws {
-    let nl = try NetlinkSession()
-    let candidates = try nl.routes(family: .v4).filter { $0.interface != nil && $0.destination.contains(address) }
+func enableLocalnetRouting(to address: IPAddress, kernel: any PluginKernel) throws {
+    let nl = try kernel.routeSocket()
+    let candidates = try nl.routes(family: .v4, table: 254).filter { $0.interface != nil && $0.destination.contains(address) }
     let best = candidates.max { a, b in
         (a.destination.prefixLength, -Int64(a.priority ?? 0)) < (b.destination.prefixLength, -Int64(b.priority ?? 0))
     }
     guard let index = best?.interface, let link = try nl.link(index: index) else { return }
     let key = "net/ipv4/conf/\(link.name)/route_localnet"
-    if (try? readSysctl(key)) == "1" { return }
-    do { try writeSysctl(key, "1") } catch {
+    if (try? kernel.readSysctl(key)) == "1" { return }
+    do { try kernel.writeSysctl(key, "1") } catch {
         throw CNIError(.internal, "unable to enable route_localnet: \(error)")
     }
 }

@@ -15,12 +15,18 @@
 import Addressing
 import CNI
 import Netfilter
+import PluginKernel
 
 public struct Portmap: CNIPlugin {
     let hostPorts: HostPorts
+    /// Where route_localnet is set (LocalnetRouting.swift).
+    let kernel: any PluginKernel
 
-    public init(hostPorts: HostPorts = HostPorts()) {
+    /// The rules are applied through `hostPorts`' command runner and route_localnet through
+    /// `kernel`: tests pass a recording runner and an in-memory kernel.
+    public init(hostPorts: HostPorts = HostPorts(), kernel: any PluginKernel = SystemKernel()) {
         self.hostPorts = hostPorts
+        self.kernel = kernel
     }
 
     // MARK: ADD
@@ -49,7 +55,7 @@ public struct Portmap: CNIPlugin {
         // earlier container of this port take the new rules. Failures are only logged.
         deleteConntrack(fwd.udpHostPorts, families: families)
         if fwd.snat, let v4 = conf.containerAddresses.first(where: { $0.family == .v4 }) {
-            try enableLocalnetRouting(to: v4.address)
+            try enableLocalnetRouting(to: v4.address, kernel: kernel)
         }
         undo.commit()
         return prev

@@ -13,17 +13,16 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-import CNI
 import Netlink
 import NetNS
 
 public enum DeferredUnregister {
     static let variable = "PODNET_BRIDGE_UNREGISTER"
 
-    /// Detaches `link` (in the namespace `netns`, reached through `nl`) and deletes it in a
-    /// detached helper, or right away when no helper can be started.
-    static func detachAndDelete(_ link: Link, _ nl: NetlinkSession, in netns: NetworkNamespace) throws {
-        for a in try nl.addresses(link: link.index) {
+    /// Detaches `link` (in the namespace whose handle is `namespaceFD`, reached through `nl`) and
+    /// deletes it in a detached helper, or right away when no helper can be started.
+    static func detachAndDelete(_ link: Link, _ nl: any RouteSocket, namespaceFD: Int32) throws(NetlinkError) {
+        for a in try nl.addresses(link: link.index, family: nil) {
             do { try nl.deleteAddress(a, link: link.index) } catch { if !error.isNotFound { throw error } }
         }
         let tombstone = "pdel" + String(UInt32.random(in: 0...UInt32.max), radix: 16)
@@ -34,7 +33,7 @@ public enum DeferredUnregister {
             try nl.deleteLink(link.index)  // could not detach: delete now
             return
         }
-        if !spawnHelper(index: link.index, name: tombstone, netnsFD: netns.fd) {
+        if !spawnHelper(index: link.index, name: tombstone, netnsFD: namespaceFD) {
             try nl.deleteLink(link.index)
         }
     }
