@@ -3,7 +3,8 @@ import PackageDescription
 
 // Layers (a target depends only on targets above it in this list):
 //   CLibNL, JSONValue -> Addressing -> CNI, Netlink, NetNS, IPAM, Netfilter -> Bridge, HostLocal, Loopback, Portmap,
-//   Flannel; and for the daemon: Etcd -> Overlay (with Netlink, NetNS, Netfilter) -> podnetd.
+//   Flannel; and for the daemon: Overlay (with Netlink) -> NodeAgent; Etcd + Overlay -> EtcdLeases;
+//   NodeAgent, EtcdLeases, Netfilter -> podnetd.
 //   -> Plugins/<type> executables.
 // CNI plugins are short-lived processes on every pod's start-up path: they use no Foundation at all
 // (JSONValue parses and prints JSON itself) and no async runtime. scripts/build.sh links their
@@ -63,13 +64,17 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "Overlay", dependencies: [
-            "Etcd", "Netlink", "NetNS", "Netfilter", "Addressing", "JSONValue",
+            "Netlink", "Addressing", "JSONValue",
             .product(name: "Logging", package: "swift-log"),
-            .product(name: "Metrics", package: "swift-metrics"),
         ]),
-        .executableTarget(name: "podnetd", dependencies: [
-            "Overlay", "Etcd", "Netfilter", "Addressing",
-            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        // The lease registry over etcd: the one place the overlay meets the etcd client.
+        .target(name: "EtcdLeases", dependencies: [
+            "Overlay", "Etcd", "Addressing",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        // The daemon's logic as a library: start-up, lease keeper, peer watcher, repairer, health server.
+        .target(name: "NodeAgent", dependencies: [
+            "Overlay", "Addressing",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "Metrics", package: "swift-metrics"),
@@ -78,7 +83,15 @@ let package = Package(
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"),
         ]),
-        .target(name: "TestSupport", dependencies: ["CNI", "IPAM"]),
+        .executableTarget(name: "podnetd", dependencies: [
+            "NodeAgent", "EtcdLeases", "Overlay", "Etcd", "Netfilter", "Addressing",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            .product(name: "Metrics", package: "swift-metrics"),
+            .product(name: "Prometheus", package: "swift-prometheus"),
+        ]),
+        .target(name: "TestSupport", dependencies: ["CNI", "IPAM", "Overlay", "Netlink", "Addressing"]),
         // The fuzz targets' entry points (scripts/fuzz.sh builds them into libFuzzer binaries with
         // swiftc -sanitize=fuzzer); FuzzReplayTests feeds them the committed corpora and crashes.
         .target(name: "FuzzTargets", dependencies: ["CNI", "Bridge", "HostLocal", "Portmap", "Flannel", "Etcd", "Overlay"]),
@@ -90,12 +103,20 @@ let package = Package(
         .testTarget(name: "PortmapTests", dependencies: ["Portmap", "Netfilter", "CNI", "TestSupport"]),
         .testTarget(name: "FlannelTests", dependencies: ["Flannel", "CNI", "TestSupport"]),
         .testTarget(name: "EtcdTests", dependencies: ["Etcd", "TestSupport"]),
-        .testTarget(name: "LeaseTests", dependencies: ["Overlay", "Addressing"]),
+        .testTarget(name: "LeaseTests", dependencies: ["Overlay", "Addressing", "TestSupport"]),
+        // The daemon's services in-process, without root: the in-memory registry, the fake kernel, a manual clock.
+        .testTarget(name: "NodeAgentTests", dependencies: [
+            "NodeAgent", "Overlay", "Netlink", "Addressing", "TestSupport",
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            .product(name: "ServiceLifecycleTestKit", package: "swift-service-lifecycle"),
+            .product(name: "Prometheus", package: "swift-prometheus"),
+        ]),
         // End to end: the built podnetd, flannel, bridge and host-local in simulated nodes with a real etcd.
         .testTarget(name: "DaemonTests", dependencies: ["TestSupport", "Etcd", "Addressing"]),
         // The built plugins as real runtimes run them: entered with setns (nsenter --net, no /sys remount).
         .testTarget(name: "RuntimeTests", dependencies: ["TestSupport"]),
         .testTarget(name: "FuzzReplayTests", dependencies: ["FuzzTargets"]),
-        .testTarget(name: "OverlayTests", dependencies: ["Overlay", "Netlink", "NetNS", "Etcd", "TestSupport"]),
+        .testTarget(name: "OverlayTests", dependencies: ["Overlay", "Netlink", "NetNS", "TestSupport"]),
     ]
 )
