@@ -103,7 +103,7 @@ let package = Package(
         .testTarget(name: "PortmapTests", dependencies: ["Portmap", "Netfilter", "CNI", "TestSupport"]),
         .testTarget(name: "FlannelTests", dependencies: ["Flannel", "CNI", "TestSupport"]),
         .testTarget(name: "EtcdTests", dependencies: ["Etcd", "TestSupport"]),
-        .testTarget(name: "LeaseTests", dependencies: ["Overlay", "Addressing", "TestSupport"]),
+        .testTarget(name: "LeaseTests", dependencies: ["Overlay", "EtcdLeases", "Etcd", "Addressing", "TestSupport"]),
         // The daemon's services in-process, without root: the in-memory registry, the fake kernel, a manual clock.
         .testTarget(name: "NodeAgentTests", dependencies: [
             "NodeAgent", "Overlay", "Netlink", "Addressing", "TestSupport",

@@ -320,3 +320,27 @@ final class Counter: @unchecked Sendable {
         #expect(throws: ConfigError(message)) { try c.makeBackend(interface: eth0) }
     }
 }
+
+/// The in-memory registry keeps etcd's watch semantics, which the agent's tests rely on.
+@Suite struct InMemoryRegistryTests {
+    @Test func aWatchReplaysFromItsRevisionAndAnOldOneIsCompacted() async throws {
+        let r = InMemoryLeaseRegistry(config: nil)
+        let a = Lease(subnet: IPNetwork("10.5.1.0/24")!, attributes: attrs("192.0.2.1"), etcdLease: 1)
+        r.put(a)
+        let start = try await r.leases().revision
+        r.remove(a.subnet)
+        r.putRaw("10.5.2.0-24", value: "{}")
+        var events = r.watch(fromRevision: start).makeAsyncIterator()
+        #expect(try await events.next() == .put(a, revision: start))
+        #expect(try await events.next() == .delete(a.subnet, revision: start + 1))
+        #expect(try await events.next() == .notALease(key: "/coreos.com/network/subnets/10.5.2.0-24",
+                                                      subnet: IPNetwork("10.5.2.0/24"), revision: start + 2))
+        r.compact()
+        var old = r.watch(fromRevision: start).makeAsyncIterator()
+        #expect(try await old.next() == .compacted(revision: start + 2))
+        #expect(try await old.next() == nil)
+        // A watch that was caught up carries on after a compaction.
+        r.put(a)
+        #expect(try await events.next() == .put(a, revision: start + 3))
+    }
+}
