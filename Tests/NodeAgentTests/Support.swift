@@ -14,7 +14,9 @@ import Glibc
 
 let quiet = Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() })
 let nodeIP = IPAddress("192.168.77.1")!
-let vxlanConfig = #"{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}"#
+/// The node leases from 10.5.200.0/24 up; the tests' peers live below, so that the node's
+/// random pick never takes a subnet a test gives a peer.
+let vxlanConfig = #"{"Network":"10.5.0.0/16","SubnetMin":"10.5.200.0","Backend":{"Type":"vxlan"}}"#
 
 func peerLease(_ subnet: String, _ publicIP: String, mac: String = "02:00:00:00:00:02") -> Lease {
     Lease(subnet: IPNetwork(subnet)!, attributes: LeaseAttributes(publicIP: IPAddress(publicIP)!, backendType: "vxlan", vni: 1,
