@@ -64,12 +64,17 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "Overlay", dependencies: [
-            "Etcd", "Netlink", "Addressing", "JSONValue",
+            "Netlink", "Addressing", "JSONValue",
             .product(name: "Logging", package: "swift-log"),
         ]),
-        .executableTarget(name: "podnetd", dependencies: [
-            "Overlay", "Etcd", "Netfilter", "Addressing",
-            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        // The lease registry over etcd: the one place the overlay meets the etcd client.
+        .target(name: "EtcdLeases", dependencies: [
+            "Overlay", "Etcd", "Addressing",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        // The daemon's logic as a library: start-up, lease keeper, peer watcher, repairer, health server.
+        .target(name: "NodeAgent", dependencies: [
+            "Overlay", "Addressing",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "Metrics", package: "swift-metrics"),
@@ -78,7 +83,15 @@ let package = Package(
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"),
         ]),
-        .target(name: "TestSupport", dependencies: ["CNI", "IPAM", "Addressing", "Netlink", "NetNS", "PluginKernel", "Netfilter"]),
+        .executableTarget(name: "podnetd", dependencies: [
+            "NodeAgent", "EtcdLeases", "Overlay", "Etcd", "Netfilter", "Addressing",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            .product(name: "Metrics", package: "swift-metrics"),
+            .product(name: "Prometheus", package: "swift-prometheus"),
+        ]),
+        .target(name: "TestSupport", dependencies: ["CNI", "IPAM", "Addressing", "Netlink", "NetNS", "PluginKernel", "Netfilter", "Overlay"]),
         // The fuzz targets' entry points (scripts/fuzz.sh builds them into libFuzzer binaries with
         // swiftc -sanitize=fuzzer); FuzzReplayTests feeds them the committed corpora and crashes.
         .target(name: "FuzzTargets", dependencies: ["CNI", "Bridge", "HostLocal", "Portmap", "Flannel", "Etcd", "Overlay"]),
@@ -94,7 +107,15 @@ let package = Package(
         .testTarget(name: "FlannelTests", dependencies: ["Flannel", "CNI", "TestSupport", "Addressing"]),
         .testTarget(name: "EtcdTests", dependencies: ["Etcd", "TestSupport"]),
         .testTarget(name: "LeaseTests", dependencies: [
-            "Overlay", "Addressing", .product(name: "Logging", package: "swift-log"),
+            "Overlay", "EtcdLeases", "Etcd", "Addressing", "TestSupport", .product(name: "Logging", package: "swift-log"),
+        ]),
+        // The daemon's services in-process, without root: the in-memory registry, the fake kernel, a manual clock.
+        .testTarget(name: "NodeAgentTests", dependencies: [
+            "NodeAgent", "Overlay", "Netlink", "Addressing", "TestSupport",
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            .product(name: "ServiceLifecycleTestKit", package: "swift-service-lifecycle"),
+            .product(name: "Prometheus", package: "swift-prometheus"),
         ]),
         // End to end: the built podnetd, flannel, bridge and host-local in simulated nodes with a real etcd.
         .testTarget(name: "DaemonTests", dependencies: ["TestSupport"]),

@@ -35,7 +35,7 @@ fi
 # hang bounds) would wait behind them for a thread. Hence three runs: the async etcd and lease
 # tests, then the synchronous suites in parallel, then the daemon's end-to-end suites, whose
 # timing promises ("within 2 s") should not depend on other suites either.
-async='^(EtcdTests|LeaseTests)\.'
+async='^(EtcdTests|LeaseTests|NodeAgentTests)\.'
 daemon='^DaemonTests\.'
 swift test --skip-build --filter "$async" || status=$?
 swift test --skip-build --skip "$async" --skip "$daemon" || status=$?

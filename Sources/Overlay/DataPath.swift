@@ -1,5 +1,5 @@
 // The kernel operations the overlay needs, as a protocol: `KernelDataPath` performs them over one
-// netlink socket, `RecordingDataPath` keeps an in-memory kernel and records every call, so the
+// netlink socket, `RecordingDataPath` (in TestSupport) keeps an in-memory kernel and records every call, so the
 // objects handed to the kernel can be checked where the kernel cannot run them (no ipip module).
 
 import Addressing

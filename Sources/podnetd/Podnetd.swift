@@ -1,16 +1,16 @@
-// podnetd: the per-node overlay daemon. Start-up follows flanneld (main.go): wait for the
-// network config in etcd, pick the interface, register the backend (tunnel device), acquire the
-// subnet lease, program the peers, write subnet.env, then run: lease renewal, the peer watch,
-// periodic repair and the HTTP endpoints. SIGTERM stops the daemon and leaves the data path and
-// the lease in place, so pods keep talking while it restarts.
+// podnetd: the per-node overlay daemon. This is its wiring: flags, the etcd client, the health
+// server, and the node agent (NodeAgent: start-up as flanneld's main.go, then lease renewal, the
+// peer watch and periodic repair) run as one ServiceGroup. SIGTERM stops the daemon and leaves
+// the data path and the lease in place, so pods keep talking while it restarts.
 
 import Addressing
 import ArgumentParser
 import Etcd
-import FoundationEssentials
+import EtcdLeases
 import Logging
 import Metrics
 import Netfilter
+import NodeAgent
 import Overlay
 import Prometheus
 import ServiceLifecycle
@@ -95,106 +95,37 @@ struct Podnetd: AsyncParsableCommand {
             health = try await HealthServer(host: healthzIP, port: healthzPort, readiness: readiness, registry: prometheus,
                                             limits: limits, logger: logger).start()
         }
-        let registry = EtcdLeaseRegistry(client: client, prefix: etcdPrefix, logger: logger)
-        // The interface first: a config is checked against the node's addresses before use.
-        let dataPath = try KernelDataPath()
-        let interface = try findInterface(dataPath)
-        logger.info("using interface", metadata: ["node.interface": "\(interface.name)", "node.public_ip": "\(interface.publicIP)"])
-        let nodeAddresses = [interface.address.address] + (interface.publicIP == interface.address.address ? [] : [interface.publicIP])
-        let config = try await waitForConfig(registry, nodeAddresses: nodeAddresses, logger)
-        let network = try makeBackend(config, interface).registerNetwork(dataPath: dataPath, logger: Logger(label: "podnet.overlay"))
-
-        let manager = SubnetManager(registry: registry, logger: logger)
-        // The listing the lease was chosen from gives the peers: no second listing of every lease.
-        let (lease, snapshot) = try await manager.acquireWithSnapshot(config: config, attributes: network.leaseAttributes,
-                                                                      previous: SubnetFile.previousSubnet(at: subnetFile))
-        try network.start(subnet: lease.subnet)
-        let state = NodeState(lease: lease, config: config, nodeAddresses: nodeAddresses)
-        let peers = await state.replacePeers(snapshot.leases, logger: logger)
-        let report = try network.reconcile(peers: peers)
-        logger.info("programmed the peers", metadata: ["overlay.peers": "\(peers.count)", "overlay.changes": "\(report.programmed.total + report.removed.total)"])
-
-        let masq = ipMasq ? FlannelMasquerade(network: config.network, subnet: lease.subnet) : nil
-        if let masq, try masq.ensure() {
-            logger.info("installed the masquerade and forward rules", metadata: ["masq.network": "\(masq.network)", "masq.subnet": "\(masq.subnet)"])
-        }
-        try SubnetFile.write(SubnetFile.render(network: config.network, subnet: lease.subnet, mtu: network.mtu, ipMasq: ipMasq),
-                             to: subnetFile)
-        readiness.markReady()
-        logger.info("subnet file written", metadata: ["node.subnet": "\(lease.subnet)", "node.subnet_file": "\(subnetFile)"])
-
-        let keeperEvents = AsyncStream<KeeperEvent>.makeStream()
-        var services: [any Service] = [
-            LeaseKeeper(manager: manager, config: config, network: network, state: state, subnetFile: subnetFile,
-                        renewMargin: .seconds(subnetLeaseRenewMargin * 60), ipMasq: ipMasq,
-                        exitOnLoss: exitOnLeaseLoss, events: keeperEvents, logger: logger),
-            PeerWatcher(registry: registry, network: network, state: state, startRevision: snapshot.revision,
-                        leaseLost: keeperEvents.continuation, logger: logger),
-            Repairer(network: network, state: state, masquerade: masq, keeper: keeperEvents.continuation,
-                     interval: .seconds(reconcileInterval), logger: logger),
-        ]
+        var options = NodeAgent.Options()
+        options.interfaces = iface
+        options.interfaceRegexes = ifaceRegex
+        options.publicIP = publicIP.flatMap { IPAddress($0) }
+        options.subnetFile = subnetFile
+        options.renewMargin = .seconds(subnetLeaseRenewMargin * 60)
+        options.ipMasq = ipMasq
+        options.reconcileInterval = .seconds(reconcileInterval)
+        options.exitOnLeaseLoss = exitOnLeaseLoss
+        let agent = NodeAgent(options: options, registry: EtcdLeaseRegistry(client: client, prefix: etcdPrefix, logger: logger),
+                              dataPath: try KernelDataPath(), threads: BlockingThreads(), readiness: readiness,
+                              clock: ContinuousClock(), rules: { MasqueradeKeeper(rules: FlannelMasquerade(network: $0, subnet: $1), logger: logger) },
+                              logger: logger)
+        var services = try await agent.start()
         if let health { services.append(health) }
         let group = ServiceGroup(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
         try await group.run()
         logger.info("stopped; the data path and the lease stay in place")
     }
+}
 
-    /// Reads `<prefix>/config` every second until it exists and is valid, also on this node (no
-    /// subnet it could lease holds one of `nodeAddresses`). An invalid config is reported (once
-    /// per change, and counted in `podnet_config_errors_total`) and waited out too: nothing is
-    /// written meanwhile.
-    private func waitForConfig(_ registry: EtcdLeaseRegistry, nodeAddresses: [IPAddress],
-                               _ logger: Logger) async throws -> NetworkConfig {
-        var lastProblem = ""
-        let configValid = Gauge(label: "podnet_config_valid")
-        while true {
-            do {
-                if let data = try await registry.config() {
-                    let config = try NetworkConfig(json: data)
-                    if let problem = config.problem(onNodeWith: nodeAddresses) { throw problem }
-                    configValid.record(1)
-                    if !lastProblem.isEmpty { logger.info("the network config is valid now") }
-                    return config
-                }
-                if lastProblem != "missing" { logger.info("waiting for the network config at \(registry.prefix)/config") }
-                lastProblem = "missing"
-            } catch let e as ConfigError {
-                configValid.record(0)
-                if lastProblem != e.description {
-                    Counter(label: "podnet_config_errors_total").increment()
-                    logger.error("invalid network config (waiting for a valid one): \(e.description)")
-                }
-                lastProblem = e.description
-            } catch {
-                if lastProblem != "\(error)" { logger.warning("cannot read the network config: \(error)") }
-                lastProblem = "\(error)"
-            }
-            try await Task.sleep(for: .seconds(1))
-        }
-    }
+/// flanneld's masquerade and forward rules, which the agent keeps with --ip-masq; logged when
+/// they are (re)installed.
+struct MasqueradeKeeper: RuleKeeper {
+    let rules: FlannelMasquerade
+    let logger: Logger
 
-    private func findInterface(_ dataPath: any DataPath) throws -> ExternalInterface {
-        let ip = publicIP.flatMap { IPAddress($0) }
-        for name in iface {
-            if let found = try? ExternalInterface.find(name: name, publicIP: ip, dataPath: dataPath) { return found }
-        }
-        if !ifaceRegex.isEmpty {
-            let regexes = try ifaceRegex.map { try Regex($0) }
-            for link in try dataPath.links() where regexes.contains(where: { link.name.wholeMatch(of: $0) != nil }) {
-                if let found = try? ExternalInterface.find(name: link.name, publicIP: ip, dataPath: dataPath) { return found }
-            }
-        }
-        guard iface.isEmpty && ifaceRegex.isEmpty else {
-            throw ValidationError("none of the interfaces named by --iface/--iface-regex exists with an IPv4 address")
-        }
-        return try ExternalInterface.find(name: nil, publicIP: ip, dataPath: dataPath)
-    }
-
-    private func makeBackend(_ config: NetworkConfig, _ interface: ExternalInterface) -> any Backend {
-        switch config.backendType {
-        case "vxlan": VXLANBackend(interface: interface, network: config.network, config: config.vxlan)
-        case "host-gw": HostGWBackend(interface: interface, network: config.network)
-        default: IPIPBackend(interface: interface, network: config.network, config: config.ipip)
-        }
+    func ensure() throws -> Bool {
+        guard try rules.ensure() else { return false }
+        logger.info("installed the masquerade and forward rules",
+                    metadata: ["masq.network": "\(rules.network)", "masq.subnet": "\(rules.subnet)"])
+        return true
     }
 }

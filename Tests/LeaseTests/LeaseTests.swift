@@ -1,46 +1,13 @@
 // The lease layer against an in-memory registry: flanneld's config rules, the lease value, and
-// acquisition (reuse by public IP, the subnet file's subnet, random free subnets, races).
+// acquisition (reuse by public IP, the subnet file's subnet, random free subnets, races), and
+// the backend registry.
 
 import Addressing
 import Foundation
 import Logging
+import TestSupport
 import Testing
 @testable import Overlay
-
-/// An in-memory `LeaseRegistry` with etcd's create-if-absent semantics. `beforeCreate` lets a
-/// test slip another node's claim in between a listing and a create.
-actor MemoryRegistry: LeaseRegistry {
-    var stored: [IPNetwork: Lease] = [:]
-    var revision: Int64 = 1
-    var configJSON: Data?
-    var nextLease: Int64 = 100
-    var beforeCreate: (@Sendable (IPNetwork) -> Lease?)?
-
-    init(config: String?) { configJSON = config.map { Data($0.utf8) } }
-
-    func setBeforeCreate(_ f: (@Sendable (IPNetwork) -> Lease?)?) { beforeCreate = f }
-    func put(_ l: Lease) { stored[l.subnet] = l; revision += 1 }
-
-    func config() async throws -> Data? { configJSON }
-    func leases() async throws -> LeaseSnapshot {
-        LeaseSnapshot(leases: stored.values.sorted { $0.subnet.address < $1.subnet.address }, revision: revision)
-    }
-    func create(_ subnet: IPNetwork, _ attributes: LeaseAttributes, ttl: Duration) async throws -> Lease? {
-        if let intruder = beforeCreate?(subnet) { put(intruder) }
-        guard stored[subnet] == nil else { return nil }
-        nextLease += 1
-        let l = Lease(subnet: subnet, attributes: attributes, etcdLease: nextLease)
-        put(l)
-        return l
-    }
-    func update(_ subnet: IPNetwork, _ attributes: LeaseAttributes, ttl: Duration?) async throws -> Lease {
-        nextLease += 1
-        let l = Lease(subnet: subnet, attributes: attributes, etcdLease: ttl == nil ? nil : nextLease)
-        put(l)
-        return l
-    }
-    func delete(_ subnet: IPNetwork) async throws { stored[subnet] = nil; revision += 1 }
-}
 
 let logger = Logger(label: "test")
 func attrs(_ ip: String) -> LeaseAttributes {
@@ -129,8 +96,8 @@ func config(_ json: String) throws -> NetworkConfig { try NetworkConfig(json: Da
     let conf = try! config(#"{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}"#)
 
     @Test func newNodeGetsAFreeSubnetInRange() async throws {
-        let r = MemoryRegistry(config: nil)
-        await r.put(Lease(subnet: IPNetwork("10.5.1.0/24")!, attributes: attrs("192.0.2.9"), etcdLease: 1))
+        let r = InMemoryLeaseRegistry(config: nil)
+        r.put(Lease(subnet: IPNetwork("10.5.1.0/24")!, attributes: attrs("192.0.2.9"), etcdLease: 1))
         let l = try await SubnetManager(registry: r, logger: logger).acquire(config: conf, attributes: attrs("192.0.2.1"), previous: nil)
         #expect(conf.accepts(l.subnet))
         #expect(l.subnet != IPNetwork("10.5.1.0/24"))
@@ -138,16 +105,16 @@ func config(_ json: String) throws -> NetworkConfig { try NetworkConfig(json: Da
     }
 
     @Test func nodeKeepsItsLeaseByPublicIP() async throws {
-        let r = MemoryRegistry(config: nil)
-        await r.put(Lease(subnet: IPNetwork("10.5.77.0/24")!, attributes: attrs("192.0.2.1"), etcdLease: 1))
+        let r = InMemoryLeaseRegistry(config: nil)
+        r.put(Lease(subnet: IPNetwork("10.5.77.0/24")!, attributes: attrs("192.0.2.1"), etcdLease: 1))
         let l = try await SubnetManager(registry: r, logger: logger).acquire(config: conf, attributes: attrs("192.0.2.1"), previous: nil)
         #expect(l.subnet == IPNetwork("10.5.77.0/24"))
         #expect(l.etcdLease != 1)  // re-put with a fresh etcd lease
     }
 
     @Test func reservationStaysWithoutTTL() async throws {
-        let r = MemoryRegistry(config: nil)
-        await r.put(Lease(subnet: IPNetwork("10.5.9.0/24")!, attributes: attrs("192.0.2.1"), etcdLease: nil))
+        let r = InMemoryLeaseRegistry(config: nil)
+        r.put(Lease(subnet: IPNetwork("10.5.9.0/24")!, attributes: attrs("192.0.2.1"), etcdLease: nil))
         let m = SubnetManager(registry: r, logger: logger)
         let l = try await m.acquire(config: conf, attributes: attrs("192.0.2.1"), previous: nil)
         #expect(l.subnet == IPNetwork("10.5.9.0/24"))
@@ -156,15 +123,15 @@ func config(_ json: String) throws -> NetworkConfig { try NetworkConfig(json: Da
     }
 
     @Test func incompatibleOwnLeaseIsReplaced() async throws {
-        let r = MemoryRegistry(config: nil)
-        await r.put(Lease(subnet: IPNetwork("10.9.1.0/24")!, attributes: attrs("192.0.2.1"), etcdLease: 1))
+        let r = InMemoryLeaseRegistry(config: nil)
+        r.put(Lease(subnet: IPNetwork("10.9.1.0/24")!, attributes: attrs("192.0.2.1"), etcdLease: 1))
         let l = try await SubnetManager(registry: r, logger: logger).acquire(config: conf, attributes: attrs("192.0.2.1"), previous: nil)
         #expect(conf.accepts(l.subnet))
         #expect(try await r.leases().leases.count == 1)
     }
 
     @Test func subnetFileHintIsUsedWhenFree() async throws {
-        let r = MemoryRegistry(config: nil)
+        let r = InMemoryLeaseRegistry(config: nil)
         let m = SubnetManager(registry: r, logger: logger)
         let hint = IPNetwork("10.5.42.0/24")!
         #expect(try await m.acquire(config: conf, attributes: attrs("192.0.2.1"), previous: hint).subnet == hint)
@@ -174,10 +141,10 @@ func config(_ json: String) throws -> NetworkConfig { try NetworkConfig(json: Da
     }
 
     @Test func lostRaceIsRetried() async throws {
-        let r = MemoryRegistry(config: nil)
+        let r = InMemoryLeaseRegistry(config: nil)
         // Every first attempt loses: another node takes the chosen subnet just before the create.
         let raced = Counter()
-        await r.setBeforeCreate { subnet in
+        r.setBeforeCreate { subnet in
             raced.increment() == 0 ? Lease(subnet: subnet, attributes: attrs("192.0.2.99"), etcdLease: 7) : nil
         }
         let l = try await SubnetManager(registry: r, logger: logger).acquire(config: conf, attributes: attrs("192.0.2.1"), previous: nil)
@@ -192,7 +159,7 @@ func config(_ json: String) throws -> NetworkConfig { try NetworkConfig(json: Da
         // A /26 in /28s: 10.7.0.16, .32 and .48 (flanneld skips only the first).
         let small = try config(#"{"Network":"10.7.0.0/26","Backend":{"Type":"vxlan"}}"#)
         #expect(Array(small.subnets).map(\.description) == ["10.7.0.16/28", "10.7.0.32/28", "10.7.0.48/28"])
-        let r = MemoryRegistry(config: nil)
+        let r = InMemoryLeaseRegistry(config: nil)
         let m = SubnetManager(registry: r, logger: logger)
         async let a = m.acquire(config: small, attributes: attrs("192.0.2.1"), previous: nil)
         async let b = m.acquire(config: small, attributes: attrs("192.0.2.2"), previous: nil)
@@ -312,5 +279,68 @@ final class Counter: @unchecked Sendable {
         let wide = try config(#"{"Network":"192.168.0.0/16","SubnetMin":"192.168.60.0","Backend":{"Type":"vxlan"}}"#)
         #expect(wide.check(peer: lease("192.168.50.0-24", "192.168.60.1"), backendType: "vxlan", nodeAddresses: me)?.reason
                     == .coversThisNode)
+    }
+}
+
+/// One table of backends (issue 9, item 3): a type name maps to one factory, options read with
+/// Go's folded keys, an unknown type one config error.
+@Suite struct BackendRegistryTests {
+    let eth0 = ExternalInterface(name: "eth0", index: 1, mtu: 1500, address: IPNetwork("192.168.77.1/24")!)
+
+    func node() -> RecordingDataPath {
+        var k = FakeKernel()
+        k.addInterface("eth0", address: IPNetwork("192.168.77.1/24")!)
+        return RecordingDataPath(k)
+    }
+
+    @Test func lowerCaseVNIReachesTheDevice() throws {
+        let c = try config(#"{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan","vni":2}}"#)
+        #expect(c.vxlan.vni == 2)
+        let dp = node()
+        let network = try c.makeBackend(interface: eth0).registerNetwork(dataPath: dp)
+        #expect(network.deviceName == "flannel.2")
+        #expect(network.leaseAttributes.vni == 2)
+        #expect(dp.kernel.link(named: "flannel.2") != nil)
+    }
+
+    @Test func eachTypeBuildsItsOwnBackend() throws {
+        for type in ["vxlan", "host-gw", "ipip", "VXLAN", "Host-GW"] {
+            let c = try config(#"{"Network":"10.5.0.0/16","Backend":{"Type":"\#(type)"}}"#)
+            #expect(try c.makeBackend(interface: eth0).backendType == type.lowercased())
+        }
+        #expect(BackendRegistry.kinds.map(\.type) == ["vxlan", "host-gw", "ipip"])
+    }
+
+    @Test func anUnknownTypeIsOneConfigErrorNeverIPIP() throws {
+        let message = #"backend type "udp" is not supported: use vxlan, host-gw or ipip"#
+        #expect(throws: ConfigError(message)) { try config(#"{"Network":"10.5.0.0/16"}"#) }
+        #expect(throws: ConfigError(message)) { try config(#"{"Network":"10.5.0.0/16","Backend":{"Type":"udp"}}"#) }
+        var c = try config(#"{"Network":"10.5.0.0/16","Backend":{"Type":"ipip"}}"#)
+        c.backendType = "udp"
+        #expect(throws: ConfigError(message)) { try c.makeBackend(interface: eth0) }
+    }
+}
+
+/// The in-memory registry keeps etcd's watch semantics, which the agent's tests rely on.
+@Suite struct InMemoryRegistryTests {
+    @Test func aWatchReplaysFromItsRevisionAndAnOldOneIsCompacted() async throws {
+        let r = InMemoryLeaseRegistry(config: nil)
+        let a = Lease(subnet: IPNetwork("10.5.1.0/24")!, attributes: attrs("192.0.2.1"), etcdLease: 1)
+        r.put(a)
+        let start = try await r.leases().revision
+        r.remove(a.subnet)
+        r.putRaw("10.5.2.0-24", value: "{}")
+        var events = r.watch(fromRevision: start).makeAsyncIterator()
+        #expect(try await events.next() == .put(a, revision: start))
+        #expect(try await events.next() == .delete(a.subnet, revision: start + 1))
+        #expect(try await events.next() == .notALease(key: "/coreos.com/network/subnets/10.5.2.0-24",
+                                                      subnet: IPNetwork("10.5.2.0/24"), revision: start + 2))
+        r.compact()
+        var old = r.watch(fromRevision: start).makeAsyncIterator()
+        #expect(try await old.next() == .compacted(revision: start + 2))
+        #expect(try await old.next() == nil)
+        // A watch that was caught up carries on after a compaction.
+        r.put(a)
+        #expect(try await events.next() == .put(a, revision: start + 3))
     }
 }

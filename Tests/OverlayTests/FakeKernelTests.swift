@@ -5,6 +5,7 @@ import Addressing
 import Foundation
 import Netlink
 import Overlay
+import TestSupport
 import Testing
 
 /// A fake node: `eth0` at 192.168.77.1/24 (index 1), MTU 1500.

@@ -16,7 +16,7 @@ public struct NetworkConfig: Equatable, Sendable {
     public var subnetMin: IPAddress
     public var subnetMax: IPAddress
     public var enableNFTables: Bool
-    /// `Backend.Type`, lower-cased: "vxlan", "host-gw" or "ipip".
+    /// `Backend.Type`, lower-cased: the type of one of `BackendRegistry.kinds`.
     public var backendType: String
     /// The vxlan backend's options (`Backend.VNI`, `Backend.Port`, ...); defaults for other types.
     public var vxlan = VXLANConfig()
@@ -84,17 +84,9 @@ public struct NetworkConfig: Equatable, Sendable {
         let backend = try o.object("Backend")
         // flanneld picks "udp" when Backend is missing; podnetd has no udp backend, so it says so.
         let type = try backend?.string("Type")?.lowercased() ?? "udp"
-        guard ["vxlan", "host-gw", "ipip"].contains(type) else {
-            throw ConfigError("backend type \"\(type)\" is not supported: use vxlan, host-gw or ipip")
-        }
+        let kind = try BackendRegistry.kind(type)
         backendType = type
-        if let backend {
-            switch type {
-            case "vxlan": vxlan = try VXLANConfig(backend)
-            case "ipip": ipip = try IPIPConfig(backend)
-            default: break
-            }
-        }
+        if let backend { try kind.readOptions(backend, &self) }
     }
 
     /// The subnets a lease may take, in order: SubnetMin, SubnetMin + size, ... SubnetMax.

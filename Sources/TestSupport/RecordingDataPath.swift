@@ -6,6 +6,7 @@
 
 import Addressing
 import Netlink
+import Overlay
 import Synchronization
 
 /// One call into the data path, with the exact objects handed over.
@@ -84,11 +85,41 @@ public final class RecordingDataPath: DataPath {
     /// The kernel's state now.
     public var kernel: FakeKernel { state.withLock { $0.kernel } }
     /// Changes the kernel behind the overlay's back (an administrator's `ip` command), unrecorded.
-    public func modify<T: Sendable>(_ body: (inout FakeKernel) -> T) -> T { state.withLock { body(&$0.kernel) } }
+    public func modify<T: Sendable>(_ body: (inout FakeKernel) -> T) -> T {
+        state.withLock { s in
+            defer { wake(s.kernel) }
+            return body(&s.kernel)
+        }
+    }
+
+    /// Returns once `condition` holds for the kernel (checked now and after every call): for
+    /// tests of code that programs the kernel from another task.
+    public func waitUntil(_ condition: @escaping @Sendable (FakeKernel) -> Bool) async {
+        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+            state.withLock { s in
+                if condition(s.kernel) { c.resume() } else { waiters.withLock { $0.append((condition, c)) } }
+            }
+        }
+    }
+
+    private typealias Waiter = (condition: @Sendable (FakeKernel) -> Bool, continuation: CheckedContinuation<Void, Never>)
+    /// Taken inside `state`'s lock only.
+    private let waiters = Mutex<[Waiter]>([])
+
+    private func wake(_ kernel: FakeKernel) {
+        waiters.withLock { list in
+            list.removeAll { w in
+                guard w.condition(kernel) else { return false }
+                w.continuation.resume()
+                return true
+            }
+        }
+    }
 
     private func record<T: Sendable>(_ call: DataPathCall, _ body: (inout FakeKernel) throws(NetlinkError) -> T) throws(NetlinkError) -> T {
         try state.withLock { (s: inout (kernel: FakeKernel, calls: [DataPathCall])) throws(NetlinkError) -> T in
             s.calls.append(call)
+            defer { wake(s.kernel) }
             return try body(&s.kernel)
         }
     }

@@ -1,4 +1,4 @@
-// podnetd's HTTP endpoints, as flanneld's (PR #2523) plus metrics:
+// The node agent's HTTP endpoints, as flanneld's (PR #2523) plus metrics:
 //   GET /healthz  200 "podnetd is running"
 //   GET /readyz   503 "podnetd is not ready yet" until the subnet file is written, then 200
 //   GET /metrics  Prometheus text format
@@ -26,34 +26,46 @@ import ServiceLifecycle
 import Synchronization
 
 /// Set once the subnet file has been written; read by /readyz.
-final class Readiness: Sendable {
+public final class Readiness: Sendable {
     private let ready = Atomic<Bool>(false)
-    func markReady() { ready.store(true, ordering: .releasing) }
-    var isReady: Bool { ready.load(ordering: .acquiring) }
+    public init() {}
+    public func markReady() { ready.store(true, ordering: .releasing) }
+    public var isReady: Bool { ready.load(ordering: .acquiring) }
 }
 
-struct HealthServer {
-    struct Limits: Sendable {
+public struct HealthServer {
+    public struct Limits: Sendable {
         /// Connections open at once; one more closes the oldest.
-        var maxConnections = 64
+        public var maxConnections = 64
         /// A connection that sends nothing for this long is closed.
-        var idleTimeout: Duration = .seconds(5)
+        public var idleTimeout: Duration = .seconds(5)
         /// A connection not answered this long after it was accepted is closed.
-        var headerTimeout: Duration = .seconds(10)
+        public var headerTimeout: Duration = .seconds(10)
+
+        public init(maxConnections: Int = 64, idleTimeout: Duration = .seconds(5), headerTimeout: Duration = .seconds(10)) {
+            self.maxConnections = maxConnections; self.idleTimeout = idleTimeout; self.headerTimeout = headerTimeout
+        }
     }
 
-    let host: String
-    let port: Int
-    let readiness: Readiness
-    let registry: PrometheusCollectorRegistry
-    var limits = Limits()
-    let logger: Logger
+    public let host: String
+    /// The port to listen on; 0 for any free one (`Listening.port` says which).
+    public let port: Int
+    public let readiness: Readiness
+    public let registry: PrometheusCollectorRegistry
+    public var limits = Limits()
+    public let logger: Logger
+
+    public init(host: String, port: Int, readiness: Readiness, registry: PrometheusCollectorRegistry,
+                limits: Limits = Limits(), logger: Logger) {
+        self.host = host; self.port = port; self.readiness = readiness; self.registry = registry
+        self.limits = limits; self.logger = logger
+    }
 
     /// Binds the listening socket and starts answering. The returned service keeps it open until
     /// the graceful shutdown. podnetd binds it before anything else, as flanneld does: /healthz
     /// answers, /readyz says "not ready" and /metrics shows the config checks while podnetd still
     /// waits for a valid network config.
-    func start() async throws -> Listening {
+    public func start() async throws -> Listening {
         let readiness = self.readiness, registry = self.registry, limits = self.limits
         let connections = ConnectionTable(limit: limits.maxConnections, logger: logger)
         let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
@@ -81,10 +93,13 @@ struct HealthServer {
     }
 
     /// The bound server as a service of podnetd's group: closed on graceful shutdown.
-    struct Listening: Service {
+    public struct Listening: Service {
         let channel: any Channel
 
-        func run() async throws {
+        /// The port the server listens on.
+        public var port: Int? { channel.localAddress?.port }
+
+        public func run() async throws {
             try await withGracefulShutdownHandler {
                 try await channel.closeFuture.get()
             } onGracefulShutdown: {

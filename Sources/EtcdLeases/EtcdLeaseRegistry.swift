@@ -4,11 +4,15 @@
 //                                    reservation)
 // Ranges and watches use `<prefix>/subnets/` (with the slash), not flanneld's `<prefix>/subnets`
 // prefix, which also matched unrelated keys such as `<prefix>/subnets-foo`.
+//
+// The watch is etcd's (reconnects, failover, compaction; see Etcd/Watch.swift), its batches
+// flattened into one `LeaseEvent` per changed key.
 
 import Addressing
 import Etcd
 import FoundationEssentials
 import Logging
+import Overlay
 
 public struct EtcdLeaseRegistry: LeaseRegistry {
     public let client: EtcdClient
@@ -25,10 +29,11 @@ public struct EtcdLeaseRegistry: LeaseRegistry {
     }
 
     public var subnetsPrefix: String { prefix + "/subnets/" }
+    public var configKey: String { prefix + "/config" }
     func key(_ subnet: IPNetwork) -> String { subnetsPrefix + SubnetKey.name(subnet) }
 
     public func config() async throws -> Data? {
-        try await client.get(prefix + "/config").map { Data($0.value) }
+        try await client.get(configKey).map { Data($0.value) }
     }
 
     public func leases() async throws -> LeaseSnapshot {
@@ -78,7 +83,42 @@ public struct EtcdLeaseRegistry: LeaseRegistry {
 
     /// Changes to the leases from `revision` on (see EtcdClient.watch for reconnects and
     /// compaction).
-    public func watch(fromRevision revision: Int64) -> EtcdWatch {
-        client.watch(.prefix(subnetsPrefix), fromRevision: revision)
+    public func watch(fromRevision revision: Int64) -> LeaseWatch {
+        let (stream, continuation) = LeaseWatch.makeStream()
+        let updates = client.watch(.prefix(subnetsPrefix), fromRevision: revision)
+        let task = Task {
+            do {
+                for try await update in updates {
+                    switch update {
+                    case .events(let events, _):
+                        for e in events { continuation.yield(event(e)) }
+                    case .compacted(let revision):
+                        continuation.yield(.compacted(revision: revision))
+                    case .interrupted(let error):
+                        continuation.yield(.interrupted(reason: "\(error)"))
+                    }
+                }
+                continuation.finish()
+            } catch {
+                continuation.finish(throwing: error)
+            }
+        }
+        continuation.onTermination = { _ in task.cancel() }
+        return stream
+    }
+
+    /// One etcd event as a lease event; a value that is not a lease is logged (by `lease(_:)`).
+    func event(_ e: WatchEvent) -> LeaseEvent {
+        let revision = e.kv.modRevision
+        guard let subnet = SubnetKey.parse(e.kv.keyString) else {
+            return .notALease(key: e.kv.keyString, subnet: nil, revision: revision)
+        }
+        switch e.kind {
+        case .delete:
+            return .delete(subnet, revision: revision)
+        case .put:
+            guard let lease = self.lease(e.kv) else { return .notALease(key: e.kv.keyString, subnet: subnet, revision: revision) }
+            return .put(lease, revision: revision)
+        }
     }
 }

@@ -1,0 +1,158 @@
+// The node agent's start-up, as flanneld's (main.go): pick the interface, wait for a network
+// config that is valid (also on this node), register the backend (its tunnel device), acquire
+// the subnet lease, program the peers, install the masquerade rules, write subnet.env, then hand
+// back the services that keep all this true: the lease keeper, the peer watcher, the repairer.
+// The caller (podnetd) starts the health server before this and runs the services in a
+// ServiceGroup; stopping them leaves the data path and the lease in place, so pods keep talking
+// while the daemon restarts.
+//
+// Everything the agent touches comes in as a value: the lease registry (etcd in podnetd, in
+// memory in tests), the data path (netlink, or the fake kernel), the masquerade rules, the clock
+// its services wait on. Kernel and netfilter calls run on `BlockingThreads`.
+
+import Addressing
+import FoundationEssentials
+import Logging
+import Metrics
+import Overlay
+import ServiceLifecycle
+
+public struct NodeAgent: Sendable {
+    public struct Options: Sendable {
+        /// Interfaces to use, by name: the first that exists with an IPv4 address wins.
+        public var interfaces: [String] = []
+        /// Regular expressions over interface names, checked after `interfaces`.
+        public var interfaceRegexes: [String] = []
+        /// The address to advertise to peers (default: the interface's).
+        public var publicIP: IPAddress?
+        public var subnetFile = "/run/flannel/subnet.env"
+        /// How long before the lease expires it is renewed.
+        public var renewMargin: Duration = .seconds(3600)
+        /// Whether the masquerade rules are kept (and FLANNEL_IPMASQ says so).
+        public var ipMasq = false
+        /// Time between two repairs.
+        public var reconcileInterval: Duration = .seconds(10)
+        /// Exit (the lease keeper fails with `LeaseLost`) when this node's lease is deleted,
+        /// instead of acquiring it again.
+        public var exitOnLeaseLoss = false
+
+        public init() {}
+    }
+
+    public var options: Options
+    public let registry: any LeaseRegistry
+    public let dataPath: any DataPath
+    public let threads: BlockingThreads
+    /// Marked ready once subnet.env is written (/readyz).
+    public let readiness: Readiness
+    /// What the services and the wait for a config sleep on: `ContinuousClock()` but in tests.
+    public let clock: any Clock<Duration>
+    /// The masquerade rules for the network and this node's subnet, when `ipMasq` is set.
+    public let rules: @Sendable (_ network: IPNetwork, _ subnet: IPNetwork) -> any RuleKeeper
+    public let logger: Logger
+
+    public init(options: Options, registry: any LeaseRegistry, dataPath: any DataPath, threads: BlockingThreads,
+                readiness: Readiness, clock: any Clock<Duration>,
+                rules: @escaping @Sendable (_ network: IPNetwork, _ subnet: IPNetwork) -> any RuleKeeper, logger: Logger) {
+        self.options = options; self.registry = registry; self.dataPath = dataPath; self.threads = threads
+        self.readiness = readiness; self.clock = clock; self.rules = rules; self.logger = logger
+    }
+
+    /// Starts the node (see the file's note) and returns the services to run.
+    public func start() async throws -> [any Service] {
+        // The interface first: a config is checked against the node's addresses before use.
+        let interface = try await threads.kernel { [self] in try findInterface() }
+        logger.info("using interface", metadata: ["node.interface": "\(interface.name)", "node.public_ip": "\(interface.publicIP)"])
+        let nodeAddresses = [interface.address.address] + (interface.publicIP == interface.address.address ? [] : [interface.publicIP])
+        let config = try await waitForConfig(nodeAddresses: nodeAddresses)
+        let backend = try config.makeBackend(interface: interface)
+        let dataPath = self.dataPath
+        let network = try await threads.kernel {
+            try backend.registerNetwork(dataPath: dataPath, logger: Logger(label: "podnet.overlay"))
+        }
+
+        let manager = SubnetManager(registry: registry, logger: logger)
+        // The listing the lease was chosen from gives the peers: no second listing of every lease.
+        let (lease, snapshot) = try await manager.acquireWithSnapshot(config: config, attributes: network.leaseAttributes,
+                                                                      previous: SubnetFile.previousSubnet(at: options.subnetFile))
+        try await threads.kernel { try network.start(subnet: lease.subnet) }
+        let state = NodeState(lease: lease, config: config, nodeAddresses: nodeAddresses)
+        let peers = await state.replacePeers(snapshot.leases, logger: logger)
+        let report = try await threads.kernel { try network.reconcile(peers: peers) }
+        logger.info("programmed the peers", metadata: ["overlay.peers": "\(peers.count)", "overlay.changes": "\(report.programmed.total + report.removed.total)"])
+
+        let masq = options.ipMasq ? rules(config.network, lease.subnet) : nil
+        if let masq { _ = try await threads.netfilter { try masq.ensure() } }
+        try SubnetFile.write(SubnetFile.render(network: config.network, subnet: lease.subnet, mtu: network.mtu, ipMasq: options.ipMasq),
+                             to: options.subnetFile)
+        readiness.markReady()
+        logger.info("subnet file written", metadata: ["node.subnet": "\(lease.subnet)", "node.subnet_file": "\(options.subnetFile)"])
+
+        let keeperEvents = AsyncStream<KeeperEvent>.makeStream()
+        return [
+            LeaseKeeper(manager: manager, config: config, network: network, state: state, subnetFile: options.subnetFile,
+                        renewMargin: options.renewMargin, ipMasq: options.ipMasq, exitOnLoss: options.exitOnLeaseLoss,
+                        events: keeperEvents, threads: threads, clock: clock, logger: logger),
+            PeerWatcher(registry: registry, network: network, state: state, startRevision: snapshot.revision,
+                        leaseLost: keeperEvents.continuation, threads: threads, clock: clock, logger: logger),
+            Repairer(network: network, state: state, rules: masq, keeper: keeperEvents.continuation,
+                     interval: options.reconcileInterval, threads: threads, clock: clock, logger: logger),
+        ]
+    }
+
+    /// Reads the network config every second until it exists and is valid, also on this node (no
+    /// subnet it could lease holds one of `nodeAddresses`). An invalid config is reported (once
+    /// per change, and counted in `podnet_config_errors_total`) and waited out too: nothing is
+    /// written meanwhile.
+    public func waitForConfig(nodeAddresses: [IPAddress]) async throws -> NetworkConfig {
+        var lastProblem = ""
+        let configValid = Gauge(label: "podnet_config_valid")
+        while true {
+            do {
+                if let data = try await registry.config() {
+                    let config = try NetworkConfig(json: data)
+                    if let problem = config.problem(onNodeWith: nodeAddresses) { throw problem }
+                    configValid.record(1)
+                    if !lastProblem.isEmpty { logger.info("the network config is valid now") }
+                    return config
+                }
+                if lastProblem != "missing" { logger.info("waiting for the network config at \(registry.configKey)") }
+                lastProblem = "missing"
+            } catch let e as ConfigError {
+                configValid.record(0)
+                if lastProblem != e.description {
+                    Counter(label: "podnet_config_errors_total").increment()
+                    logger.error("invalid network config (waiting for a valid one): \(e.description)")
+                }
+                lastProblem = e.description
+            } catch {
+                if lastProblem != "\(error)" { logger.warning("cannot read the network config: \(error)") }
+                lastProblem = "\(error)"
+            }
+            try await clock.sleep(for: .seconds(1))
+        }
+    }
+
+    /// The interface overlay traffic leaves through: the first of `interfaces` that exists, else
+    /// the first link matching one of `interfaceRegexes`, else (neither given) the one of the
+    /// default route. Blocking (netlink).
+    public func findInterface() throws -> ExternalInterface {
+        let ip = options.publicIP
+        for name in options.interfaces {
+            if let found = try? ExternalInterface.find(name: name, publicIP: ip, dataPath: dataPath) { return found }
+        }
+        if !options.interfaceRegexes.isEmpty {
+            let regexes = try options.interfaceRegexes.map { try Regex($0) }
+            for link in try dataPath.links() where regexes.contains(where: { link.name.wholeMatch(of: $0) != nil }) {
+                if let found = try? ExternalInterface.find(name: link.name, publicIP: ip, dataPath: dataPath) { return found }
+            }
+        }
+        guard options.interfaces.isEmpty && options.interfaceRegexes.isEmpty else { throw NoInterface() }
+        return try ExternalInterface.find(name: nil, publicIP: ip, dataPath: dataPath)
+    }
+}
+
+/// None of the interfaces the options name exists with an IPv4 address.
+public struct NoInterface: Error, CustomStringConvertible {
+    public var description: String { "none of the interfaces named by --iface/--iface-regex exists with an IPv4 address" }
+}

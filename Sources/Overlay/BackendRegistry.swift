@@ -1,0 +1,48 @@
+// The backends podnet knows, in one table: a `Backend.Type` name maps to one entry, which reads
+// the type's options from the config's `Backend` object (with the folded-key matching of the rest
+// of the config: "vni", "VNI" and "Vni" are one key) and builds the backend. Adding a backend is
+// one entry here; a type without an entry is one config error, worded in one place.
+
+import Addressing
+
+/// One kind of backend: its `Backend.Type`, how its options are read and how it is built.
+public struct BackendKind: Sendable {
+    /// `Backend.Type`, lower-cased, as the lease's BackendType carries it.
+    public let type: String
+    /// Reads the type's options from the `Backend` object into the config.
+    let readOptions: @Sendable (GoObject, inout NetworkConfig) throws(ConfigError) -> Void
+    /// Builds the backend of a config of this type.
+    let make: @Sendable (NetworkConfig, ExternalInterface) -> any Backend
+}
+
+public enum BackendRegistry {
+    /// Every backend, in the order messages list them.
+    public static let kinds: [BackendKind] = [
+        BackendKind(
+            type: "vxlan", readOptions: { o, c throws(ConfigError) in c.vxlan = try VXLANConfig(o) },
+            make: { c, i in VXLANBackend(interface: i, network: c.network, config: c.vxlan) }),
+        BackendKind(
+            type: "host-gw", readOptions: { _, _ in },
+            make: { c, i in HostGWBackend(interface: i, network: c.network) }),
+        BackendKind(
+            type: "ipip", readOptions: { o, c throws(ConfigError) in c.ipip = try IPIPConfig(o) },
+            make: { c, i in IPIPBackend(interface: i, network: c.network, config: c.ipip) }),
+    ]
+
+    /// The entry of `type` (lower-cased); the config error naming the known types otherwise.
+    public static func kind(_ type: String) throws(ConfigError) -> BackendKind {
+        guard let kind = kinds.first(where: { $0.type == type }) else {
+            let names = kinds.map(\.type)
+            throw ConfigError("backend type \"\(type)\" is not supported: use "
+                + "\(names.dropLast().joined(separator: ", ")) or \(names.last!)")
+        }
+        return kind
+    }
+}
+
+extension NetworkConfig {
+    /// The backend this config asks for, on `interface`.
+    public func makeBackend(interface: ExternalInterface) throws(ConfigError) -> any Backend {
+        try BackendRegistry.kind(backendType).make(self, interface)
+    }
+}
