@@ -10,8 +10,9 @@ import PackageDescription
 // release builds as fully static executables (glibc, Swift standard library, libstdc++, libnl).
 
 func plugin(_ type: String, _ library: String, inProcess: [String] = []) -> Target {
-    .executableTarget(name: "\(library)Plugin", dependencies: ([library, "CNI"] + inProcess).map { .target(name: $0) },
-                      path: "Plugins/\(type)")
+    .executableTarget(
+        name: "\(library)Plugin", dependencies: ([library, "CNI"] + inProcess).map { .target(name: $0) },
+        path: "Plugins/\(type)")
 }
 
 let package = Package(
@@ -36,8 +37,9 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
     ],
     targets: [
-        .systemLibrary(name: "CLibNL", pkgConfig: "libnl-route-3.0",
-                       providers: [.apt(["libnl-3-dev", "libnl-route-3-dev"])]),
+        .systemLibrary(
+            name: "CLibNL", pkgConfig: "libnl-route-3.0",
+            providers: [.apt(["libnl-3-dev", "libnl-route-3-dev"])]),
         .target(name: "Addressing"),
         .target(name: "Spawn"),
         .target(name: "JSONValue"),
@@ -58,65 +60,86 @@ let package = Package(
         plugin("loopback", "Loopback"),
         plugin("portmap", "Portmap"),
         plugin("flannel", "Flannel", inProcess: ["Bridge", "HostLocal", "PluginKernel"]),
-        .target(name: "Etcd", dependencies: [
-            .product(name: "AsyncHTTPClient", package: "async-http-client"),
-            .product(name: "NIOCore", package: "swift-nio"),
-            .product(name: "Logging", package: "swift-log"),
-        ]),
-        .target(name: "Overlay", dependencies: [
-            "Netlink", "Addressing", "JSONValue",
-            .product(name: "Logging", package: "swift-log"),
-        ]),
+        .target(
+            name: "Etcd",
+            dependencies: [
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]),
+        .target(
+            name: "Overlay",
+            dependencies: [
+                "Netlink", "Addressing", "JSONValue",
+                .product(name: "Logging", package: "swift-log"),
+            ]),
         // The lease registry over etcd: the one place the overlay meets the etcd client.
-        .target(name: "EtcdLeases", dependencies: [
-            "Overlay", "Etcd", "Addressing",
-            .product(name: "Logging", package: "swift-log"),
-        ]),
+        .target(
+            name: "EtcdLeases",
+            dependencies: [
+                "Overlay", "Etcd", "Addressing",
+                .product(name: "Logging", package: "swift-log"),
+            ]),
         // The daemon's logic as a library: start-up, lease keeper, peer watcher, repairer, health server.
-        .target(name: "NodeAgent", dependencies: [
-            "Overlay", "Addressing",
-            .product(name: "Logging", package: "swift-log"),
-            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-            .product(name: "Metrics", package: "swift-metrics"),
-            .product(name: "Prometheus", package: "swift-prometheus"),
-            .product(name: "NIOCore", package: "swift-nio"),
-            .product(name: "NIOPosix", package: "swift-nio"),
-            .product(name: "NIOHTTP1", package: "swift-nio"),
-        ]),
-        .executableTarget(name: "podnetd", dependencies: [
-            "NodeAgent", "EtcdLeases", "Overlay", "Etcd", "Netfilter", "Addressing",
-            .product(name: "ArgumentParser", package: "swift-argument-parser"),
-            .product(name: "Logging", package: "swift-log"),
-            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-            .product(name: "Metrics", package: "swift-metrics"),
-            .product(name: "Prometheus", package: "swift-prometheus"),
-        ]),
-        .target(name: "TestSupport", dependencies: ["CNI", "IPAM", "Addressing", "Netlink", "NetNS", "PluginKernel", "Netfilter", "Overlay"]),
+        .target(
+            name: "NodeAgent",
+            dependencies: [
+                "Overlay", "Addressing",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ]),
+        .executableTarget(
+            name: "podnetd",
+            dependencies: [
+                "NodeAgent", "EtcdLeases", "Overlay", "Etcd", "Netfilter", "Addressing",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+            ]),
+        .target(
+            name: "TestSupport",
+            dependencies: ["CNI", "IPAM", "Addressing", "Netlink", "NetNS", "PluginKernel", "Netfilter", "Overlay"]),
         // The fuzz targets' entry points (scripts/fuzz.sh builds them into libFuzzer binaries with
         // swiftc -sanitize=fuzzer); FuzzReplayTests feeds them the committed corpora and crashes.
-        .target(name: "FuzzTargets", dependencies: ["CNI", "Bridge", "HostLocal", "Portmap", "Flannel", "Etcd", "Overlay"]),
+        .target(
+            name: "FuzzTargets", dependencies: ["CNI", "Bridge", "HostLocal", "Portmap", "Flannel", "Etcd", "Overlay"]),
         .testTarget(name: "AddressingTests", dependencies: ["Addressing"]),
         .testTarget(name: "CNITests", dependencies: ["CNI", "Addressing"]),
-        .testTarget(name: "IPAMTests", dependencies: ["IPAM", "HostLocal", "TestSupport", "Spawn", "Addressing", "CNI"]),
+        .testTarget(
+            name: "IPAMTests", dependencies: ["IPAM", "HostLocal", "TestSupport", "Spawn", "Addressing", "CNI"]),
         .testTarget(name: "NetfilterTests", dependencies: ["Netfilter", "Spawn", "Addressing", "TestSupport"]),
         .testTarget(name: "PluginTests", dependencies: ["TestSupport"]),
         // Bridge, Loopback and Portmap in-process against TestSupport's in-memory kernel, fake IPAM and
         // a recording command runner: no root.
-        .testTarget(name: "PluginUnitTests", dependencies: ["Bridge", "Loopback", "Portmap", "CNI", "Netfilter", "Netlink", "Addressing", "TestSupport"]),
+        .testTarget(
+            name: "PluginUnitTests",
+            dependencies: ["Bridge", "Loopback", "Portmap", "CNI", "Netfilter", "Netlink", "Addressing", "TestSupport"]),
         .testTarget(name: "PortmapTests", dependencies: ["Portmap", "Netfilter", "CNI", "TestSupport", "Addressing"]),
         .testTarget(name: "FlannelTests", dependencies: ["Flannel", "CNI", "TestSupport", "Addressing"]),
         .testTarget(name: "EtcdTests", dependencies: ["Etcd", "TestSupport"]),
-        .testTarget(name: "LeaseTests", dependencies: [
-            "Overlay", "EtcdLeases", "Etcd", "Addressing", "TestSupport", .product(name: "Logging", package: "swift-log"),
-        ]),
+        .testTarget(
+            name: "LeaseTests",
+            dependencies: [
+                "Overlay", "EtcdLeases", "Etcd", "Addressing", "TestSupport",
+                .product(name: "Logging", package: "swift-log"),
+            ]),
         // The daemon's services in-process, without root: the in-memory registry, the fake kernel, a manual clock.
-        .testTarget(name: "NodeAgentTests", dependencies: [
-            "NodeAgent", "Overlay", "Netlink", "Addressing", "TestSupport",
-            .product(name: "Logging", package: "swift-log"),
-            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-            .product(name: "ServiceLifecycleTestKit", package: "swift-service-lifecycle"),
-            .product(name: "Prometheus", package: "swift-prometheus"),
-        ]),
+        .testTarget(
+            name: "NodeAgentTests",
+            dependencies: [
+                "NodeAgent", "Overlay", "Netlink", "Addressing", "TestSupport",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "ServiceLifecycleTestKit", package: "swift-service-lifecycle"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+            ]),
         // End to end: the built podnetd, flannel, bridge and host-local in simulated nodes with a real etcd.
         .testTarget(name: "DaemonTests", dependencies: ["TestSupport"]),
         // The built plugins as real runtimes run them: entered with setns (nsenter --net, no /sys remount).

@@ -9,5 +9,6 @@ import PluginKernel
 
 // The in-process bridge's DEL re-executes this binary to unregister the pod's interface.
 DeferredUnregister.runIfRequested()
-CNIMain.run(Flannel(), about: "podnet flannel plugin",
-            delegates: ["bridge": Bridge(), "host-local": HostLocal()])
+CNIMain.run(
+    Flannel(), about: "podnet flannel plugin",
+    delegates: ["bridge": Bridge(), "host-local": HostLocal()])

@@ -5,9 +5,9 @@
 // MAC as lower-case colon-separated hex.
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Musl)
-import Musl
+    import Musl
 #endif
 
 public enum IPFamily: Sendable, Hashable {
@@ -77,7 +77,8 @@ public struct IPAddress: Hashable, Sendable, Comparable, CustomStringConvertible
         }
         let hex = groups.map { String($0, radix: 16) }
         guard best.count >= 2 else { return hex.joined(separator: ":") }
-        return hex[..<best.start].joined(separator: ":") + "::" + hex[(best.start + best.count)...].joined(separator: ":")
+        return hex[..<best.start].joined(separator: ":") + "::"
+            + hex[(best.start + best.count)...].joined(separator: ":")
     }
 
     public static func < (l: IPAddress, r: IPAddress) -> Bool {
@@ -127,7 +128,8 @@ public struct IPNetwork: Hashable, Sendable, CustomStringConvertible {
     public init?(_ text: some StringProtocol) {
         let parts = text.split(separator: "/", omittingEmptySubsequences: false)
         guard parts.count == 2, let a = IPAddress(parts[0]), let n = Int(parts[1]),
-              parts[1].allSatisfy(\.isNumber) else { return nil }
+            parts[1].allSatisfy(\.isNumber)
+        else { return nil }
         self.init(address: a, prefixLength: n)
     }
 
@@ -160,7 +162,9 @@ public struct IPNetwork: Hashable, Sendable, CustomStringConvertible {
         contains(other.firstAddress) || other.contains(firstAddress)
     }
     /// Number of host addresses in the prefix, saturating at Int.max.
-    public var size: UInt128 { family.bitWidth - prefixLength >= 128 ? .max : UInt128(1) << (family.bitWidth - prefixLength) }
+    public var size: UInt128 {
+        family.bitWidth - prefixLength >= 128 ? .max : UInt128(1) << (family.bitWidth - prefixLength)
+    }
 }
 
 /// A 6-byte Ethernet address.
@@ -176,7 +180,7 @@ public struct MACAddress: Hashable, Sendable, CustomStringConvertible {
     public init?(_ text: some StringProtocol) {
         let parts = text.split(whereSeparator: { $0 == ":" || $0 == "-" }).map { UInt8($0, radix: 16) }
         guard parts.count == 6, parts.allSatisfy({ $0 != nil }),
-              text.split(whereSeparator: { $0 == ":" || $0 == "-" }).allSatisfy({ $0.count == 2 })
+            text.split(whereSeparator: { $0 == ":" || $0 == "-" }).allSatisfy({ $0.count == 2 })
         else { return nil }
         self.bytes = parts.map { $0! }
     }

@@ -13,14 +13,15 @@
 // init (PluginKernel): `Bridge()` is the real plugin, and tests run the same code in-process
 // against an in-memory kernel and a fake IPAM.
 
-#if canImport(Glibc)
-import Glibc
-#endif
 import Addressing
 import CNI
 import Netfilter
 import Netlink
 import PluginKernel
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 public struct Bridge: CNIPlugin {
     let kernel: any PluginKernel
@@ -29,8 +30,10 @@ public struct Bridge: CNIPlugin {
     /// Runs the IPAM plugin.
     let ipam: any DelegateRunner
 
-    public init(kernel: any PluginKernel = SystemKernel(), netfilter: Masquerade = Masquerade(),
-                ipam: any DelegateRunner = CNIPathDelegates()) {
+    public init(
+        kernel: any PluginKernel = SystemKernel(), netfilter: Masquerade = Masquerade(),
+        ipam: any DelegateRunner = CNIPathDelegates()
+    ) {
         self.kernel = kernel
         self.netfilter = netfilter
         self.ipam = ipam
@@ -73,16 +76,20 @@ public struct Bridge: CNIPlugin {
                 try netns.run { try configureContainer(conf, result, link: pair.container, container) }
             }
             if conf.isGateway {
-                try step("set gateway address on \(br.name)") { try ensureGatewayAddresses(conf, gateways, bridge: br, host) }
+                try step("set gateway address on \(br.name)") {
+                    try ensureGatewayAddresses(conf, gateways, bridge: br, host)
+                }
             }
             if conf.ipMasq {
                 let masq = try masquerade(conf)
                 try step("set up masquerading") {
-                    try masq.setup(network: request.name, containerID: request.env.containerID,
-                                   ifname: request.env.ifname, addresses: result.ips.map(\.address))
+                    try masq.setup(
+                        network: request.name, containerID: request.env.containerID,
+                        ifname: request.env.ifname, addresses: result.ips.map(\.address))
                 }
                 undo.add("remove masquerade rules") {
-                    try masq.teardown(network: request.name, containerID: request.env.containerID, ifname: request.env.ifname)
+                    try masq.teardown(
+                        network: request.name, containerID: request.env.containerID, ifname: request.env.ifname)
                 }
             }
         } else if !conf.disableContainerInterface {
@@ -124,7 +131,9 @@ public struct Bridge: CNIPlugin {
         guard var br = try nl.link(named: conf.bridge) else {
             throw CNIError(.internal, "bridge \(conf.bridge) disappeared after creation")
         }
-        guard br.kind == "bridge" else { throw CNIError(.internal, "\"\(conf.bridge)\" already exists but is not a bridge") }
+        guard br.kind == "bridge" else {
+            throw CNIError(.internal, "\"\(conf.bridge)\" already exists but is not a bridge")
+        }
         if created {
             // A bridge takes the lowest MAC of its ports unless one is set; pin it so the
             // gateway's MAC does not change as pods come and go.
@@ -141,8 +150,10 @@ public struct Bridge: CNIPlugin {
 
     /// Creates the veth pair (container end first, peer straight into the host namespace),
     /// attaches the host end to the bridge and sets its port flags.
-    private func createVeth(_ conf: BridgeConfig, _ request: Request, host: any RouteSocket, container: any RouteSocket,
-                            netns: any NamespaceHandle, bridge: Link, _ undo: inout Rollback) throws -> (host: Link, container: Link) {
+    private func createVeth(
+        _ conf: BridgeConfig, _ request: Request, host: any RouteSocket, container: any RouteSocket,
+        netns: any NamespaceHandle, bridge: Link, _ undo: inout Rollback
+    ) throws -> (host: Link, container: Link) {
         let ifname = request.env.ifname
         if try container.link(named: ifname) != nil {
             throw CNIError(.internal, "container veth name \"\(ifname)\" already exists in \(request.env.netns)")
@@ -150,12 +161,15 @@ public struct Bridge: CNIPlugin {
         let hostNS = try kernel.currentNamespace()
         var hostName = ""
         for attempt in 1...10 {
-            hostName = "veth" + (0..<4).map { _ in
-                let b = UInt8.random(in: 0...255)
-                return (b < 16 ? "0" : "") + String(b, radix: 16)
-            }.joined()
+            hostName =
+                "veth"
+                + (0..<4).map { _ in
+                    let b = UInt8.random(in: 0...255)
+                    return (b < 16 ? "0" : "") + String(b, radix: 16)
+                }.joined()
             do {
-                try container.addVeth(name: ifname, peerName: hostName, peerNamespaceFD: hostNS.fd, mtu: conf.mtu, mac: conf.mac)
+                try container.addVeth(
+                    name: ifname, peerName: hostName, peerNamespaceFD: hostNS.fd, mtu: conf.mtu, mac: conf.mac)
                 break
             } catch {
                 // EEXIST here means the random host name is taken (ifname was checked): retry.
@@ -176,7 +190,8 @@ public struct Bridge: CNIPlugin {
         try host.setLink(h.index, LinkChange(up: true, master: bridge.index))
         // Over netlink, never /sys/class/net: a runtime that entered this namespace with setns
         // keeps a /sys of another namespace (BridgePorts.swift).
-        try host.setBridgePort(h.index, hairpin: conf.hairpinMode ? true : nil, isolated: conf.portIsolation ? true : nil)
+        try host.setBridgePort(
+            h.index, hairpin: conf.hairpinMode ? true : nil, isolated: conf.portIsolation ? true : nil)
         h = try host.link(index: h.index) ?? h
         return (h, c)
     }
@@ -194,7 +209,8 @@ public struct Bridge: CNIPlugin {
                 result.ips[i].gateway = addr.firstAddress.advanced(by: 1)
             }
             guard conf.isGateway, let gw = result.ips[i].gateway,
-                  !gateways.contains(where: { $0.family == addr.family }) else { continue }
+                !gateways.contains(where: { $0.family == addr.family })
+            else { continue }
             gateways.append(IPNetwork(address: gw, prefixLength: addr.prefixLength)!)
             if conf.isDefaultGateway {
                 let any = IPNetwork(address: IPAddress(family: addr.family, value: 0), prefixLength: 0)!
@@ -227,15 +243,18 @@ public struct Bridge: CNIPlugin {
         for (i, r) in result.routes.enumerated() {
             let gw = r.gw ?? result.ips.first { $0.address.family == r.dst.family }?.gateway
             let k = try r.kernelValues(path: "routes[\(i)]")
-            let route = Netlink.Route(destination: r.dst, gateway: gw, interface: link.index, table: k.table ?? 254,
-                                      priority: k.priority, scope: k.scope, mtu: k.mtu, advmss: k.advmss)
+            let route = Netlink.Route(
+                destination: r.dst, gateway: gw, interface: link.index, table: k.table ?? 254,
+                priority: k.priority, scope: k.scope, mtu: k.mtu, advmss: k.advmss)
             do { try nl.addRoute(route) } catch { if !error.isExists { throw error } }
         }
     }
 
     /// Puts each gateway address on the bridge. Another address of the same family on the bridge
     /// (for v6, an overlapping one) is an error unless forceAddress, which replaces it.
-    private func ensureGatewayAddresses(_ conf: BridgeConfig, _ gateways: [IPNetwork], bridge: Link, _ nl: any RouteSocket) throws {
+    private func ensureGatewayAddresses(
+        _ conf: BridgeConfig, _ gateways: [IPNetwork], bridge: Link, _ nl: any RouteSocket
+    ) throws {
         for gw in gateways {
             let existing = try nl.addresses(link: bridge.index, family: gw.family)
             if existing.contains(gw) { continue }

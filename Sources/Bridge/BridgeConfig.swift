@@ -35,8 +35,9 @@ public struct BridgeConfig: Sendable {
         let c = request.config
         for (key, isDefault) in Self.unimplemented {
             if let (path, v) = try c.member(key), !isDefault(v) {
-                throw CNIError(.unsupportedField, "bridge: \"\(path)\" is not supported by podnet",
-                               details: "\(path)=\(v.text)")
+                throw CNIError(
+                    .unsupportedField, "bridge: \"\(path)\" is not supported by podnet",
+                    details: "\(path)=\(v.text)")
             }
         }
         if let b = try c.value("bridge", as: String.self), !b.isEmpty {
@@ -75,7 +76,9 @@ public struct BridgeConfig: Sendable {
         dns = try Result.DNS(json: c.member("dns")?.value)
 
         var macText = request.command == .add ? try request.env.arg("MAC", known: ["MAC", "IP"]) : nil
-        if let m = try c.object("args")?.object("cni", path: "args.cni")?.value("mac", as: String.self, path: "args.cni.mac") {
+        if let m = try c.object("args")?.object("cni", path: "args.cni")?.value(
+            "mac", as: String.self, path: "args.cni.mac")
+        {
             macText = m
         }
         if let m = try request.runtimeConfig.value("mac", as: String.self, path: "runtimeConfig.mac") { macText = m }

@@ -2,8 +2,8 @@
 
 import Addressing
 import CNI
-import Netlink
 import NetNS
+import Netlink
 import PluginKernel
 
 extension Bridge {
@@ -23,21 +23,27 @@ extension Bridge {
                 try netns.run {
                     let nl = try kernel.routeSocket()
                     if let l = try nl.link(named: request.env.ifname) {
-                        families.formUnion(try nl.addresses(link: l.index, family: nil).filter(\.address.isGlobalUnicast).map(\.family))
-                        do { try kernel.deleteLinkDeferred(l, through: nl, in: netns) }
-                        catch let e as NetlinkError where e.isNotFound {}
+                        families.formUnion(
+                            try nl.addresses(link: l.index, family: nil).filter(\.address.isGlobalUnicast).map(\.family)
+                        )
+                        do { try kernel.deleteLinkDeferred(l, through: nl, in: netns) } catch let e as NetlinkError
+                            where e.isNotFound
+                        {}
                     }
                 }
             } catch NetNSError.notFound, NetNSError.notANamespace {
-                logStderr("bridge DEL: \(request.env.netns) is not a network namespace (any more); nothing to remove inside it")
+                logStderr(
+                    "bridge DEL: \(request.env.netns) is not a network namespace (any more); nothing to remove inside it"
+                )
             } catch {
                 errors.append(CNIError.wrap(error, "failed to delete \(request.env.ifname) in \(request.env.netns)"))
             }
         }
         if conf.ipMasq {
             do {
-                try masquerade(conf).teardown(network: request.name, containerID: request.env.containerID,
-                                              ifname: request.env.ifname, families: families.isEmpty ? nil : families)
+                try masquerade(conf).teardown(
+                    network: request.name, containerID: request.env.containerID,
+                    ifname: request.env.ifname, families: families.isEmpty ? nil : families)
             } catch { errors.append(CNIError.wrap(error, "failed to remove masquerade rules")) }
         }
         if let ipamType = request.ipamType {
@@ -64,30 +70,41 @@ extension Bridge {
         let ifname = request.env.ifname
 
         guard let brIface = prev.interfaces.first(where: { $0.name == conf.bridge }),
-              let br = try host.link(named: conf.bridge), br.kind == "bridge" else {
+            let br = try host.link(named: conf.bridge), br.kind == "bridge"
+        else {
             throw CNIError(.internal, "bridge \(conf.bridge) from prevResult not found")
         }
         if let mac = brIface.mac, MACAddress(mac) != br.mac {
-            throw CNIError(.internal, "bridge \(conf.bridge) MAC \(br.mac?.description ?? "-") does not match prevResult \(mac)")
+            throw CNIError(
+                .internal, "bridge \(conf.bridge) MAC \(br.mac?.description ?? "-") does not match prevResult \(mac)")
         }
         if br.isPromiscuous != conf.promiscMode {
-            throw CNIError(.internal, "bridge \(conf.bridge) promiscuous mode is \(br.isPromiscuous), config says \(conf.promiscMode)")
+            throw CNIError(
+                .internal,
+                "bridge \(conf.bridge) promiscuous mode is \(br.isPromiscuous), config says \(conf.promiscMode)")
         }
         guard let cIface = prev.interfaces.first(where: { $0.name == ifname }) else {
             throw CNIError(.internal, "interface \(ifname) not in prevResult")
         }
         guard cIface.sandbox == request.env.netns else {
-            throw CNIError(.internal, "Sandbox in prevResult \(cIface.sandbox ?? "") doesn't match configured netns: \(request.env.netns)")
+            throw CNIError(
+                .internal,
+                "Sandbox in prevResult \(cIface.sandbox ?? "") doesn't match configured netns: \(request.env.netns)")
         }
         let (cLink, addrs, routes) = try netns.run { () throws -> (Link?, [IPNetwork], [Netlink.Route]) in
             let nl = try kernel.routeSocket()
             guard let l = try nl.link(named: ifname) else { return (nil, [], []) }
-            return (l, try nl.addresses(link: l.index, family: nil),
-                    try nl.routes(family: .v4, table: 254) + nl.routes(family: .v6, table: 254))
+            return (
+                l, try nl.addresses(link: l.index, family: nil),
+                try nl.routes(family: .v4, table: 254) + nl.routes(family: .v6, table: 254)
+            )
         }
-        guard let cLink, cLink.kind == "veth" else { throw CNIError(.internal, "container veth \(ifname) not found in \(request.env.netns)") }
+        guard let cLink, cLink.kind == "veth" else {
+            throw CNIError(.internal, "container veth \(ifname) not found in \(request.env.netns)")
+        }
         if let mac = cIface.mac, MACAddress(mac) != cLink.mac {
-            throw CNIError(.internal, "interface \(ifname) MAC \(cLink.mac?.description ?? "-") does not match prevResult \(mac)")
+            throw CNIError(
+                .internal, "interface \(ifname) MAC \(cLink.mac?.description ?? "-") does not match prevResult \(mac)")
         }
         let hostMatch = try prev.interfaces.contains { i in
             guard i.name != ifname, i.name != conf.bridge, let h = try host.link(named: i.name) else { return false }
@@ -101,14 +118,20 @@ extension Bridge {
             }
         }
         for r in prev.routes {
-            guard routes.contains(where: { $0.destination == r.dst.network && (r.gw == nil || $0.gateway == r.gw) }) else {
-                throw CNIError(.internal, "Failed to match route \(r.dst) via \(r.gw.map(\.description) ?? "-") in \(request.env.netns)")
+            guard routes.contains(where: { $0.destination == r.dst.network && (r.gw == nil || $0.gateway == r.gw) })
+            else {
+                throw CNIError(
+                    .internal,
+                    "Failed to match route \(r.dst) via \(r.gw.map(\.description) ?? "-") in \(request.env.netns)")
             }
         }
         if conf.ipMasq {
-            let present = try masquerade(conf).check(network: request.name, containerID: request.env.containerID,
-                                                     ifname: ifname, addresses: prev.ips.map(\.address))
-            guard present else { throw CNIError(.internal, "masquerade rules for \(request.env.containerID) are missing") }
+            let present = try masquerade(conf).check(
+                network: request.name, containerID: request.env.containerID,
+                ifname: ifname, addresses: prev.ips.map(\.address))
+            guard present else {
+                throw CNIError(.internal, "masquerade rules for \(request.env.containerID) are missing")
+            }
         }
     }
 
@@ -118,8 +141,9 @@ extension Bridge {
         let conf = try BridgeConfig(request)
         var errors: [CNIError] = []
         if let valid = try request.validAttachments {
-            do { try masquerade(conf).gc(network: request.name, valid: valid) }
-            catch { errors.append(CNIError.wrap(error, "failed to remove stale masquerade rules")) }
+            do { try masquerade(conf).gc(network: request.name, valid: valid) } catch {
+                errors.append(CNIError.wrap(error, "failed to remove stale masquerade rules"))
+            }
         }
         if let ipamType = request.ipamType {
             do { try ipam.run(ipamType, command: .gc, request: request, stdin: nil) } catch { errors.append(error) }

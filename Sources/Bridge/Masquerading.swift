@@ -11,8 +11,9 @@ struct Masquerading {
     let netfilter: Masquerade
 
     func setup(network: String, containerID: String, ifname: String, addresses: [IPNetwork]) throws {
-        try netfilter.setup(backend: backend, network: network, containerID: containerID, ifname: ifname,
-                            addresses: addresses)
+        try netfilter.setup(
+            backend: backend, network: network, containerID: containerID, ifname: ifname,
+            addresses: addresses)
     }
 
     /// Removes the attachment's rules in both layouts; needs no addresses. `families` limits the
@@ -26,8 +27,9 @@ struct Masquerading {
     }
 
     func check(network: String, containerID: String, ifname: String, addresses: [IPNetwork]) throws -> Bool {
-        try netfilter.check(backend: backend, network: network, containerID: containerID, ifname: ifname,
-                            addresses: addresses)
+        try netfilter.check(
+            backend: backend, network: network, containerID: containerID, ifname: ifname,
+            addresses: addresses)
     }
 }
 

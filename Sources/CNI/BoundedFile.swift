@@ -3,9 +3,9 @@
 // /dev/zero must not grow the process to gigabytes, a FIFO must not block it for ever.
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Musl)
-import Musl
+    import Musl
 #endif
 
 public enum BoundedFile {

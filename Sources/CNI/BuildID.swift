@@ -6,7 +6,7 @@
 // Builds without the stamp (plain `swift build`) carry no build-id and always execute.
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 enum BuildID {

@@ -57,7 +57,8 @@ public struct CNIError: Error, Equatable, Sendable, CustomStringConvertible {
     public init?(json: JSON) {
         // Keys matched as Go's encoding/json matches them (types.Error), so "Code" counts too.
         guard let o = json.objectValue, let code = try? o.value("code", as: Int.self) else { return nil }
-        self.init(code: code, msg: (try? o.value("msg", as: String.self)) ?? "",
-                  details: try? o.value("details", as: String.self))
+        self.init(
+            code: code, msg: (try? o.value("msg", as: String.self)) ?? "",
+            details: try? o.value("details", as: String.self))
     }
 }

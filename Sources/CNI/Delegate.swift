@@ -2,10 +2,11 @@
 // run it with our environment (CNI_COMMAND overridden) and the given stdin, and pass its result
 // or its error through (SPEC.md §4, pkg/invoke).
 
-#if canImport(Glibc)
-import Glibc
-#endif
 import Spawn
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 public enum Delegate {
     /// Plugins compiled into this executable, by CNI type. When the binary found in CNI_PATH for
@@ -44,8 +45,10 @@ public enum Delegate {
     /// that cannot be used). A delegate that reported an error object of its own, or that could
     /// not be started, holds nothing, and a DEL then could only release what an earlier ADD of
     /// the same attachment still holds.
-    public static func add(_ type: String, request: Request, stdin: [UInt8]? = nil,
-                           undo: inout Rollback) throws(CNIError) -> Result {
+    public static func add(
+        _ type: String, request: Request, stdin: [UInt8]? = nil,
+        undo: inout Rollback
+    ) throws(CNIError) -> Result {
         let input = stdin ?? request.stdin
         let out: [UInt8]
         switch execute(type, command: .add, request: request, stdin: input) {
@@ -66,7 +69,9 @@ public enum Delegate {
     }
 
     private static func registerDel(_ type: String, request: Request, stdin: [UInt8], _ undo: inout Rollback) {
-        undo.add("release through \(type) DEL") { try Delegate.run(type, command: .del, request: request, stdin: stdin) }
+        undo.add("release through \(type) DEL") {
+            try Delegate.run(type, command: .del, request: request, stdin: stdin)
+        }
     }
 
     /// Runs DEL, CHECK, GC or STATUS on the delegate; its error, if any, is thrown unchanged.
@@ -76,7 +81,9 @@ public enum Delegate {
 
     /// Executes the delegate and returns its stdout. A non-zero exit becomes the delegate's own
     /// error object when it printed one, else code 999 with its stderr.
-    public static func exec(_ type: String, command: Command, request: Request, stdin: [UInt8]? = nil) throws(CNIError) -> [UInt8] {
+    public static func exec(_ type: String, command: Command, request: Request, stdin: [UInt8]? = nil) throws(CNIError)
+        -> [UInt8]
+    {
         switch execute(type, command: command, request: request, stdin: stdin ?? request.stdin) {
         case .succeeded(let out): return out
         case .reportedError(let e), .notStarted(let e), .unknownOutcome(let e): throw e
@@ -99,7 +106,9 @@ public enum Delegate {
     static func timeout(_ env: [String: String]) throws(CNIError) -> Double {
         guard let text = env["PODNET_DELEGATE_TIMEOUT"], !text.isEmpty else { return defaultTimeout }
         guard let t = Double(text), t.isFinite, t > 0 else {
-            throw CNIError(.invalidEnvironment, "invalid PODNET_DELEGATE_TIMEOUT \"\(text)\": must be a positive number of seconds")
+            throw CNIError(
+                .invalidEnvironment, "invalid PODNET_DELEGATE_TIMEOUT \"\(text)\": must be a positive number of seconds"
+            )
         }
         return t
     }
@@ -121,12 +130,14 @@ public enum Delegate {
         }
         let r: Spawn.Output
         do throws(Spawn.Failure) {
-            r = try Spawn.run(path, argv: [type], environment: env.map { "\($0.key)=\($0.value)" },
-                              stdin: input, timeout: timeout)
+            r = try Spawn.run(
+                path, argv: [type], environment: env.map { "\($0.key)=\($0.value)" },
+                stdin: input, timeout: timeout)
         } catch {
             switch error {
             case .timedOut:
-                return .unknownOutcome(CNIError(.tryAgainLater, "plugin \(type) did not finish \(command.rawValue) within \(timeout)s"))
+                return .unknownOutcome(
+                    CNIError(.tryAgainLater, "plugin \(type) did not finish \(command.rawValue) within \(timeout)s"))
             case .launch(let e):
                 return .notStarted(CNIError(.internal, "failed to execute \(path): \(String(cString: strerror(e)))"))
             }
@@ -160,7 +171,8 @@ public protocol DelegateRunner: Sendable {
 public struct CNIPathDelegates: DelegateRunner {
     public init() {}
 
-    public func add(_ type: String, request: Request, stdin: [UInt8]?, undo: inout Rollback) throws(CNIError) -> Result {
+    public func add(_ type: String, request: Request, stdin: [UInt8]?, undo: inout Rollback) throws(CNIError) -> Result
+    {
         try Delegate.add(type, request: request, stdin: stdin, undo: &undo)
     }
 

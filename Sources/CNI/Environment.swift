@@ -24,12 +24,13 @@ public struct CNIEnvironment: Sendable {
         }
         self.command = command
         raw = env
-        let required: [String] = switch command {
-        case .add, .check: ["CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME", "CNI_PATH"]
-        case .del: ["CNI_CONTAINERID", "CNI_IFNAME", "CNI_PATH"]
-        case .gc, .status: ["CNI_PATH"]
-        case .version: []
-        }
+        let required: [String] =
+            switch command {
+            case .add, .check: ["CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME", "CNI_PATH"]
+            case .del: ["CNI_CONTAINERID", "CNI_IFNAME", "CNI_PATH"]
+            case .gc, .status: ["CNI_PATH"]
+            case .version: []
+            }
         let missing = required.filter { (env[$0] ?? "").isEmpty }
         if !missing.isEmpty {
             throw CNIError(.invalidEnvironment, "required env variables [\(missing.joined(separator: ","))] missing")
@@ -68,7 +69,9 @@ public struct CNIEnvironment: Sendable {
         let u = Array(s.utf8)
         func alnum(_ c: UInt8) -> Bool { (c >= 48 && c <= 57) || (c >= 65 && c <= 90) || (c >= 97 && c <= 122) }
         guard let f = u.first, alnum(f) else { return false }
-        return u.allSatisfy { alnum($0) || $0 == UInt8(ascii: "_") || $0 == UInt8(ascii: ".") || $0 == UInt8(ascii: "-") }
+        return u.allSatisfy {
+            alnum($0) || $0 == UInt8(ascii: "_") || $0 == UInt8(ascii: ".") || $0 == UInt8(ascii: "-")
+        }
     }
 
     /// At most 15 bytes, not "." or "..", no "/", ":" or whitespace (ValidateInterfaceName), and,
@@ -78,15 +81,17 @@ public struct CNIEnvironment: Sendable {
     public static func validateInterfaceName(_ name: String, allowPercent: Bool = false) throws(CNIError) {
         if name.isEmpty { throw CNIError(.invalidEnvironment, "interface name is empty") }
         if name.utf8.count > 15 {
-            throw CNIError(.invalidEnvironment, "interface name is too long",
-                           details: "interface name should be less than 16 characters")
+            throw CNIError(
+                .invalidEnvironment, "interface name is too long",
+                details: "interface name should be less than 16 characters")
         }
         if name == "." || name == ".." {
             throw CNIError(.invalidEnvironment, "interface name is . or ..")
         }
         for c in name.unicodeScalars where c == "/" || c == ":" || c.properties.isWhitespace {
-            throw CNIError(.invalidEnvironment, "interface name contains / or : or whitespace characters",
-                           details: name)
+            throw CNIError(
+                .invalidEnvironment, "interface name contains / or : or whitespace characters",
+                details: name)
         }
         if !allowPercent && name.contains("%") {
             throw CNIError(.invalidEnvironment, "interface name contains %", details: name)

@@ -7,8 +7,9 @@ extension JSON {
     /// Parses bytes; a syntax error becomes CNI code 6 (failed to decode content) naming the
     /// byte offset.
     public static func parse(_ bytes: some Collection<UInt8>) throws(CNIError) -> JSON {
-        do { return try JSON(parsing: bytes) }
-        catch { throw CNIError(.decodingFailure, "error parsing JSON: \(error)") }
+        do { return try JSON(parsing: bytes) } catch {
+            throw CNIError(.decodingFailure, "error parsing JSON: \(error)")
+        }
     }
 }
 
@@ -65,8 +66,9 @@ extension Dictionary where Key == String, Value == JSON {
             let parent = path.hasSuffix(key) ? String(path.dropLast(key.count)) : ""
             let place = parent.hasSuffix(".") ? " in \"\(parent.dropLast())\"" : ""
             let keys = error.keys.map { "\"\($0)\"" }.joined(separator: ", ")
-            throw CNIError(.invalidNetworkConfig,
-                           "invalid config: keys \(keys)\(place) all match \"\(key)\" ignoring case; keep one of them")
+            throw CNIError(
+                .invalidNetworkConfig,
+                "invalid config: keys \(keys)\(place) all match \"\(key)\" ignoring case; keep one of them")
         }
         guard let found, !found.value.isNull else { return nil }
         guard found.key != key, path.hasSuffix(key) else { return (path, found.value) }
@@ -79,7 +81,8 @@ extension Dictionary where Key == String, Value == JSON {
     public func value<T: JSONReadable>(_ key: String, as: T.Type = T.self, path: String? = nil) throws(CNIError) -> T? {
         guard let (path, v) = try member(key, path: path) else { return nil }
         guard let t = T(json: v) else {
-            throw CNIError(.invalidNetworkConfig, "invalid config: \"\(path)\" must be \(T.jsonTypeName), got \(v.text)")
+            throw CNIError(
+                .invalidNetworkConfig, "invalid config: \"\(path)\" must be \(T.jsonTypeName), got \(v.text)")
         }
         return t
     }

@@ -2,7 +2,7 @@
 // The counterpart of the reference's skel.PluginMainFuncs.
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// A CNI plugin's verbs. Each runs synchronously; errors are reported as CNI error JSON.

@@ -49,8 +49,11 @@ public struct Request: Sendable {
         let v = try Self.skelString("cniVersion", in: config)
         guard let version = SpecVersion(rawValue: v.isEmpty ? "0.1.0" : v), supported.contains(version) else {
             // Go's details: fmt.Sprintf("config is %q, plugin supports %q", config, supported).
-            throw CNIError(.incompatibleVersion, "incompatible CNI versions",
-                           details: "config is \(goQuote(v)), plugin supports [\(supported.map { goQuote($0.rawValue) }.joined(separator: " "))]")
+            throw CNIError(
+                .incompatibleVersion, "incompatible CNI versions",
+                details:
+                    "config is \(goQuote(v)), plugin supports [\(supported.map { goQuote($0.rawValue) }.joined(separator: " "))]"
+            )
         }
         self.version = version
         guard version >= SpecVersion.minimum(for: env.command) else {
@@ -78,7 +81,8 @@ public struct Request: Sendable {
     private static func skelString(_ key: String, in config: [String: JSON]) throws(CNIError) -> String {
         guard let (path, v) = try config.member(key) else { return "" }
         guard let s = v.stringValue else {
-            throw CNIError(.decodingFailure, "error unmarshall network config: \"\(path)\" must be a string, got \(v.text)")
+            throw CNIError(
+                .decodingFailure, "error unmarshall network config: \"\(path)\" must be a string, got \(v.text)")
         }
         return s
     }
@@ -87,14 +91,17 @@ public struct Request: Sendable {
     /// spelling `cni.dev/attachments`. Nil when neither key is present (then GC removes nothing).
     public var validAttachments: Set<Attachment>? {
         get throws(CNIError) {
-            let key = try config.member("cni.dev/valid-attachments") != nil ? "cni.dev/valid-attachments" : "cni.dev/attachments"
+            let key =
+                try config.member("cni.dev/valid-attachments") != nil
+                ? "cni.dev/valid-attachments" : "cni.dev/attachments"
             guard let list = try config.value(key, as: [JSON].self) else { return nil }
             var out = Set<Attachment>()
             for (i, e) in list.enumerated() {
                 let path = "\(key)[\(i)]"
                 guard let o = e.objectValue,
-                      let id = try o.value("containerID", as: String.self, path: "\(path).containerID"),
-                      let ifn = try o.value("ifname", as: String.self, path: "\(path).ifname") else {
+                    let id = try o.value("containerID", as: String.self, path: "\(path).containerID"),
+                    let ifn = try o.value("ifname", as: String.self, path: "\(path).ifname")
+                else {
                     throw CNIError(.invalidNetworkConfig, "invalid entry in \(key): \(e.text)")
                 }
                 out.insert(Attachment(containerID: id, ifname: ifn))

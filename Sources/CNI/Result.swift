@@ -18,8 +18,10 @@ public struct Result: Equatable, Sendable {
         public var sandbox: String?
         public var socketPath: String?
         public var pciID: String?
-        public init(name: String, mac: String? = nil, mtu: Int? = nil, sandbox: String? = nil,
-                    socketPath: String? = nil, pciID: String? = nil) {
+        public init(
+            name: String, mac: String? = nil, mtu: Int? = nil, sandbox: String? = nil,
+            socketPath: String? = nil, pciID: String? = nil
+        ) {
             self.name = name; self.mac = mac; self.mtu = mtu; self.sandbox = sandbox
             self.socketPath = socketPath; self.pciID = pciID
         }
@@ -42,8 +44,10 @@ public struct Result: Equatable, Sendable {
         public var priority: Int?
         public var table: Int?
         public var scope: Int?
-        public init(dst: IPNetwork, gw: IPAddress? = nil, mtu: Int? = nil, advmss: Int? = nil,
-                    priority: Int? = nil, table: Int? = nil, scope: Int? = nil) {
+        public init(
+            dst: IPNetwork, gw: IPAddress? = nil, mtu: Int? = nil, advmss: Int? = nil,
+            priority: Int? = nil, table: Int? = nil, scope: Int? = nil
+        ) {
             self.dst = dst; self.gw = gw; self.mtu = mtu; self.advmss = advmss
             self.priority = priority; self.table = table; self.scope = scope
         }
@@ -153,7 +157,8 @@ extension Result.Route {
             throw CNIError(.invalidNetworkConfig, "invalid \(path): must be an object, got \(json.text)")
         }
         guard let d = try o.value("dst", as: String.self, path: "\(path).dst"), let dst = IPNetwork(d) else {
-            throw CNIError(.invalidNetworkConfig, "invalid \(path).dst: \(try o.member("dst")?.value.text ?? "missing")")
+            throw CNIError(
+                .invalidNetworkConfig, "invalid \(path).dst: \(try o.member("dst")?.value.text ?? "missing")")
         }
         self.init(dst: dst)
         if let g = try o.value("gw", as: String.self, path: "\(path).gw") {
@@ -228,18 +233,22 @@ extension Result {
                 guard let e = j.objectValue, let name = try e.value("name", as: String.self) else {
                     throw CNIError(.decodingFailure, "invalid interfaces[\(i)] in result")
                 }
-                interfaces.append(Interface(
-                    name: name, mac: try e.value("mac"), mtu: try e.value("mtu"), sandbox: try e.value("sandbox"),
-                    socketPath: try e.value("socketPath"), pciID: try e.value("pciID")))
+                interfaces.append(
+                    Interface(
+                        name: name, mac: try e.value("mac"), mtu: try e.value("mtu"), sandbox: try e.value("sandbox"),
+                        socketPath: try e.value("socketPath"), pciID: try e.value("pciID")))
             }
             for (i, j) in (try o.value("ips", as: [JSON].self) ?? []).enumerated() {
                 guard let e = j.objectValue, let s = try e.value("address", as: String.self),
-                      let a = IPNetwork(s) else {
+                    let a = IPNetwork(s)
+                else {
                     throw CNIError(.decodingFailure, "invalid ips[\(i)].address in result")
                 }
                 var ip = IPConfig(address: a, interface: try e.value("interface"))
                 if let g = try e.value("gateway", as: String.self) {
-                    guard let gw = IPAddress(g) else { throw CNIError(.decodingFailure, "invalid ips[\(i)].gateway in result") }
+                    guard let gw = IPAddress(g) else {
+                        throw CNIError(.decodingFailure, "invalid ips[\(i)].gateway in result")
+                    }
                     ip.gateway = gw
                 }
                 ips.append(ip)
@@ -272,14 +281,16 @@ extension Result.Route {
         func convert<T: FixedWidthInteger>(_ value: Int?, _ field: String) throws(CNIError) -> T? {
             guard let value else { return nil }
             guard let v = T(exactly: value) else {
-                throw CNIError(.invalidNetworkConfig,
-                               "invalid \(path).\(field): \(value) is out of range (\(T.min) to \(T.max))")
+                throw CNIError(
+                    .invalidNetworkConfig,
+                    "invalid \(path).\(field): \(value) is out of range (\(T.min) to \(T.max))")
             }
             return v
         }
-        return KernelValues(table: try convert(table, "table"), priority: try convert(priority, "priority"),
-                            scope: try convert(scope, "scope"), mtu: try convert(mtu, "mtu"),
-                            advmss: try convert(advmss, "advmss"))
+        return KernelValues(
+            table: try convert(table, "table"), priority: try convert(priority, "priority"),
+            scope: try convert(scope, "scope"), mtu: try convert(mtu, "mtu"),
+            advmss: try convert(advmss, "advmss"))
     }
 }
 

@@ -57,8 +57,12 @@ actor Authenticator {
             do {
                 let token = try decodeWire(AuthenticateWire.self, from: bytes.readableBytesView).token
                 transport.count { $0.authentications += 1 }
-                transport.logger.debug("etcd authenticated", metadata: ["etcd.endpoint": "\(endpoint)",
-                                                                      "etcd.user": "\(credentials.username)"])
+                transport.logger.debug(
+                    "etcd authenticated",
+                    metadata: [
+                        "etcd.endpoint": "\(endpoint)",
+                        "etcd.user": "\(credentials.username)",
+                    ])
                 return token
             } catch {
                 throw AttemptFailure(error: transport.malformed(error, bytes, path, endpoint), nothingSent: false)
@@ -71,12 +75,15 @@ actor Authenticator {
         switch code {
         case .failedPrecondition where message.contains("not enabled"):
             // etcd's own client carries on without a token here; so do we.
-            transport.logger.debug("etcd has no auth enabled; sending no token",
-                                   metadata: ["etcd.endpoint": "\(endpoint)"])
+            transport.logger.debug(
+                "etcd has no auth enabled; sending no token",
+                metadata: ["etcd.endpoint": "\(endpoint)"])
             return nil
         case .invalidArgument where message.contains("authentication failed"):
-            throw AttemptFailure(error: .authenticationFailed(user: credentials.username, message: message,
-                                                              endpoint: endpoint), nothingSent: false)
+            throw AttemptFailure(
+                error: .authenticationFailed(
+                    user: credentials.username, message: message,
+                    endpoint: endpoint), nothingSent: false)
         default:
             throw AttemptFailure(error: error, nothingSent: code == .unavailable)
         }

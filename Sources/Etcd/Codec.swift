@@ -14,9 +14,9 @@
 // Requests are written by hand, field by field, so their text is fixed (golden tests compare it).
 
 #if canImport(FoundationEssentials)
-import FoundationEssentials
+    import FoundationEssentials
 #else
-import Foundation
+    import Foundation
 #endif
 
 // MARK: - Requests
@@ -89,8 +89,10 @@ enum EtcdRequest {
         if let end = range.end { w.bytes("range_end", end) }
     }
 
-    private static func rangeObject(_ range: KeyRange, revision: Int64 = 0, limit: Int64 = 0,
-                                    keysOnly: Bool = false) -> String {
+    private static func rangeObject(
+        _ range: KeyRange, revision: Int64 = 0, limit: Int64 = 0,
+        keysOnly: Bool = false
+    ) -> String {
         var w = JSONObjectWriter()
         rangeFields(&w, range)
         if limit != 0 { w.int("limit", limit) }
@@ -141,13 +143,14 @@ enum EtcdRequest {
 
     private static func compareObject(_ c: Compare) -> String {
         var w = JSONObjectWriter()
-        let target = switch c.target {
-        case .version: "VERSION"
-        case .createRevision: "CREATE"
-        case .modRevision: "MOD"
-        case .value: "VALUE"
-        case .lease: "LEASE"
-        }
+        let target =
+            switch c.target {
+            case .version: "VERSION"
+            case .createRevision: "CREATE"
+            case .modRevision: "MOD"
+            case .value: "VALUE"
+            case .lease: "LEASE"
+            }
         w.string("target", target)
         w.bytes("key", c.key)
         w.string("result", c.result.rawValue)
@@ -339,9 +342,10 @@ extension ResponseHeader: WireDecodable {
 extension KeyValue: WireDecodable {
     init(fields c: JSONFields) throws {
         let lease = try c.int64("lease")
-        self.init(key: try c.bytes("key"), value: try c.bytes("value"),
-                  createRevision: try c.int64("create_revision"), modRevision: try c.int64("mod_revision"),
-                  version: try c.int64("version"), lease: lease == 0 ? nil : LeaseID(lease))
+        self.init(
+            key: try c.bytes("key"), value: try c.bytes("value"),
+            createRevision: try c.int64("create_revision"), modRevision: try c.int64("mod_revision"),
+            version: try c.int64("version"), lease: lease == 0 ? nil : LeaseID(lease))
     }
 }
 
@@ -458,8 +462,9 @@ extension WatchEvent: WireDecodable {
         case "", "PUT": kind = .put
         case "DELETE": kind = .delete
         default:
-            throw DecodingError.dataCorruptedError(forKey: JSONKey("type"), in: c,
-                                                   debugDescription: "unknown event type \(type)")
+            throw DecodingError.dataCorruptedError(
+                forKey: JSONKey("type"), in: c,
+                debugDescription: "unknown event type \(type)")
         }
         kv = try c.object("kv") ?? KeyValue(key: [])
         prevKV = try c.object("prev_kv")
@@ -517,8 +522,10 @@ extension StreamFrame: WireDecodable {
         } else if let error: ErrorWire = try c.object("error") {
             self = .error(error)
         } else {
-            throw DecodingError.dataCorrupted(.init(codingPath: c.codingPath,
-                                                    debugDescription: "neither \"result\" nor \"error\""))
+            throw DecodingError.dataCorrupted(
+                .init(
+                    codingPath: c.codingPath,
+                    debugDescription: "neither \"result\" nor \"error\""))
         }
     }
 }

@@ -108,7 +108,8 @@ extension EtcdClient.Configuration {
             while url.hasSuffix("/") { url.removeLast() }
             if !url.contains("://") { url = (tls == nil ? "http://" : "https://") + url }
             guard url.hasPrefix("http://") || url.hasPrefix("https://"),
-                  url.split(separator: "/", omittingEmptySubsequences: true).count == 2 else {
+                url.split(separator: "/", omittingEmptySubsequences: true).count == 2
+            else {
                 throw .invalidConfiguration("endpoint \"\(raw)\" is not http(s)://host:port")
             }
             return url

@@ -30,10 +30,12 @@ public struct GRPCStatusCode: RawRepresentable, Hashable, Sendable, CustomString
     public static let unauthenticated = Self(rawValue: 16)
 
     public var description: String {
-        let names = [1: "Canceled", 2: "Unknown", 3: "InvalidArgument", 4: "DeadlineExceeded", 5: "NotFound",
-                     6: "AlreadyExists", 7: "PermissionDenied", 8: "ResourceExhausted", 9: "FailedPrecondition",
-                     10: "Aborted", 11: "OutOfRange", 12: "Unimplemented", 13: "Internal", 14: "Unavailable",
-                     15: "DataLoss", 16: "Unauthenticated"]
+        let names = [
+            1: "Canceled", 2: "Unknown", 3: "InvalidArgument", 4: "DeadlineExceeded", 5: "NotFound",
+            6: "AlreadyExists", 7: "PermissionDenied", 8: "ResourceExhausted", 9: "FailedPrecondition",
+            10: "Aborted", 11: "OutOfRange", 12: "Unimplemented", 13: "Internal", 14: "Unavailable",
+            15: "DataLoss", 16: "Unauthenticated",
+        ]
         return "\(names[rawValue] ?? "code") (\(rawValue))"
     }
 }
@@ -123,8 +125,9 @@ public indirect enum EtcdError: Error, Sendable, CustomStringConvertible {
         switch self {
         case .server(let code, let message, _, let endpoint): "\(endpoint): \(message) [\(code)]"
         case .connection(let reason, _, let endpoint): "\(endpoint): connection failed: \(reason)"
-        case .tls(let reason, _, let endpoint): "\(endpoint): TLS handshake failed: \(reason)"
-            + " (check the CA file and the client certificate and key)"
+        case .tls(let reason, _, let endpoint):
+            "\(endpoint): TLS handshake failed: \(reason)"
+                + " (check the CA file and the client certificate and key)"
         case .timeout(let after, _, let endpoint): "\(endpoint): no answer within \(after)"
         default: description
         }

@@ -14,11 +14,13 @@ extension EtcdClient {
     public func grantLease(ttl: Duration, id: LeaseID? = nil) async throws(EtcdError) -> LeaseGrant {
         let (seconds, attoseconds) = ttl.components
         let whole = seconds + (attoseconds > 0 ? 1 : 0)
-        let wire = try await transport.call("/lease/grant", EtcdRequest.leaseGrant(ttlSeconds: whole, id: id),
-                                            idempotent: false, as: LeaseGrantWire.self)
+        let wire = try await transport.call(
+            "/lease/grant", EtcdRequest.leaseGrant(ttlSeconds: whole, id: id),
+            idempotent: false, as: LeaseGrantWire.self)
         guard wire.error.isEmpty else {
-            throw .server(code: .unknown, message: wire.error, request: configuration.basePath + "/lease/grant",
-                          endpoint: currentEndpoint)
+            throw .server(
+                code: .unknown, message: wire.error, request: configuration.basePath + "/lease/grant",
+                endpoint: currentEndpoint)
         }
         return wire.grant
     }
@@ -61,8 +63,9 @@ extension EtcdClient {
     /// expired lease is not an error: its `remaining` is `nil`.
     // etcdctl lease timetolive <id> [--keys]
     public func timeToLive(_ id: LeaseID, keys: Bool = false) async throws(EtcdError) -> LeaseTimeToLive {
-        try await transport.call("/lease/timetolive", EtcdRequest.timeToLive(id, keys: keys), idempotent: true,
-                                 as: LeaseTimeToLive.self)
+        try await transport.call(
+            "/lease/timetolive", EtcdRequest.timeToLive(id, keys: keys), idempotent: true,
+            as: LeaseTimeToLive.self)
     }
 }
 
@@ -119,9 +122,12 @@ public struct LeaseKeepAlive: AsyncSequence, Sendable {
                     case .unavailable, .timeout, .connection, .tls, .server(.unavailable, _, _, _):
                         failures += 1
                         let delay = client.configuration.reconnectBackoff.delay(afterFailures: failures)
-                        client.transport.logger.info("etcd lease keepalive failed, retrying",
-                                                     metadata: ["etcd.lease": "\(id)", "etcd.error": "\(error)",
-                                                                "etcd.delay": "\(delay.logText)"])
+                        client.transport.logger.info(
+                            "etcd lease keepalive failed, retrying",
+                            metadata: [
+                                "etcd.lease": "\(id)", "etcd.error": "\(error)",
+                                "etcd.delay": "\(delay.logText)",
+                            ])
                         do {
                             try await Task.sleep(for: delay)
                         } catch {

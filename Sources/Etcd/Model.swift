@@ -2,9 +2,9 @@
 // transaction comparisons and operations. Plain Swift types; the JSON forms live in Codec.swift.
 
 #if canImport(FoundationEssentials)
-import FoundationEssentials
+    import FoundationEssentials
 #else
-import Foundation
+    import Foundation
 #endif
 
 /// Something that can be an etcd key or value. etcd keys and values are arbitrary bytes; most
@@ -116,8 +116,10 @@ public struct KeyValue: Hashable, Sendable, CustomStringConvertible {
     /// The lease the key is attached to; `nil` when it has none (a flannel "reservation").
     public var lease: LeaseID?
 
-    public init(key: [UInt8], value: [UInt8] = [], createRevision: Int64 = 0, modRevision: Int64 = 0,
-                version: Int64 = 0, lease: LeaseID? = nil) {
+    public init(
+        key: [UInt8], value: [UInt8] = [], createRevision: Int64 = 0, modRevision: Int64 = 0,
+        version: Int64 = 0, lease: LeaseID? = nil
+    ) {
         self.key = key
         self.value = value
         self.createRevision = createRevision
@@ -191,8 +193,10 @@ public struct Compare: Hashable, Sendable {
         Compare(key: key, .createRevision(0), .equal)
     }
 
-    public static func createRevision(_ key: some EtcdBytesConvertible, _ result: Result,
-                                      _ revision: Int64) -> Compare {
+    public static func createRevision(
+        _ key: some EtcdBytesConvertible, _ result: Result,
+        _ revision: Int64
+    ) -> Compare {
         Compare(key: key, .createRevision(revision), result)
     }
 
@@ -204,8 +208,10 @@ public struct Compare: Hashable, Sendable {
         Compare(key: key, .version(version), result)
     }
 
-    public static func value(_ key: some EtcdBytesConvertible, _ result: Result,
-                             _ value: some EtcdBytesConvertible) -> Compare {
+    public static func value(
+        _ key: some EtcdBytesConvertible, _ result: Result,
+        _ value: some EtcdBytesConvertible
+    ) -> Compare {
         Compare(key: key, .value(value.etcdBytes), result)
     }
 
@@ -228,8 +234,10 @@ public struct TxnOp: Hashable, Sendable {
         TxnOp(kind: .range(range, limit: limit, keysOnly: keysOnly))
     }
 
-    public static func put(_ key: some EtcdBytesConvertible, _ value: some EtcdBytesConvertible,
-                           lease: LeaseID? = nil, prevKV: Bool = false) -> TxnOp {
+    public static func put(
+        _ key: some EtcdBytesConvertible, _ value: some EtcdBytesConvertible,
+        lease: LeaseID? = nil, prevKV: Bool = false
+    ) -> TxnOp {
         TxnOp(kind: .put(key: key.etcdBytes, value: value.etcdBytes, lease: lease, prevKV: prevKV))
     }
 

@@ -20,13 +20,13 @@ import NIOCore
 import Synchronization
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 #if canImport(FoundationEssentials)
-import FoundationEssentials
+    import FoundationEssentials
 #else
-import Foundation
+    import Foundation
 #endif
 
 /// One failed attempt on one endpoint.
@@ -46,8 +46,10 @@ struct FrameError: Error {
 struct TimeoutError: Error {}
 
 /// Runs `body`, cancelling it and throwing ``TimeoutError`` after `duration`.
-func withTimeout<T: Sendable>(_ duration: Duration,
-                              _ body: @escaping @Sendable () async throws -> T) async throws -> T {
+func withTimeout<T: Sendable>(
+    _ duration: Duration,
+    _ body: @escaping @Sendable () async throws -> T
+) async throws -> T {
     try await withThrowingTaskGroup(of: T.self) { group in
         group.addTask { try await body() }
         group.addTask {
@@ -68,7 +70,9 @@ final class Transport: Sendable {
     let auth: Authenticator?
     private let preferred = Mutex(0)
     /// Watches to wake when their endpoint fails: listener id -> (endpoint index, signal).
-    private let failureListeners = Mutex<(next: UInt64, all: [UInt64: (index: Int, signal: AsyncStream<Void>.Continuation)])>((0, [:]))
+    private let failureListeners = Mutex<
+        (next: UInt64, all: [UInt64: (index: Int, signal: AsyncStream<Void>.Continuation)])
+    >((0, [:]))
     private let shutDown = Mutex(false)
     let statistics = Mutex(EtcdClient.Statistics())
 
@@ -86,8 +90,9 @@ final class Transport: Sendable {
         if let tls = configuration.tls {
             try Self.applyTLS(tls, to: &http)
         }
-        self.http = HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: http,
-                               backgroundActivityLogger: logger)
+        self.http = HTTPClient(
+            eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: http,
+            backgroundActivityLogger: logger)
         auth = configuration.credentials.map { Authenticator(credentials: $0) }
     }
 
@@ -101,7 +106,11 @@ final class Transport: Sendable {
     }
 
     func shutdown() async {
-        guard shutDown.withLock({ let was = $0; $0 = true; return !was }) else { return }
+        guard
+            shutDown.withLock({
+                let was = $0; $0 = true; return !was
+            })
+        else { return }
         try? await http.shutdown()
     }
 
@@ -146,8 +155,9 @@ final class Transport: Sendable {
             if failed.contains(current) { current = index }
         }
         statistics.withLock { $0.failovers += 1 }
-        logger.info("etcd failed over to another endpoint",
-                    metadata: ["etcd.endpoint": "\(endpoints[index])", "etcd.failed_endpoint": "\(endpoints[failed[0]])"])
+        logger.info(
+            "etcd failed over to another endpoint",
+            metadata: ["etcd.endpoint": "\(endpoints[index])", "etcd.failed_endpoint": "\(endpoints[failed[0]])"])
     }
 
     /// A request found endpoint `index` failing: the next request starts on the next endpoint,
@@ -160,9 +170,12 @@ final class Transport: Sendable {
             return true
         }
         if moved {
-            logger.info("etcd endpoint failing; preferring the next one",
-                        metadata: ["etcd.failed_endpoint": "\(endpoints[index])",
-                                   "etcd.endpoint": "\(endpoints[(index + 1) % endpoints.count])", "etcd.error": "\(error)"])
+            logger.info(
+                "etcd endpoint failing; preferring the next one",
+                metadata: [
+                    "etcd.failed_endpoint": "\(endpoints[index])",
+                    "etcd.endpoint": "\(endpoints[(index + 1) % endpoints.count])", "etcd.error": "\(error)",
+                ])
         }
         let signals = failureListeners.withLock { $0.all.values.filter { $0.index == index }.map(\.signal) }
         for signal in signals { signal.yield() }
@@ -194,13 +207,17 @@ final class Transport: Sendable {
     /// Sends `body` to `path` (e.g. `/kv/range`) and decodes the answer, trying every endpoint
     /// from the preferred one on. `idempotent` requests (reads) also fail over after a timeout or
     /// a broken connection.
-    func call<T: WireDecodable>(_ path: String, _ body: String, idempotent: Bool,
-                                as type: T.Type = T.self) async throws(EtcdError) -> T {
+    func call<T: WireDecodable>(
+        _ path: String, _ body: String, idempotent: Bool,
+        as type: T.Type = T.self
+    ) async throws(EtcdError) -> T {
         try await call(path, body, idempotent: idempotent) { bytes in try decodeWire(T.self, from: bytes) }
     }
 
-    func call<T>(_ path: String, _ body: String, idempotent: Bool,
-                 decode: (ByteBufferView) throws -> T) async throws(EtcdError) -> T {
+    func call<T>(
+        _ path: String, _ body: String, idempotent: Bool,
+        decode: (ByteBufferView) throws -> T
+    ) async throws(EtcdError) -> T {
         let request = configuration.basePath + path
         var failures: [EtcdError] = []
         var failed: [Int] = []
@@ -221,9 +238,12 @@ final class Transport: Sendable {
                     count { $0.errors += 1 }
                     throw error.error
                 }
-                logger.debug("etcd request failed on one endpoint",
-                             metadata: ["etcd.endpoint": "\(endpoints[index])", "etcd.request": "\(request)",
-                                        "etcd.error": "\(error.error)"])
+                logger.debug(
+                    "etcd request failed on one endpoint",
+                    metadata: [
+                        "etcd.endpoint": "\(endpoints[index])", "etcd.request": "\(request)",
+                        "etcd.error": "\(error.error)",
+                    ])
                 failures.append(error.error)
             }
         }
@@ -233,8 +253,10 @@ final class Transport: Sendable {
 
     /// One request on one endpoint, authenticating first when credentials are configured, and
     /// once more if etcd says the token is no longer valid.
-    private func attempt<T>(_ endpoint: String, _ path: String, _ body: String,
-                            decode: (ByteBufferView) throws -> T) async throws(AttemptFailure) -> T {
+    private func attempt<T>(
+        _ endpoint: String, _ path: String, _ body: String,
+        decode: (ByteBufferView) throws -> T
+    ) async throws(AttemptFailure) -> T {
         var reauthenticated = false
         while true {
             let token = try await auth?.token(on: endpoint, transport: self)
@@ -243,8 +265,9 @@ final class Transport: Sendable {
                 do {
                     return try decode(bytes.readableBytesView)
                 } catch let frame as FrameError {
-                    let error = EtcdError.server(code: frame.code, message: frame.message,
-                                                 request: configuration.basePath + path, endpoint: endpoint)
+                    let error = EtcdError.server(
+                        code: frame.code, message: frame.message,
+                        request: configuration.basePath + path, endpoint: endpoint)
                     throw AttemptFailure(error: error, nothingSent: error.isServerUnavailable)
                 } catch {
                     throw AttemptFailure(error: malformed(error, bytes, path, endpoint), nothingSent: false)
@@ -254,8 +277,9 @@ final class Transport: Sendable {
             if let auth, !reauthenticated, error.needsAuthentication {
                 reauthenticated = true
                 await auth.invalidate(token)
-                logger.info("etcd token rejected, authenticating again",
-                            metadata: ["etcd.endpoint": "\(endpoint)", "etcd.error": "\(error)"])
+                logger.info(
+                    "etcd token rejected, authenticating again",
+                    metadata: ["etcd.endpoint": "\(endpoint)", "etcd.error": "\(error)"])
                 continue
             }
             throw AttemptFailure(error: error, nothingSent: error.isServerUnavailable)
@@ -263,8 +287,10 @@ final class Transport: Sendable {
     }
 
     /// POSTs `body` and collects the whole answer, within the request timeout.
-    func send(_ endpoint: String, _ path: String, _ body: String,
-              token: String?) async throws(AttemptFailure) -> (status: UInt, body: ByteBuffer) {
+    func send(
+        _ endpoint: String, _ path: String, _ body: String,
+        token: String?
+    ) async throws(AttemptFailure) -> (status: UInt, body: ByteBuffer) {
         var prepared = makeRequest(endpoint, path, token: token)
         prepared.body = .bytes(ByteBuffer(string: body))
         let request = prepared
@@ -286,8 +312,10 @@ final class Transport: Sendable {
 
     /// Opens a streaming request (watch, keepalive) and returns the answer once its head arrived
     /// with status 200; the head must arrive within the request timeout.
-    func open(_ endpoint: String, _ path: String, body: HTTPClientRequest.Body, token: String?,
-              requireLeader: Bool = false) async throws(AttemptFailure) -> HTTPClientResponse {
+    func open(
+        _ endpoint: String, _ path: String, body: HTTPClientRequest.Body, token: String?,
+        requireLeader: Bool = false
+    ) async throws(AttemptFailure) -> HTTPClientResponse {
         var request = makeRequest(endpoint, path, token: token)
         request.body = body
         // gRPC metadata `hasleader: true` (the gateway turns `Grpc-Metadata-*` headers into
@@ -344,8 +372,9 @@ final class Transport: Sendable {
 
     func malformed(_ error: any Error, _ bytes: ByteBuffer, _ path: String, _ endpoint: String) -> EtcdError {
         let text = String(decoding: bytes.readableBytesView.prefix(200), as: UTF8.self)
-        return .malformedResponse(reason: "\(error) in \(text)", request: configuration.basePath + path,
-                                  endpoint: endpoint)
+        return .malformedResponse(
+            reason: "\(error) in \(text)", request: configuration.basePath + path,
+            endpoint: endpoint)
     }
 
     /// Maps what AsyncHTTPClient, NIO and NIOSSL throw to an ``EtcdError``, and says whether the
@@ -353,8 +382,10 @@ final class Transport: Sendable {
     func classify(_ error: any Error, _ request: String, _ endpoint: String) -> AttemptFailure {
         if let failure = error as? AttemptFailure { return failure }
         if let error = error as? EtcdError { return AttemptFailure(error: error, nothingSent: false) }
-        let timeout = AttemptFailure(error: .timeout(after: configuration.requestTimeout, request: request,
-                                                     endpoint: endpoint), nothingSent: false)
+        let timeout = AttemptFailure(
+            error: .timeout(
+                after: configuration.requestTimeout, request: request,
+                endpoint: endpoint), nothingSent: false)
         /// The connection failed before the request was written (`sent: false`) or after.
         func connection(_ reason: String, sent: Bool) -> AttemptFailure {
             AttemptFailure(error: .connection(reason: reason, request: request, endpoint: endpoint), nothingSent: !sent)
@@ -366,7 +397,8 @@ final class Transport: Sendable {
         let typeName = String(reflecting: type(of: error))
         let text = String(describing: error)
         if typeName.hasPrefix("NIOSSL.") {
-            let reason = text.contains("CERTIFICATE_VERIFY_FAILED")
+            let reason =
+                text.contains("CERTIFICATE_VERIFY_FAILED")
                 ? "the server's certificate is not signed by a trusted CA (CERTIFICATE_VERIFY_FAILED)" : text
             return AttemptFailure(error: .tls(reason: reason, request: request, endpoint: endpoint), nothingSent: true)
         }

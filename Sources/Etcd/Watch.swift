@@ -138,8 +138,9 @@ final class WatchSession: Sendable {
             let endpoint = transport.endpoints[index]
             switch await connect(index, out) {
             case .compacted(let revision):
-                logger.info("etcd watch fell behind a compaction",
-                            metadata: ["etcd.endpoint": "\(endpoint)", "etcd.revision": "\(revision)"])
+                logger.info(
+                    "etcd watch fell behind a compaction",
+                    metadata: ["etcd.endpoint": "\(endpoint)", "etcd.revision": "\(revision)"])
                 out.yield(.compacted(revision: revision))
                 out.finish()
                 return
@@ -153,10 +154,14 @@ final class WatchSession: Sendable {
             case .endpointFailed:
                 failures = 1
                 transport.count { $0.watchReconnects += 1 }
-                logger.info("etcd watch leaving an endpoint another request found failing",
-                            metadata: ["etcd.endpoint": "\(endpoint)", "etcd.revision": "\(state.withLock { $0.next })"])
-                out.yield(.interrupted(.connection(reason: "another request found the endpoint failing",
-                                                   request: request, endpoint: endpoint)))
+                logger.info(
+                    "etcd watch leaving an endpoint another request found failing",
+                    metadata: ["etcd.endpoint": "\(endpoint)", "etcd.revision": "\(state.withLock { $0.next })"])
+                out.yield(
+                    .interrupted(
+                        .connection(
+                            reason: "another request found the endpoint failing",
+                            request: request, endpoint: endpoint)))
                 index = nextEndpoint(after: index)
             case .interrupted(let error, let wasCreated):
                 failures = wasCreated ? 1 : failures + 1
@@ -165,9 +170,12 @@ final class WatchSession: Sendable {
                 index = nextEndpoint(after: index)
                 let delay = transport.configuration.reconnectBackoff.delay(afterFailures: failures)
                 let next = state.withLock { $0.next }
-                logger.info("etcd watch interrupted, reconnecting",
-                            metadata: ["etcd.endpoint": "\(endpoint)", "etcd.error": "\(error)",
-                                       "etcd.revision": "\(next)", "etcd.delay": "\(delay.logText)"])
+                logger.info(
+                    "etcd watch interrupted, reconnecting",
+                    metadata: [
+                        "etcd.endpoint": "\(endpoint)", "etcd.error": "\(error)",
+                        "etcd.revision": "\(next)", "etcd.delay": "\(delay.logText)",
+                    ])
                 out.yield(.interrupted(error))
                 do {
                     try await Task.sleep(for: delay)
@@ -186,8 +194,10 @@ final class WatchSession: Sendable {
     }
 
     /// One stream: create the watch, deliver what comes, until it breaks.
-    private func connect(_ index: Int,
-                         _ out: AsyncThrowingStream<WatchUpdate, any Error>.Continuation) async -> Outcome {
+    private func connect(
+        _ index: Int,
+        _ out: AsyncThrowingStream<WatchUpdate, any Error>.Continuation
+    ) async -> Outcome {
         let endpoint = transport.endpoints[index]
         let token: String?
         do {
@@ -205,8 +215,9 @@ final class WatchSession: Sendable {
         writer.yield(ByteBuffer(string: EtcdRequest.watchCreate(range, startRevision: next, prevKV: prevKV) + "\n"))
         let response: HTTPClientResponse
         do {
-            response = try await transport.open(endpoint, "/watch", body: .stream(body, length: .unknown), token: token,
-                                                requireLeader: true)
+            response = try await transport.open(
+                endpoint, "/watch", body: .stream(body, length: .unknown), token: token,
+                requireLeader: true)
         } catch {
             if error.error.needsAuthentication { await transport.auth?.invalidate(token) }
             return outcome(of: error)
@@ -246,8 +257,10 @@ final class WatchSession: Sendable {
     private var isCreated: Bool { state.withLock { $0.created } }
 
     /// Reads the stream's lines until it ends or says something that ends this connection.
-    private func read(_ body: HTTPClientResponse.Body, _ endpoint: String, token: String?,
-                      _ out: AsyncThrowingStream<WatchUpdate, any Error>.Continuation) async throws -> Outcome {
+    private func read(
+        _ body: HTTPClientResponse.Body, _ endpoint: String, token: String?,
+        _ out: AsyncThrowingStream<WatchUpdate, any Error>.Continuation
+    ) async throws -> Outcome {
         var lines = LineSplitter()
         for try await chunk in body {
             for line in lines.append(chunk.readableBytesView) {
@@ -256,27 +269,34 @@ final class WatchSession: Sendable {
                     frame = try decodeWire(StreamFrame<WatchResponseWire>.self, from: line)
                 } catch {
                     let text = String(decoding: line.prefix(200), as: UTF8.self)
-                    let error = EtcdError.malformedResponse(reason: "\(error) in \(text)", request: request,
-                                                            endpoint: endpoint)
+                    let error = EtcdError.malformedResponse(
+                        reason: "\(error) in \(text)", request: request,
+                        endpoint: endpoint)
                     return .interrupted(error, wasCreated: isCreated)
                 }
                 switch frame {
                 case .error(let error):
                     // e.g. {"grpc_code":14,"message":"transport is closing"} when etcd shuts down.
-                    return .interrupted(.server(code: error.code, message: error.message, request: request,
-                                                endpoint: endpoint), wasCreated: isCreated)
+                    return .interrupted(
+                        .server(
+                            code: error.code, message: error.message, request: request,
+                            endpoint: endpoint), wasCreated: isCreated)
                 case .result(let answer):
                     if let outcome = await handle(answer, endpoint, token: token, out) { return outcome }
                 }
             }
         }
-        return .interrupted(.connection(reason: "the server ended the watch stream", request: request,
-                                        endpoint: endpoint), wasCreated: isCreated)
+        return .interrupted(
+            .connection(
+                reason: "the server ended the watch stream", request: request,
+                endpoint: endpoint), wasCreated: isCreated)
     }
 
     /// Applies one answer; returns an outcome when it ends the connection.
-    private func handle(_ answer: WatchResponseWire, _ endpoint: String, token: String?,
-                        _ out: AsyncThrowingStream<WatchUpdate, any Error>.Continuation) async -> Outcome? {
+    private func handle(
+        _ answer: WatchResponseWire, _ endpoint: String, token: String?,
+        _ out: AsyncThrowingStream<WatchUpdate, any Error>.Continuation
+    ) async -> Outcome? {
         let wasCreated = state.withLock { state in
             state.lines += 1
             return state.created
@@ -310,8 +330,10 @@ final class WatchSession: Sendable {
     /// Fails the connection when the watch is not created within the request timeout, or when
     /// the stream stays silent for a ping interval and then does not answer a progress request
     /// within the request timeout.
-    private func checkAlive(_ writer: AsyncStream<ByteBuffer>.Continuation,
-                            _ endpoint: String) async throws -> Outcome {
+    private func checkAlive(
+        _ writer: AsyncStream<ByteBuffer>.Continuation,
+        _ endpoint: String
+    ) async throws -> Outcome {
         let timeout = transport.configuration.requestTimeout
         try await Task.sleep(for: timeout)
         guard isCreated else {

@@ -58,8 +58,9 @@ public struct EtcdLeaseRegistry: LeaseRegistry {
         let grant = try await client.grantLease(ttl: ttl)
         switch try await client.create(key(subnet), value: attributes.json(), lease: grant.id) {
         case .created:
-            return Lease(subnet: subnet, attributes: attributes, etcdLease: grant.id.rawValue,
-                         expiration: Date().addingTimeInterval(Double(grant.ttl.components.seconds)))
+            return Lease(
+                subnet: subnet, attributes: attributes, etcdLease: grant.id.rawValue,
+                expiration: Date().addingTimeInterval(Double(grant.ttl.components.seconds)))
         case .exists:
             try? await client.revokeLease(grant.id)
             return nil
@@ -73,8 +74,9 @@ public struct EtcdLeaseRegistry: LeaseRegistry {
         }
         let grant = try await client.grantLease(ttl: ttl)
         _ = try await client.put(key(subnet), value: attributes.json(), lease: grant.id)
-        return Lease(subnet: subnet, attributes: attributes, etcdLease: grant.id.rawValue,
-                     expiration: Date().addingTimeInterval(Double(grant.ttl.components.seconds)))
+        return Lease(
+            subnet: subnet, attributes: attributes, etcdLease: grant.id.rawValue,
+            expiration: Date().addingTimeInterval(Double(grant.ttl.components.seconds)))
     }
 
     public func delete(_ subnet: IPNetwork) async throws {
@@ -117,7 +119,9 @@ public struct EtcdLeaseRegistry: LeaseRegistry {
         case .delete:
             return .delete(subnet, revision: revision)
         case .put:
-            guard let lease = self.lease(e.kv) else { return .notALease(key: e.kv.keyString, subnet: subnet, revision: revision) }
+            guard let lease = self.lease(e.kv) else {
+                return .notALease(key: e.kv.keyString, subnet: subnet, revision: revision)
+            }
             return .put(lease, revision: revision)
         }
     }

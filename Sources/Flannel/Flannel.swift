@@ -57,8 +57,9 @@ public struct Flannel: CNIPlugin {
             (type, stdin) = (object.pluginType, saved)
         } else {
             let rebuilt = try rebuiltDelegateConfig(conf)
-            logStderr("flannel: the saved config \(try conf.store.path(for: id)) is damaged; deleting through the "
-                      + "config rebuilt from the current flannel config: \(JSON.object(rebuilt).text)")
+            logStderr(
+                "flannel: the saved config \(try conf.store.path(for: id)) is damaged; deleting through the "
+                    + "config rebuilt from the current flannel config: \(JSON.object(rebuilt).text)")
             (type, stdin) = (rebuilt.pluginType, JSON.object(rebuilt).encoded())
         }
         do {
@@ -97,7 +98,8 @@ public struct Flannel: CNIPlugin {
             throw CNIError(.internal, "flannel: no saved delegate config for container \(id) in \(conf.dataDir)")
         }
         guard var object = Self.savedObject(saved) else {
-            throw CNIError(.decodingFailure, "flannel: the saved delegate config \(try conf.store.path(for: id)) is damaged")
+            throw CNIError(
+                .decodingFailure, "flannel: the saved delegate config \(try conf.store.path(for: id)) is damaged")
         }
         if let (_, prev) = try request.config.member("prevResult") { object["prevResult"] = prev }
         do {
@@ -124,7 +126,8 @@ public struct Flannel: CNIPlugin {
             if let (_, v) = try request.config.member(key) { delegate[key] = v }
         }
         do {
-            try Delegate.run(delegate.pluginType, command: .gc, request: request, stdin: JSON.object(delegate).encoded())
+            try Delegate.run(
+                delegate.pluginType, command: .gc, request: request, stdin: JSON.object(delegate).encoded())
         } catch {
             throw CNIError.wrap(error, "failed to delegate gc")
         }
@@ -136,7 +139,8 @@ public struct Flannel: CNIPlugin {
         for id in try store.containerIDs() where !live.contains(id) {
             do {
                 guard let bytes = try store.load(id), let saved = Self.savedObject(bytes),
-                      saved["name"] == .string(request.name) else { continue }
+                    saved["name"] == .string(request.name)
+                else { continue }
                 try store.remove(id)
                 logStderr("flannel: GC removed the saved config of \(id)")
             } catch {
@@ -161,7 +165,8 @@ public struct Flannel: CNIPlugin {
         try conf.store.checkWritable()
         let delegate = try conf.delegateConfig(subnets)
         do {
-            try Delegate.run(delegate.pluginType, command: .status, request: request, stdin: JSON.object(delegate).encoded())
+            try Delegate.run(
+                delegate.pluginType, command: .status, request: request, stdin: JSON.object(delegate).encoded())
         } catch {
             throw CNIError.wrap(error, "delegate \(delegate.pluginType) is not available")
         }

@@ -53,7 +53,8 @@ public struct FlannelConfig: Sendable {
             throw CNIError(.invalidNetworkConfig, "'delegate' dictionary, if present, must have (string) 'type' field")
         }
         for key in ["name", "ipam"] where d[key] != nil {
-            throw CNIError(.invalidNetworkConfig, "'delegate' dictionary must not have '\(key)' field, it'll be set by flannel")
+            throw CNIError(
+                .invalidNetworkConfig, "'delegate' dictionary must not have '\(key)' field, it'll be set by flannel")
         }
         if let runtimeConfig { d["runtimeConfig"] = .object(runtimeConfig) }
         d["name"] = .string(name)
@@ -83,9 +84,10 @@ public struct FlannelConfig: Sendable {
             routes.append(try Result.Route(json: r, path: "ipam.routes[\(i)]").json)
         }
         if let subnets {
-            ipam["ranges"] = .array([subnets.subnet, subnets.ipv6Subnet].compactMap { s in
-                s.map { JSON.array([.object(["subnet": .string($0.description)])]) }
-            })
+            ipam["ranges"] = .array(
+                [subnets.subnet, subnets.ipv6Subnet].compactMap { s in
+                    s.map { JSON.array([.object(["subnet": .string($0.description)])]) }
+                })
             for n in subnets.networks + subnets.ipv6Networks { routes.append(Result.Route(dst: n).json) }
         } else {
             ipam["ranges"] = nil

@@ -13,12 +13,13 @@
 // but a direct child of the directory. CNIEnvironment checks the same rule before a plugin runs;
 // this is the second line of defence, for callers that build a store directly.
 
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Musl)
-import Musl
-#endif
 import CNI
+
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Musl)
+    import Musl
+#endif
 
 public struct SavedConfigStore: Sendable {
     public let directory: String
@@ -30,7 +31,8 @@ public struct SavedConfigStore: Sendable {
     /// `<directory>/<containerID>`, or code 4 when the ID could name anything else.
     public func path(for containerID: String) throws(CNIError) -> String {
         guard !containerID.isEmpty, !containerID.contains("/"), !containerID.utf8.contains(0),
-              containerID != ".", containerID != "..", CNIEnvironment.isValidName(containerID) else {
+            containerID != ".", containerID != "..", CNIEnvironment.isValidName(containerID)
+        else {
             throw CNIError(.invalidEnvironment, "invalid characters in containerID", details: containerID)
         }
         return child(containerID)
@@ -103,7 +105,8 @@ public struct SavedConfigStore: Sendable {
         } catch {
             switch error {
             case .system(_, _, ENOENT): return nil
-            case .system(let call, _, let e): throw CNIError(.ioFailure, "\(call) \(p): \(String(cString: strerror(e)))")
+            case .system(let call, _, let e):
+                throw CNIError(.ioFailure, "\(call) \(p): \(String(cString: strerror(e)))")
             case .notRegularFile, .tooLarge:
                 logStderr("flannel: ignoring the saved config: \(error)")
                 return []
@@ -142,7 +145,9 @@ public struct SavedConfigStore: Sendable {
             throw CNIError(.notAvailable, "flannel data directory \(directory) is not a directory")
         }
         guard access(directory, W_OK | X_OK) == 0 else {
-            throw CNIError(.notAvailable, "flannel data directory \(directory) is not writable: \(String(cString: strerror(errno)))")
+            throw CNIError(
+                .notAvailable,
+                "flannel data directory \(directory) is not writable: \(String(cString: strerror(errno)))")
         }
     }
 

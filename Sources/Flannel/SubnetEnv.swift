@@ -12,13 +12,14 @@
 // later line replaces an earlier one, subnets masked to their network, NETWORK lists de-duplicated,
 // IPMASQ true only for exactly "true".
 
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Musl)
-import Musl
-#endif
 import Addressing
 import CNI
+
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Musl)
+    import Musl
+#endif
 
 public struct SubnetEnv: Equatable, Sendable {
     public static let defaultPath = "/run/flannel/subnet.env"
@@ -32,8 +33,10 @@ public struct SubnetEnv: Equatable, Sendable {
     public var mtu: UInt32
     public var ipMasq: Bool
 
-    public init(networks: [IPNetwork] = [], subnet: IPNetwork? = nil, ipv6Networks: [IPNetwork] = [],
-                ipv6Subnet: IPNetwork? = nil, mtu: UInt32, ipMasq: Bool) {
+    public init(
+        networks: [IPNetwork] = [], subnet: IPNetwork? = nil, ipv6Networks: [IPNetwork] = [],
+        ipv6Subnet: IPNetwork? = nil, mtu: UInt32, ipMasq: Bool
+    ) {
         self.networks = networks; self.subnet = subnet; self.ipv6Networks = ipv6Networks
         self.ipv6Subnet = ipv6Subnet; self.mtu = mtu; self.ipMasq = ipMasq
     }
@@ -86,7 +89,7 @@ public struct SubnetEnv: Equatable, Sendable {
             }
             switch key {
             case "FLANNEL_NETWORK", "FLANNEL_SUBNET", "FLANNEL_IPV6_NETWORK", "FLANNEL_IPV6_SUBNET",
-                 "FLANNEL_MTU", "FLANNEL_IPMASQ":
+                "FLANNEL_MTU", "FLANNEL_IPMASQ":
                 // The reference indexes parts[1] and panics here; a clear error is kinder.
                 guard let value else { throw invalid("the line has no \"=\"") }
                 switch key {
@@ -107,13 +110,16 @@ public struct SubnetEnv: Equatable, Sendable {
             }
         }
         var missing: [String] = []
-        if (networks ?? []).isEmpty && (v6Networks ?? []).isEmpty { missing += ["FLANNEL_NETWORK", "FLANNEL_IPV6_NETWORK"] }
+        if (networks ?? []).isEmpty && (v6Networks ?? []).isEmpty {
+            missing += ["FLANNEL_NETWORK", "FLANNEL_IPV6_NETWORK"]
+        }
         if subnet == nil && v6Subnet == nil { missing += ["FLANNEL_SUBNET", "FLANNEL_IPV6_SUBNET"] }
         if mtu == nil { missing.append("FLANNEL_MTU") }
         if ipMasq == nil { missing.append("FLANNEL_IPMASQ") }
         guard missing.isEmpty, let mtu, let ipMasq else { throw .missingKeys(path: path, keys: missing) }
-        return SubnetEnv(networks: networks ?? [], subnet: subnet, ipv6Networks: v6Networks ?? [],
-                         ipv6Subnet: v6Subnet, mtu: mtu, ipMasq: ipMasq)
+        return SubnetEnv(
+            networks: networks ?? [], subnet: subnet, ipv6Networks: v6Networks ?? [],
+            ipv6Subnet: v6Subnet, mtu: mtu, ipMasq: ipMasq)
     }
 }
 

@@ -14,15 +14,17 @@ public enum CNIConfigFuzz {
     /// valid attachments).
     static let commands: [Command] = [.add, .del, .check, .gc, .status]
 
-    static let subnetEnv = try? SubnetEnv.parse(Array("""
-        FLANNEL_NETWORK=10.244.0.0/16
-        FLANNEL_SUBNET=10.244.7.1/24
-        FLANNEL_IPV6_NETWORK=fd00:10:244::/56
-        FLANNEL_IPV6_SUBNET=fd00:10:244:7::1/64
-        FLANNEL_MTU=1450
-        FLANNEL_IPMASQ=true
+    static let subnetEnv = try? SubnetEnv.parse(
+        Array(
+            """
+            FLANNEL_NETWORK=10.244.0.0/16
+            FLANNEL_SUBNET=10.244.7.1/24
+            FLANNEL_IPV6_NETWORK=fd00:10:244::/56
+            FLANNEL_IPV6_SUBNET=fd00:10:244:7::1/64
+            FLANNEL_MTU=1450
+            FLANNEL_IPMASQ=true
 
-        """.utf8), path: "subnet.env")
+            """.utf8), path: "subnet.env")
 
     public static func run(_ input: [UInt8]) {
         var args = "IgnoreUnknown=1;IP=10.244.7.9", bytes = input

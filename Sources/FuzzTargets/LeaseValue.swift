@@ -12,8 +12,11 @@ public enum LeaseValueFuzz {
         guard let again = LeaseAttributes(json: attributes.json()) else {
             fatalError("lease value written from \(attributes) does not read back")
         }
-        let kept = attributes.backendType == "vxlan" ? attributes
-            : LeaseAttributes(publicIP: attributes.publicIP, backendType: attributes.backendType, vni: nil, vtepMAC: nil)
+        let kept =
+            attributes.backendType == "vxlan"
+            ? attributes
+            : LeaseAttributes(
+                publicIP: attributes.publicIP, backendType: attributes.backendType, vni: nil, vtepMAC: nil)
         guard again == kept else { fatalError("lease value \(attributes) reads back as \(again)") }
     }
 }

@@ -11,9 +11,12 @@ public enum SubnetEnvFuzz {
         #"{"cniVersion":"1.0.0","name":"cbr0","type":"flannel","delegate":{"hairpinMode":true,"isDefaultGateway":true}}"#,
         #"{"cniVersion":"0.3.1","name":"cbr0","type":"flannel","ipam":{"routes":[{"dst":"0.0.0.0/0"}]},"delegate":{"mtu":1400,"ipMasq":false}}"#,
     ].compactMap { text in
-        let env = try? CNIEnvironment(["CNI_COMMAND": "ADD", "CNI_CONTAINERID": "fuzz", "CNI_NETNS": "/run/netns/fuzz",
-                                       "CNI_IFNAME": "eth0", "CNI_PATH": "/opt/cni/bin"])
-        guard let env, let request = try? Request(env: env, stdin: Array(text.utf8), supported: SpecVersion.allCases) else {
+        let env = try? CNIEnvironment([
+            "CNI_COMMAND": "ADD", "CNI_CONTAINERID": "fuzz", "CNI_NETNS": "/run/netns/fuzz",
+            "CNI_IFNAME": "eth0", "CNI_PATH": "/opt/cni/bin",
+        ])
+        guard let env, let request = try? Request(env: env, stdin: Array(text.utf8), supported: SpecVersion.allCases)
+        else {
             return nil
         }
         return try? FlannelConfig(request)

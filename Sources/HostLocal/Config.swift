@@ -26,11 +26,16 @@ public struct HostLocalConfig: Sendable {
         let ipam = try Self.ipamSection(request)
         network = request.name
         dataDir = try Self.dataDir(ipam)
-        resolvConf = try ipam.value("resolvConf", as: String.self, path: "ipam.resolvConf").flatMap { $0.isEmpty ? nil : $0 }
+        resolvConf = try ipam.value("resolvConf", as: String.self, path: "ipam.resolvConf").flatMap {
+            $0.isEmpty ? nil : $0
+        }
         requestedIPs = try Self.requestedIPs(request)
 
         var raw: [(path: String, ranges: [JSON])] = []
-        for (i, set) in (try request.runtimeConfig.value("ipRanges", as: [[JSON]].self, path: "runtimeConfig.ipRanges") ?? []).enumerated() {
+        for (i, set)
+            in (try request.runtimeConfig.value("ipRanges", as: [[JSON]].self, path: "runtimeConfig.ipRanges") ?? [])
+            .enumerated()
+        {
             raw.append(("runtimeConfig.ipRanges[\(i)]", set))
         }
         if let subnet = try ipam.value("subnet", as: String.self, path: "ipam.subnet"), !subnet.isEmpty {
@@ -53,8 +58,9 @@ public struct HostLocalConfig: Sendable {
         // Spec 0.1.0/0.2.0 results hold one ip4 and one ip6.
         let v4 = rangeSets.filter { $0.family == .v4 }.count
         if (v4 > 1 || rangeSets.count - v4 > 1) && request.version < .v0_3_0 {
-            throw CNIError(.invalidNetworkConfig,
-                           "CNI version \(request.version.rawValue) does not support more than 1 address per family")
+            throw CNIError(
+                .invalidNetworkConfig,
+                "CNI version \(request.version.rawValue) does not support more than 1 address per family")
         }
         do throws(IPAMError) { try IPRangeSet.checkDisjoint(rangeSets) } catch {
             throw CNIError(.invalidNetworkConfig, error.description)
@@ -117,7 +123,8 @@ public struct HostLocalConfig: Sendable {
             }
             out.append(ip)
         }
-        let fromArgs = try request.config.object("args")?.object("cni", path: "args.cni")?
+        let fromArgs =
+            try request.config.object("args")?.object("cni", path: "args.cni")?
             .value("ips", as: [String].self, path: "args.cni.ips") ?? []
         let fromRuntime = try request.runtimeConfig.value("ips", as: [String].self, path: "runtimeConfig.ips") ?? []
         for (path, list) in [("args.cni.ips", fromArgs), ("runtimeConfig.ips", fromRuntime)] {

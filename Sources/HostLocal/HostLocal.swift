@@ -8,13 +8,14 @@
 // - GC: releases every reservation not held by `cni.dev/valid-attachments`; no list, no change.
 // - STATUS: the data directory can be created and written.
 
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Musl)
-import Musl
-#endif
 import CNI
 import IPAM
+
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Musl)
+    import Musl
+#endif
 
 public struct HostLocal: CNIPlugin {
     public init() {}
@@ -27,11 +28,13 @@ public struct HostLocal: CNIPlugin {
         let dns = try conf.resolvConf.map(ResolvConf.load) ?? Result.DNS()
         let store = try openStore(conf.network, conf.dataDir)
         let allocations = try locked(store) { () throws(IPAMError) in
-            try Allocator.allocate(rangeSets: conf.rangeSets, requested: conf.requestedIPs,
-                                   id: request.env.containerID, ifname: request.env.ifname, store: store)
+            try Allocator.allocate(
+                rangeSets: conf.rangeSets, requested: conf.requestedIPs,
+                id: request.env.containerID, ifname: request.env.ifname, store: store)
         }
-        return Result(ips: allocations.map { Result.IPConfig(address: $0.address, gateway: $0.gateway) },
-                      routes: conf.routes, dns: dns)
+        return Result(
+            ips: allocations.map { Result.IPConfig(address: $0.address, gateway: $0.gateway) },
+            routes: conf.routes, dns: dns)
     }
 
     public func del(_ request: Request) throws {
@@ -49,7 +52,8 @@ public struct HostLocal: CNIPlugin {
             store.getByID(id: request.env.containerID, ifname: request.env.ifname)
         }
         if held.isEmpty {
-            throw CNIError(.internal, "host-local: Failed to find address added by container \(request.env.containerID)")
+            throw CNIError(
+                .internal, "host-local: Failed to find address added by container \(request.env.containerID)")
         }
     }
 
@@ -68,8 +72,10 @@ public struct HostLocal: CNIPlugin {
             let conf = try HostLocalConfig(request)
             let store = try openStore(conf.network, conf.dataDir)
             guard access(store.directory, W_OK | X_OK) == 0 else {
-                throw CNIError(.notAvailable, "host-local: data directory \(store.directory) is not writable: "
-                               + String(cString: strerror(errno)))
+                throw CNIError(
+                    .notAvailable,
+                    "host-local: data directory \(store.directory) is not writable: "
+                        + String(cString: strerror(errno)))
             }
         } catch let e as CNIError where e.code != CNIError.Code.notAvailable.rawValue {
             // STATUS reports only "available" or not (code 50); the reason stays in the message.

@@ -1,12 +1,13 @@
 // `ipam.resolvConf`: a resolv.conf read into the result's `dns` (host-local dns.go). Only
 // nameserver, domain, search and options are read; `#` and `;` start a comment line.
 
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Musl)
-import Musl
-#endif
 import CNI
+
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Musl)
+    import Musl
+#endif
 
 public enum ResolvConf {
     /// The most a resolvConf file may hold. The reference reads lines of up to 64 KiB; a real
@@ -27,8 +28,10 @@ public enum ResolvConf {
     public static func parse(_ text: String) -> Result.DNS {
         var dns = Result.DNS()
         for line in text.split(omittingEmptySubsequences: true, whereSeparator: { $0 == "\n" || $0 == "\r\n" }) {
-            let fields = line.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "\r" || $0 == "\u{0B}" || $0 == "\u{0C}" })
-                .map(String.init)
+            let fields = line.split(whereSeparator: {
+                $0 == " " || $0 == "\t" || $0 == "\r" || $0 == "\u{0B}" || $0 == "\u{0C}"
+            })
+            .map(String.init)
             guard let key = fields.first, !key.hasPrefix("#"), !key.hasPrefix(";"), fields.count >= 2 else { continue }
             switch key {
             case "nameserver": dns.nameservers.append(fields[1])

@@ -57,8 +57,9 @@ public struct Allocator {
     }
 
     private func allocation(_ ip: IPAddress, in r: IPRange) -> Allocation {
-        Allocation(address: IPNetwork(address: ip, prefixLength: r.subnet.prefixLength)!, gateway: r.gateway,
-                   rangeSetIndex: index)
+        Allocation(
+            address: IPNetwork(address: ip, prefixLength: r.subnet.prefixLength)!, gateway: r.gateway,
+            rangeSetIndex: index)
     }
 
     /// host-local's ADD: one address from each range set, in order. Each requested address goes to
@@ -66,8 +67,10 @@ public struct Allocator {
     /// this call are released ("failed to allocate for range i: ..."); so they are if a requested
     /// address fits no range set ("failed to allocate all requested IPs: ..."). Reservations the
     /// attachment held before the call are left alone. The caller holds the store's lock.
-    public static func allocate(rangeSets: [IPRangeSet], requested: [IPAddress], id: String, ifname: String,
-                                store: any Store) throws(IPAMError) -> [Allocation] {
+    public static func allocate(
+        rangeSets: [IPRangeSet], requested: [IPAddress], id: String, ifname: String,
+        store: any Store
+    ) throws(IPAMError) -> [Allocation] {
         var pending: [IPAddress] = []
         for ip in requested where !pending.contains(ip) { pending.append(ip) }
         var done: [Allocation] = []
@@ -77,8 +80,9 @@ public struct Allocator {
         for (i, set) in rangeSets.enumerated() {
             let wanted = pending.firstIndex(where: set.contains).map { pending.remove(at: $0) }
             do throws(IPAMError) {
-                done.append(try Allocator(rangeSet: set, index: i, store: store)
-                    .allocate(id: id, ifname: ifname, requested: wanted))
+                done.append(
+                    try Allocator(rangeSet: set, index: i, store: store)
+                        .allocate(id: id, ifname: ifname, requested: wanted))
             } catch {
                 rollback()
                 throw .rangeSetFailed(index: i, error)

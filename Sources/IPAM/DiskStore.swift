@@ -14,12 +14,13 @@
 // as the reference does; `lock`, `last_reserved_ip.*` and names that are not addresses are skipped
 // (the reference would match a legacy container ID such as "10.0.0.5" against last_reserved_ip).
 
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Musl)
-import Musl
-#endif
 import Addressing
+
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Musl)
+    import Musl
+#endif
 
 public final class DiskStore: Store {
     public static let defaultDataDir = "/var/lib/cni/networks"
@@ -130,8 +131,9 @@ public final class DiskStore: Store {
             let text = String(decoding: e.content, as: UTF8.self)
             // Split at the first CR LF only: "id\r\nifname"; without one it is a legacy file.
             if let r = e.content.firstIndex(of: 13), r + 1 < e.content.count, e.content[r + 1] == 10 {
-                return Reservation(ip: e.ip, containerID: String(decoding: e.content[..<r], as: UTF8.self),
-                                   ifname: String(decoding: e.content[(r + 2)...], as: UTF8.self))
+                return Reservation(
+                    ip: e.ip, containerID: String(decoding: e.content[..<r], as: UTF8.self),
+                    ifname: String(decoding: e.content[(r + 2)...], as: UTF8.self))
             }
             return Reservation(ip: e.ip, containerID: text, ifname: nil)
         }
@@ -154,7 +156,8 @@ public final class DiskStore: Store {
                 $0.withMemoryRebound(to: CChar.self, capacity: 256) { String(cString: $0) }
             }
             if name == Self.lockName || name.hasPrefix(Self.lastIPPrefix) { continue }
-            guard let ip = IPAddress(name), let data = Self.readFile(directory + "/" + name, limit: Self.reservationSizeLimit)
+            guard let ip = IPAddress(name),
+                let data = Self.readFile(directory + "/" + name, limit: Self.reservationSizeLimit)
             else { continue }
             out.append((ip, Self.trim(data)))
         }

@@ -1,12 +1,13 @@
 // Errors of range validation, allocation and the reservation store. Each case prints the message
 // the Go host-local prints for the same condition, so logs and runtime events read the same.
 
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Musl)
-import Musl
-#endif
 import Addressing
+
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Musl)
+    import Musl
+#endif
 
 public indirect enum IPAMError: Error, Equatable, Sendable, CustomStringConvertible {
     // Range and range-set validation (backend/allocator/range.go, range_set.go).
@@ -47,7 +48,8 @@ public indirect enum IPAMError: Error, Equatable, Sendable, CustomStringConverti
         case .ipv4MappedNetwork(let n): "IPNet IP and Mask version mismatch: \(n) is an IPv4-mapped IPv6 network"
         case .unspecifiedNetwork(let n):
             "Network \(n) starts at the unspecified address \(n.address): no address can be allocated from it"
-        case .gatewayFamilyMismatch(let gw, let subnet): "gateway \(gw) is not in the address family of network \(subnet)"
+        case .gatewayFamilyMismatch(let gw, let subnet):
+            "gateway \(gw) is not in the address family of network \(subnet)"
         case .rangeStartOutside(let ip, let subnet): "RangeStart \(ip) not in network \(subnet)"
         case .rangeEndOutside(let ip, let subnet): "RangeEnd \(ip) not in network \(subnet)"
         case .rangeStartAfterEnd(let s, let e): "RangeStart \(s) is after RangeEnd \(e)"

@@ -24,8 +24,10 @@ public struct IPRange: Hashable, Sendable, CustomStringConvertible {
 
     /// Validates and fills in defaults. The checks run in the reference's order: size, IPv4-mapped,
     /// host bits, then (podnet's) the unspecified network, then gateway, start, end.
-    public init(subnet: IPNetwork, rangeStart: IPAddress? = nil, rangeEnd: IPAddress? = nil,
-                gateway: IPAddress? = nil) throws(IPAMError) {
+    public init(
+        subnet: IPNetwork, rangeStart: IPAddress? = nil, rangeEnd: IPAddress? = nil,
+        gateway: IPAddress? = nil
+    ) throws(IPAMError) {
         // A /31 or /32 (/127, /128) leaves nothing once the network address is taken out.
         if subnet.prefixLength > subnet.family.bitWidth - 2 { throw .networkTooSmall(subnet) }
         // ::ffff:a.b.c.d, as written (Go canonicalizes it to 4 bytes, its 16-byte mask stays).

@@ -84,11 +84,12 @@ extension Store {
         var released: [Reservation] = []
         var errors: [IPAMError] = []
         for r in try reservations() {
-            let kept = if let ifname = r.ifname {
-                valid.contains(Reservation.Owner(containerID: r.containerID, ifname: ifname))
-            } else {
-                containers.contains(r.containerID)
-            }
+            let kept =
+                if let ifname = r.ifname {
+                    valid.contains(Reservation.Owner(containerID: r.containerID, ifname: ifname))
+                } else {
+                    containers.contains(r.containerID)
+                }
             if kept { continue }
             do throws(IPAMError) {
                 try release(r.ip)

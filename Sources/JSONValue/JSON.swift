@@ -22,13 +22,21 @@ public enum JSON: Hashable, Sendable {
 extension JSON: Codable {
     public init(from decoder: any Decoder) throws {
         let c = try decoder.singleValueContainer()
-        if c.decodeNil() { self = .null }
-        else if let b = try? c.decode(Bool.self) { self = .bool(b) }
-        else if let i = try? c.decode(Int64.self) { self = .int(i) }
-        else if let d = try? c.decode(Double.self) { self = .double(d) }
-        else if let s = try? c.decode(String.self) { self = .string(s) }
-        else if let a = try? c.decode([JSON].self) { self = .array(a) }
-        else { self = .object(try c.decode([String: JSON].self)) }
+        if c.decodeNil() {
+            self = .null
+        } else if let b = try? c.decode(Bool.self) {
+            self = .bool(b)
+        } else if let i = try? c.decode(Int64.self) {
+            self = .int(i)
+        } else if let d = try? c.decode(Double.self) {
+            self = .double(d)
+        } else if let s = try? c.decode(String.self) {
+            self = .string(s)
+        } else if let a = try? c.decode([JSON].self) {
+            self = .array(a)
+        } else {
+            self = .object(try c.decode([String: JSON].self))
+        }
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -51,7 +59,8 @@ extension JSON {
     /// keys the last wins, as in Go; a UTF-8 byte order mark at the start is skipped, as
     /// JSONDecoder did.
     public init(parsing bytes: some Collection<UInt8>) throws(JSONSyntaxError) {
-        let parsed = bytes.withContiguousStorageIfAvailable { JSONParser.parse($0) }
+        let parsed =
+            bytes.withContiguousStorageIfAvailable { JSONParser.parse($0) }
             ?? Array(bytes).withUnsafeBufferPointer { JSONParser.parse($0) }
         self = try parsed.get()
     }
@@ -101,8 +110,7 @@ private struct JSONParser {
 
     static func parse(_ bytes: UnsafeBufferPointer<UInt8>) -> Swift.Result<JSON, JSONSyntaxError> {
         var parser = JSONParser(bytes)
-        do throws(JSONSyntaxError) { return .success(try parser.document()) }
-        catch { return .failure(error) }
+        do throws(JSONSyntaxError) { return .success(try parser.document()) } catch { return .failure(error) }
     }
 
     mutating func document() throws(JSONSyntaxError) -> JSON {
@@ -323,7 +331,8 @@ private struct JSONParser {
             switch scalar {
             case 0xD800...0xDBFF:
                 // A high surrogate needs an escaped low surrogate right after it.
-                guard pos + 1 < bytes.count && bytes[pos] == UInt8(ascii: "\\") && bytes[pos + 1] == UInt8(ascii: "u") else {
+                guard pos + 1 < bytes.count && bytes[pos] == UInt8(ascii: "\\") && bytes[pos + 1] == UInt8(ascii: "u")
+                else {
                     throw failure("lone surrogate in \\u escape", at: at)
                 }
                 pos += 2
@@ -384,16 +393,17 @@ private struct JSONParser {
     /// (RFC 3629: no overlong forms, no surrogates, nothing above U+10FFFF).
     mutating func skipUTF8Sequence() throws(JSONSyntaxError) {
         // The sequence's length, and the range its second byte must lie in.
-        let (length, low, high): (Int, UInt8, UInt8) = switch bytes[pos] {
-        case 0xC2...0xDF: (2, 0x80, 0xBF)
-        case 0xE0: (3, 0xA0, 0xBF)
-        case 0xE1...0xEC, 0xEE...0xEF: (3, 0x80, 0xBF)
-        case 0xED: (3, 0x80, 0x9F)
-        case 0xF0: (4, 0x90, 0xBF)
-        case 0xF1...0xF3: (4, 0x80, 0xBF)
-        case 0xF4: (4, 0x80, 0x8F)
-        default: (0, 0, 0)
-        }
+        let (length, low, high): (Int, UInt8, UInt8) =
+            switch bytes[pos] {
+            case 0xC2...0xDF: (2, 0x80, 0xBF)
+            case 0xE0: (3, 0xA0, 0xBF)
+            case 0xE1...0xEC, 0xEE...0xEF: (3, 0x80, 0xBF)
+            case 0xED: (3, 0x80, 0x9F)
+            case 0xF0: (4, 0x90, 0xBF)
+            case 0xF1...0xF3: (4, 0x80, 0xBF)
+            case 0xF4: (4, 0x80, 0x8F)
+            default: (0, 0, 0)
+            }
         guard length > 0 && pos + 1 < bytes.count && bytes[pos + 1] >= low && bytes[pos + 1] <= high else {
             throw failure("invalid UTF-8")
         }

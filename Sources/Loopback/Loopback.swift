@@ -24,8 +24,9 @@ public struct Loopback: CNIPlugin {
             return try nl.addresses(link: lo.index, family: nil)
         }
         // The reference reports lo with an all-zero MAC and its loopback addresses.
-        return Result(interfaces: [.init(name: ifname, mac: "00:00:00:00:00:00", sandbox: request.env.netns)],
-                      ips: addrs.filter(\.address.isLoopback).map { .init(address: $0, interface: 0) })
+        return Result(
+            interfaces: [.init(name: ifname, mac: "00:00:00:00:00:00", sandbox: request.env.netns)],
+            ips: addrs.filter(\.address.isLoopback).map { .init(address: $0, interface: 0) })
     }
 
     public func del(_ request: Request) throws {}

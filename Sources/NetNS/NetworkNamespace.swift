@@ -6,10 +6,11 @@
 // (the reference's pkg/ns/README.md explains the same hazard for goroutines). Where a netlink
 // socket is needed, open it inside `run`; the socket stays bound to that namespace afterwards.
 
-#if canImport(Glibc)
-import Glibc
-#endif
 import CNetNS
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 public enum NetNSError: Error, Equatable, CustomStringConvertible {
     /// The path does not exist (the namespace was already deleted).

@@ -2,12 +2,13 @@
 // `CommandRunner` call per process, so a test can count the spawns and read every script, and a
 // plugin pays one posix_spawn per command (through the shared Spawn module).
 
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Musl)
-import Musl
-#endif
 import Spawn
+
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Musl)
+    import Musl
+#endif
 
 /// One process to run: a program name (looked up in PATH) or path, its arguments and its stdin.
 public struct Command: Hashable, Sendable, CustomStringConvertible {
@@ -80,10 +81,12 @@ public struct SystemCommandRunner: CommandRunner {
             throw .launchFailed(command: name, errno: ENOENT)
         }
         do throws(Spawn.Failure) {
-            let out = try Spawn.run(path, argv: [command.executable] + command.arguments,
-                                    stdin: Array(command.stdin.utf8), timeout: timeout)
-            return CommandOutput(status: out.status, stdout: String(decoding: out.stdout, as: UTF8.self),
-                                 stderr: String(decoding: out.stderr, as: UTF8.self))
+            let out = try Spawn.run(
+                path, argv: [command.executable] + command.arguments,
+                stdin: Array(command.stdin.utf8), timeout: timeout)
+            return CommandOutput(
+                status: out.status, stdout: String(decoding: out.stdout, as: UTF8.self),
+                stderr: String(decoding: out.stderr, as: UTF8.self))
         } catch {
             switch error {
             case .launch(let e): throw .launchFailed(command: name, errno: e)

@@ -34,8 +34,9 @@ public struct Transaction: Hashable, Sendable {
     /// `iptables-restore --noflush -w` (`ip6tables-restore` for v6) with `script` on stdin.
     /// `--noflush` leaves every chain the script does not declare as it is.
     public static func iptables(_ family: IPFamily, _ script: String, retryable: Bool = true) -> Transaction {
-        Transaction(command: Command(NetfilterExecutor.iptables(family) + "-restore", ["--noflush", "-w"], stdin: script),
-                    retryable: retryable)
+        Transaction(
+            command: Command(NetfilterExecutor.iptables(family) + "-restore", ["--noflush", "-w"], stdin: script),
+            retryable: retryable)
     }
 
     /// `nft -f -` with `script` on stdin.
@@ -60,8 +61,10 @@ public struct NetfilterExecutor: Sendable {
     /// The chains and rules of `table` (or only of `chain` in it); throws when iptables fails,
     /// which is also how an unusable iptables shows.
     // iptables -w -t <table> -S [chain]
-    public func listIPTables(_ family: IPFamily, table: String = "nat",
-                             chain: String? = nil) throws(NetfilterError) -> IPTablesListing {
+    public func listIPTables(
+        _ family: IPFamily, table: String = "nat",
+        chain: String? = nil
+    ) throws(NetfilterError) -> IPTablesListing {
         let args = ["-w", "-t", table, "-S"] + (chain.map { [$0] } ?? [])
         return IPTablesListing(parsing: try runner.succeed(Command(Self.iptables(family), args)))
     }
@@ -91,9 +94,11 @@ public struct NetfilterExecutor: Sendable {
     /// it is `retryable`. Returns the listing the applied transaction was rendered from; nil when
     /// `render` found nothing to do.
     @discardableResult
-    public func transact<Listing>(attempts: Int = 1, first: Listing? = nil,
-                                  list: () throws(NetfilterError) -> Listing,
-                                  render: (Listing) -> Transaction?) throws(NetfilterError) -> Listing? {
+    public func transact<Listing>(
+        attempts: Int = 1, first: Listing? = nil,
+        list: () throws(NetfilterError) -> Listing,
+        render: (Listing) -> Transaction?
+    ) throws(NetfilterError) -> Listing? {
         var given = first
         for attempt in 1...max(attempts, 1) {
             let listing: Listing
@@ -102,8 +107,9 @@ public struct NetfilterExecutor: Sendable {
             let out = try runner.run(transaction.command)
             if out.status == 0 { return listing }
             if attempt >= attempts || !transaction.retryable {
-                throw .commandFailed(command: transaction.command.description, status: out.status,
-                                     stderr: trimmed(out.stderr))
+                throw .commandFailed(
+                    command: transaction.command.description, status: out.status,
+                    stderr: trimmed(out.stderr))
             }
         }
         return nil
@@ -129,9 +135,12 @@ public struct NetfilterExecutor: Sendable {
     /// unless `read` (the rule set's first iptables listing) fails and nftables is usable for
     /// `nftTable`. The listing is returned so that it doubles as the probe and costs no extra
     /// process; nil when `backend` was given. Throws `read`'s error when neither backend works.
-    public func resolve<Listing>(_ backend: NetfilterBackend?, nftTable: (family: String, name: String),
-                                 reading read: () throws(NetfilterError) -> Listing)
-        throws(NetfilterError) -> (NetfilterBackend, Listing?) {
+    public func resolve<Listing>(
+        _ backend: NetfilterBackend?, nftTable: (family: String, name: String),
+        reading read: () throws(NetfilterError) -> Listing
+    )
+        throws(NetfilterError) -> (NetfilterBackend, Listing?)
+    {
         if let backend { return (backend, nil) }
         do throws(NetfilterError) {
             return (.iptables, try read())

@@ -44,24 +44,27 @@ public struct FlannelMasquerade: Sendable {
     /// FLANNEL-FWD (filter): accept forwarded traffic from and to the overlay.
     public var forwardRules: [IPTablesRule] {
         let c = ["-m", "comment", "--comment", Self.forwardComment]
-        return [["-s", network.network.description] + c + ["-j", "ACCEPT"],
-                ["-d", network.network.description] + c + ["-j", "ACCEPT"]]
-            .map { IPTablesRule(chain: Self.forwardChain, arguments: $0) }
+        return [
+            ["-s", network.network.description] + c + ["-j", "ACCEPT"],
+            ["-d", network.network.description] + c + ["-j", "ACCEPT"],
+        ]
+        .map { IPTablesRule(chain: Self.forwardChain, arguments: $0) }
     }
 
     /// The jump from nat's POSTROUTING to FLANNEL-POSTRTG.
-    public static let postroutingJump = IPTablesRule(chain: "POSTROUTING", arguments:
-        ["-m", "comment", "--comment", masqComment, "-j", postroutingChain])
+    public static let postroutingJump = IPTablesRule(
+        chain: "POSTROUTING", arguments: ["-m", "comment", "--comment", masqComment, "-j", postroutingChain])
     /// The jump from filter's FORWARD to FLANNEL-FWD.
-    public static let forwardJump = IPTablesRule(chain: "FORWARD", arguments:
-        ["-m", "comment", "--comment", forwardComment, "-j", forwardChain])
+    public static let forwardJump = IPTablesRule(
+        chain: "FORWARD", arguments: ["-m", "comment", "--comment", forwardComment, "-j", forwardChain])
 
     /// The restore script that puts the rules in place given the nat and filter tables; nil when
     /// every rule is there and FLANNEL-POSTRTG holds nothing else.
     public func restoreScript(nat: IPTablesListing, filter: IPTablesListing) -> String? {
         let natRules = Set(nat.rules), filterRules = Set(filter.rules)
         let postrouting = postroutingRules, forward = forwardRules
-        let natOK = natRules.contains(Self.postroutingJump) && postrouting.allSatisfy(natRules.contains)
+        let natOK =
+            natRules.contains(Self.postroutingJump) && postrouting.allSatisfy(natRules.contains)
             && nat.rules.filter { $0.chain == Self.postroutingChain }.count == postrouting.count
         let forwardOK = filterRules.contains(Self.forwardJump) && forward.allSatisfy(filterRules.contains)
         if natOK && forwardOK { return nil }
@@ -76,11 +79,16 @@ public struct FlannelMasquerade: Sendable {
     /// Three processes when it writes, two when it does not.
     // iptables -w -t nat -S; iptables -w -t filter -S; iptables-restore --noflush -w
     public func ensure() throws(NetfilterError) -> Bool {
-        let applied = try executor.transact(list: { () throws(NetfilterError) in
-            (nat: try executor.listIPTables(.v4, table: "nat"), filter: try executor.listIPTables(.v4, table: "filter"))
-        }, render: { tables in
-            restoreScript(nat: tables.nat, filter: tables.filter).map { .iptables(.v4, $0) }
-        })
+        let applied = try executor.transact(
+            list: { () throws(NetfilterError) in
+                (
+                    nat: try executor.listIPTables(.v4, table: "nat"),
+                    filter: try executor.listIPTables(.v4, table: "filter")
+                )
+            },
+            render: { tables in
+                restoreScript(nat: tables.nat, filter: tables.filter).map { .iptables(.v4, $0) }
+            })
         return applied != nil
     }
 }

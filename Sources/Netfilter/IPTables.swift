@@ -46,7 +46,8 @@ public struct IPTablesRule: Hashable, Sendable {
     /// The `-s` match, when it is a plain (not negated) address or prefix.
     public var source: IPNetwork? {
         guard let i = arguments.firstIndex(of: "-s"), i + 1 < arguments.count,
-              i == 0 || arguments[i - 1] != "!" else { return nil }
+            i == 0 || arguments[i - 1] != "!"
+        else { return nil }
         let s = arguments[i + 1]
         if let n = IPNetwork(s) { return n }
         return IPAddress(s).flatMap { IPNetwork(address: $0, prefixLength: $0.family.bitWidth) }
@@ -147,8 +148,12 @@ public struct IPTablesMasquerade: Hashable, Sendable {
 
     /// The POSTROUTING rule sending traffic from `address` to `chain`.
     public func jumpRule(_ address: IPAddress) -> IPTablesRule {
-        IPTablesRule(chain: "POSTROUTING", arguments: ["-s", "\(address)/\(family.bitWidth)", "-m", "comment",
-                                                       "--comment", comment, "-j", chain])
+        IPTablesRule(
+            chain: "POSTROUTING",
+            arguments: [
+                "-s", "\(address)/\(family.bitWidth)", "-m", "comment",
+                "--comment", comment, "-j", chain,
+            ])
     }
 
     /// Installs the chain for `addresses` given the current POSTROUTING rules: the chain is
@@ -162,7 +167,8 @@ public struct IPTablesMasquerade: Hashable, Sendable {
         var lines = ["*nat", ":\(chain) - [0:0]"] + chainRules(own).map { $0.line() }
         for rule in postrouting.jumps(to: chain) {
             if let s = rule.source, s.prefixLength == family.bitWidth, wanted.contains(s.address),
-               !present.contains(s.address) {
+                !present.contains(s.address)
+            {
                 present.insert(s.address)
             } else {
                 lines.append(rule.line("-D"))
@@ -193,7 +199,8 @@ public struct IPTablesMasquerade: Hashable, Sendable {
         let have = Set(listing.rules.filter { $0.chain == chain })
         guard chainRules(own).allSatisfy(have.contains) else { return false }
         let sources = listing.jumps(to: chain).compactMap(\.source)
-        return own.allSatisfy { a in sources.contains { $0.address == a.address && $0.prefixLength == family.bitWidth } }
+        return own.allSatisfy { a in sources.contains { $0.address == a.address && $0.prefixLength == family.bitWidth }
+        }
     }
 
     /// A restore script deleting the POSTROUTING jumps to `chains` and the chains themselves.
@@ -208,13 +215,15 @@ public struct IPTablesMasquerade: Hashable, Sendable {
     /// whose rules carry the comment `name: "<network>" id: "<cid>"` with a container ID not in
     /// `validContainerIDs`, and whose name is the hash of exactly that pair; nil when none.
     /// The iptables layout has no interface name, so validity is by container ID.
-    public static func gcScript(network: String, validContainerIDs: Set<String>,
-                                table: IPTablesListing) -> String? {
+    public static func gcScript(
+        network: String, validContainerIDs: Set<String>,
+        table: IPTablesListing
+    ) -> String? {
         let prefix = "name: " + MasqueradeNames.goQuoted(network) + " id: "
         var stale: [String] = []
         for rule in table.rules {
             guard let comment = rule.comment, comment.hasPrefix(prefix),
-                  let id = goUnquoted(comment.dropFirst(prefix.count)), !validContainerIDs.contains(id)
+                let id = goUnquoted(comment.dropFirst(prefix.count)), !validContainerIDs.contains(id)
             else { continue }
             let chain = MasqueradeNames.iptablesChain(network: network, containerID: id)
             guard rule.chain == chain || rule.target == chain, !stale.contains(chain) else { continue }

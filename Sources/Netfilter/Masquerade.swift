@@ -35,21 +35,25 @@ public struct Masquerade: Sendable {
     /// default: iptables, unless iptables is unusable and nftables is usable. Idempotent: a
     /// repeated setup adds no duplicates, and replaces the rules of an earlier setup of the same
     /// attachment (in iptables, of the families that `addresses` has).
-    public func setup(backend: Backend?, network: String, containerID: String, ifname: String,
-                      addresses: [IPNetwork]) throws(NetfilterError) {
+    public func setup(
+        backend: Backend?, network: String, containerID: String, ifname: String,
+        addresses: [IPNetwork]
+    ) throws(NetfilterError) {
         let families = [IPFamily.v4, .v6].filter { f in addresses.contains { $0.family == f } }
         guard let first = families.first else { return }
         // With the automatic choice, the first read doubles as the usability probe.
-        let (chosen, firstListing) = try executor.resolve(backend, nftTable: Self.nftTable) { () throws(NetfilterError) in
+        let (chosen, firstListing) = try executor.resolve(backend, nftTable: Self.nftTable) {
+            () throws(NetfilterError) in
             try postrouting(first)
         }
         switch chosen {
         case .iptables:
             for family in families {
                 let m = IPTablesMasquerade(family: family, network: network, containerID: containerID)
-                try executor.transact(first: family == first ? firstListing : nil,
-                                      list: { () throws(NetfilterError) in try postrouting(family) },
-                                      render: { .iptables(family, m.setupScript(addresses: addresses, postrouting: $0)) })
+                try executor.transact(
+                    first: family == first ? firstListing : nil,
+                    list: { () throws(NetfilterError) in try postrouting(family) },
+                    render: { .iptables(family, m.setupScript(addresses: addresses, postrouting: $0)) })
             }
         case .nftables:
             // One listing for the handles of the attachment's old rules, one transaction. A handle
@@ -67,22 +71,28 @@ public struct Masquerade: Sendable {
     /// Idempotent; errors are reported only for a backend that is usable on this host.
     /// `families`, when the caller knows which address families the attachment had (from the
     /// interface or prevResult), limits the iptables side to them; nil tries both.
-    public func teardown(network: String, containerID: String, ifname: String,
-                         families: Set<IPFamily>? = nil) throws(NetfilterError) {
+    public func teardown(
+        network: String, containerID: String, ifname: String,
+        families: Set<IPFamily>? = nil
+    ) throws(NetfilterError) {
         var errors: [NetfilterError] = []
         for family in [IPFamily.v4, .v6] where families?.contains(family) ?? true {
             let m = IPTablesMasquerade(family: family, network: network, containerID: containerID)
             do throws(NetfilterError) {
-                try executor.transact(list: { () throws(NetfilterError) in try nat(family) }) { table in
-                    m.isPresent(in: table) ? .iptables(family, m.teardownScript(postrouting: table)) : nil
-                }
+                try executor.transact(
+                    list: { () throws(NetfilterError) in try nat(family) },
+                    render: { table in
+                        m.isPresent(in: table) ? .iptables(family, m.teardownScript(postrouting: table)) : nil
+                    })
             } catch {
                 if executor.iptablesUsable(family) { errors.append(error) }
             }
         }
         do throws(NetfilterError) {
             let prefix = MasqueradeNames.nftInstanceHash(network: network, ifname: ifname, containerID: containerID)
-            try executor.transact(list: masqChecks) { Self.deleteNFT($0.rules(in: MasqueradeNames.nftChain, commentPrefix: prefix)) }
+            try executor.transact(list: masqChecks) {
+                Self.deleteNFT($0.rules(in: MasqueradeNames.nftChain, commentPrefix: prefix))
+            }
         } catch {
             if executor.nftablesUsable(Self.nftTable.family, Self.nftTable.name) { errors.append(error) }
         }
@@ -97,17 +107,22 @@ public struct Masquerade: Sendable {
         let ids = Set(valid.map(\.containerID))
         for family in [IPFamily.v4, .v6] {
             do throws(NetfilterError) {
-                try executor.transact(list: { () throws(NetfilterError) in try nat(family) }) { table in
-                    IPTablesMasquerade.gcScript(network: network, validContainerIDs: ids, table: table).map { .iptables(family, $0) }
-                }
+                try executor.transact(
+                    list: { () throws(NetfilterError) in try nat(family) },
+                    render: { table in
+                        IPTablesMasquerade.gcScript(network: network, validContainerIDs: ids, table: table).map {
+                            .iptables(family, $0)
+                        }
+                    })
             } catch {
                 if executor.iptablesUsable(family) { errors.append(error) }
             }
         }
         do throws(NetfilterError) {
-            let keep = Set(valid.map {
-                MasqueradeNames.nftInstanceHash(network: network, ifname: $0.ifname, containerID: $0.containerID)
-            })
+            let keep = Set(
+                valid.map {
+                    MasqueradeNames.nftInstanceHash(network: network, ifname: $0.ifname, containerID: $0.containerID)
+                })
             let prefix = MasqueradeNames.nftNetworkHash(network) + "-"
             try executor.transact(list: masqChecks) { listing in
                 let rules = listing.rules(in: MasqueradeNames.nftChain, commentPrefix: prefix)
@@ -121,8 +136,10 @@ public struct Masquerade: Sendable {
 
     /// Whether the attachment's rules for `addresses` are all in place (for CHECK), in the
     /// backend that setup would use.
-    public func check(backend: Backend?, network: String, containerID: String, ifname: String,
-                      addresses: [IPNetwork]) throws(NetfilterError) -> Bool {
+    public func check(
+        backend: Backend?, network: String, containerID: String, ifname: String,
+        addresses: [IPNetwork]
+    ) throws(NetfilterError) -> Bool {
         switch backend ?? executor.probedBackend(nftTable: Self.nftTable) {
         case .iptables:
             for family in [IPFamily.v4, .v6] where addresses.contains(where: { $0.family == family }) {
@@ -132,7 +149,8 @@ public struct Masquerade: Sendable {
             return true
         case .nftables:
             let m = NFTMasquerade(network: network, ifname: ifname, containerID: containerID)
-            return m.isInstalled(addresses: addresses, in: try executor.listNFT(Self.nftTable.family, Self.nftTable.name))
+            return m.isInstalled(
+                addresses: addresses, in: try executor.listNFT(Self.nftTable.family, Self.nftTable.name))
         }
     }
 

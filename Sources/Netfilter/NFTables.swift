@@ -63,7 +63,8 @@ public struct NFTListing: Hashable, Sendable {
             } else if line == "}" {
                 chain = nil
             } else if let chain, let mark = line.firstRange(of: " # handle "),
-                      let handle = UInt64(line[mark.upperBound...]) {
+                let handle = UInt64(line[mark.upperBound...])
+            {
                 rules.append(NFTRule(chain: chain, body: String(line[..<mark.lowerBound]), handle: handle))
             }
         }
@@ -110,7 +111,9 @@ public struct NFTMasquerade: Hashable, Sendable {
         ]
         lines += stale.map { "delete rule \(t) \(Self.chain) handle \($0)" }
         var seen: Set<IPAddress> = []
-        for a in addresses where seen.insert(a.address).inserted { lines.append("add rule \(t) \(Self.chain) \(rule(a))") }
+        for a in addresses where seen.insert(a.address).inserted {
+            lines.append("add rule \(t) \(Self.chain) \(rule(a))")
+        }
         return (lines + [""]).joined(separator: "\n")
     }
 

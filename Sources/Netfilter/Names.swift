@@ -44,7 +44,8 @@ public enum MasqueradeNames {
     /// stays valid UTF-8 (only differs for non-ASCII names, which CNI does not allow).
     public static func nftComment(network: String, ifname: String, containerID: String) -> String {
         func clean(_ s: String) -> String { s.filter { $0 != "\"" } }
-        let full = "\(nftInstanceHash(network: network, ifname: ifname, containerID: containerID)), "
+        let full =
+            "\(nftInstanceHash(network: network, ifname: ifname, containerID: containerID)), "
             + "net: \(clean(network)), if: \(clean(ifname)), id: \(clean(containerID))"
         guard full.utf8.count > nftCommentMax else { return full }
         var cut = "", bytes = 0

@@ -1,9 +1,9 @@
 // Errors of the Netfilter library: which command failed and what it printed.
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Musl)
-import Musl
+    import Musl
 #endif
 
 public enum NetfilterError: Error, Equatable, Sendable, CustomStringConvertible {

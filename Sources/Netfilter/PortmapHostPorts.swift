@@ -40,8 +40,10 @@ public struct HostPorts: Sendable {
     /// nil means the reference's default: iptables, unless iptables is unusable and nftables is
     /// usable. Returns the backend used. A failure leaves no rule of this call behind.
     @discardableResult
-    public func setup(backend: Backend?, _ forwarding: PortForwarding,
-                      addresses: [IPNetwork]) throws(NetfilterError) -> Backend {
+    public func setup(
+        backend: Backend?, _ forwarding: PortForwarding,
+        addresses: [IPNetwork]
+    ) throws(NetfilterError) -> Backend {
         let containers = Self.firstPerFamily(addresses)
         guard let first = containers.first else { return backend ?? .iptables }
         let (chosen, firstTable) = try resolve(backend, probing: first.family)
@@ -63,7 +65,9 @@ public struct HostPorts: Sendable {
                 }
             }
         case .nftables:
-            let lines = containers.flatMap { NFTPortmap(family: $0.family, forwarding: forwarding).setupLines(container: $0.address) }
+            let lines = containers.flatMap {
+                NFTPortmap(family: $0.family, forwarding: forwarding).setupLines(container: $0.address)
+            }
             try executor.apply(.nft((lines + [""]).joined(separator: "\n")))
         }
         return chosen
@@ -73,23 +77,35 @@ public struct HostPorts: Sendable {
     /// needing its ports or addresses, and returns the UDP host ports whose DNAT rules were
     /// removed. Idempotent. iptables: a family whose iptables is unusable is skipped, as in the
     /// reference, unless no family is usable.
-    public func teardown(backend: Backend?, network: String, containerID: String,
-                         families: [IPFamily] = [.v4, .v6]) throws(NetfilterError) -> [UDPPort] {
+    public func teardown(
+        backend: Backend?, network: String, containerID: String,
+        families: [IPFamily] = [.v4, .v6]
+    ) throws(NetfilterError) -> [UDPPort] {
         if backend == .nftables { return try teardownNFT(containerID: containerID, families: families) }
-        let chains = [PortmapNames.containerChain(network: network, containerID: containerID),
-                      PortmapNames.legacyContainerSNATChain(network: network, containerID: containerID)]
+        let chains = [
+            PortmapNames.containerChain(network: network, containerID: containerID),
+            PortmapNames.legacyContainerSNATChain(network: network, containerID: containerID),
+        ]
         var removed: [UDPPort] = [], errors: [NetfilterError] = [], unusable: [NetfilterError] = []
         for family in families {
             let table: IPTablesListing
-            do throws(NetfilterError) { table = try executor.listIPTables(family) } catch { unusable.append(error); continue }
+            do throws(NetfilterError) { table = try executor.listIPTables(family) } catch {
+                unusable.append(error); continue
+            }
             do throws(NetfilterError) {
-                if let used = try applyIPTables(family, first: table, { IPTablesPortmap.teardownScript(chains: chains, table: $0) }) {
-                    removed += IPTablesPortmap.udpPorts(chain: chains[0], table: used).map { UDPPort(family: family, port: $0) }
+                if let used = try applyIPTables(
+                    family, first: table, { IPTablesPortmap.teardownScript(chains: chains, table: $0) })
+                {
+                    removed += IPTablesPortmap.udpPorts(chain: chains[0], table: used).map {
+                        UDPPort(family: family, port: $0)
+                    }
                 }
             } catch { errors.append(error) }
         }
         if unusable.count == families.count && !families.isEmpty {
-            if backend == nil && nftablesUsable() { return try teardownNFT(containerID: containerID, families: families) }
+            if backend == nil && nftablesUsable() {
+                return try teardownNFT(containerID: containerID, families: families)
+            }
             throw NetfilterError.joined(unusable)!
         }
         if let error = NetfilterError.joined(errors) { throw error }
@@ -97,7 +113,9 @@ public struct HostPorts: Sendable {
     }
 
     private func teardownNFT(containerID: String, families: [IPFamily]) throws(NetfilterError) -> [UDPPort] {
-        let select = { (_: IPFamily, listing: NFTListing) in NFTPortmap.containerRules(containerID: containerID, in: listing) }
+        let select = { (_: IPFamily, listing: NFTListing) in
+            NFTPortmap.containerRules(containerID: containerID, in: listing)
+        }
         guard let listings = try deleteNFT(families, select) else { return [] }
         return listings.flatMap { family, listing in
             NFTPortmap.udpPorts(select(family, listing)).map { UDPPort(family: family, port: $0) }
@@ -105,8 +123,10 @@ public struct HostPorts: Sendable {
     }
 
     /// What is missing of the container's forwarding, or nil when every rule is in place.
-    public func check(backend: Backend?, _ forwarding: PortForwarding,
-                      addresses: [IPNetwork]) throws(NetfilterError) -> String? {
+    public func check(
+        backend: Backend?, _ forwarding: PortForwarding,
+        addresses: [IPNetwork]
+    ) throws(NetfilterError) -> String? {
         let containers = Self.firstPerFamily(addresses)
         guard let first = containers.first else { return nil }
         let (chosen, firstTable) = try resolve(backend, probing: first.family)
@@ -115,10 +135,15 @@ public struct HostPorts: Sendable {
             switch chosen {
             case .iptables:
                 let table: IPTablesListing
-                if c.family == first.family, let t = firstTable { table = t } else { table = try executor.listIPTables(c.family) }
+                if c.family == first.family, let t = firstTable {
+                    table = t
+                } else {
+                    table = try executor.listIPTables(c.family)
+                }
                 missing = IPTablesPortmap(family: c.family, forwarding: forwarding).missingRule(container: c, in: table)
             case .nftables:
-                missing = NFTPortmap(family: c.family, forwarding: forwarding).missingRule(container: c.address, in: try listNFT(c.family))
+                missing = NFTPortmap(family: c.family, forwarding: forwarding).missingRule(
+                    container: c.address, in: try listNFT(c.family))
             }
             if let missing { return missing }
         }
@@ -134,11 +159,14 @@ public struct HostPorts: Sendable {
         var errors: [NetfilterError] = [], unusable: [NetfilterError] = []
         for family in [IPFamily.v4, .v6] {
             let table: IPTablesListing
-            do throws(NetfilterError) { table = try executor.listIPTables(family) } catch { unusable.append(error); continue }
+            do throws(NetfilterError) { table = try executor.listIPTables(family) } catch {
+                unusable.append(error); continue
+            }
             do throws(NetfilterError) {
                 try applyIPTables(family, first: table) { t in
                     IPTablesPortmap.teardownScript(
-                        chains: IPTablesPortmap.staleChains(network: network, validContainerIDs: validContainerIDs, table: t), table: t)
+                        chains: IPTablesPortmap.staleChains(
+                            network: network, validContainerIDs: validContainerIDs, table: t), table: t)
                 }
             } catch { errors.append(error) }
         }
@@ -159,8 +187,11 @@ public struct HostPorts: Sendable {
     /// 1.4.7 has no -R, and then each port is one `conntrack -D`.
     public func deleteConntrack(_ ports: [UDPPort]) throws(NetfilterError) {
         guard !ports.isEmpty else { return }
-        let commands = ports.sorted().map { ["-D", "-f", $0.family == .v4 ? "ipv4" : "ipv6", "-p", "udp", "--orig-port-dst", String($0.port)] }
-        let batch = Command("conntrack", ["-R", "-"], stdin: commands.map { $0.joined(separator: " ") + "\n" }.joined())
+        let commands = ports.sorted().map {
+            ["-D", "-f", $0.family == .v4 ? "ipv4" : "ipv6", "-p", "udp", "--orig-port-dst", String($0.port)]
+        }
+        let batch = Command(
+            "conntrack", ["-R", "-"], stdin: commands.map { $0.joined(separator: " ") + "\n" }.joined())
         if try runner.run(batch).status == 0 { return }
         var errors: [NetfilterError] = []
         for args in commands {
@@ -168,7 +199,8 @@ public struct HostPorts: Sendable {
             let out = try runner.run(command)
             // Exit status 1 with "0 flow entries have been deleted" only means nothing matched.
             if out.status != 0 && !out.stderr.contains(" 0 flow entries") {
-                errors.append(.commandFailed(command: command.description, status: out.status, stderr: trimmed(out.stderr)))
+                errors.append(
+                    .commandFailed(command: command.description, status: out.status, stderr: trimmed(out.stderr)))
             }
         }
         if let error = NetfilterError.joined(errors) { throw error }
@@ -194,7 +226,9 @@ public struct HostPorts: Sendable {
 
     /// The backend to use: `backend`, or for nil iptables, unless reading the nat table of
     /// `family` fails (the read is returned, so it doubles as the probe) and nftables is usable.
-    private func resolve(_ backend: Backend?, probing family: IPFamily) throws(NetfilterError) -> (Backend, IPTablesListing?) {
+    private func resolve(_ backend: Backend?, probing family: IPFamily) throws(NetfilterError) -> (
+        Backend, IPTablesListing?
+    ) {
         try executor.resolve(backend, nftTable: Self.nftTable(.v4)) { () throws(NetfilterError) in
             try executor.listIPTables(family)
         }
@@ -206,26 +240,36 @@ public struct HostPorts: Sendable {
     /// chains between our read and our write. Returns the listing the successful script was
     /// made from, nil when there was nothing to do.
     @discardableResult
-    private func applyIPTables(_ family: IPFamily, first: IPTablesListing? = nil,
-                               _ script: (IPTablesListing) -> String?) throws(NetfilterError) -> IPTablesListing? {
-        try executor.transact(attempts: 3, first: first, list: { () throws(NetfilterError) in try executor.listIPTables(family) },
-                              render: { script($0).map { .iptables(family, $0) } })
+    private func applyIPTables(
+        _ family: IPFamily, first: IPTablesListing? = nil,
+        _ script: (IPTablesListing) -> String?
+    ) throws(NetfilterError) -> IPTablesListing? {
+        try executor.transact(
+            attempts: 3, first: first, list: { () throws(NetfilterError) in try executor.listIPTables(family) },
+            render: { script($0).map { .iptables(family, $0) } })
     }
 
     /// Lists the portmap table of each family, picks rules with `select`, and deletes them all
     /// in one transaction, retried once from fresh listings (a handle may have vanished).
     /// Returns the listings the deletion was made from; nil when there was nothing to delete.
     @discardableResult
-    private func deleteNFT(_ families: [IPFamily],
-                           _ select: (IPFamily, NFTListing) -> [NFTRule]) throws(NetfilterError) -> [(IPFamily, NFTListing)]? {
-        try executor.transact(attempts: 2, list: { () throws(NetfilterError) in
-            var listings: [(IPFamily, NFTListing)] = []
-            for family in families { listings.append((family, try listNFT(family))) }
-            return listings
-        }, render: { listings in
-            let lines = listings.flatMap { family, listing in NFTPortmap.deleteLines(family, select(family, listing)) }
-            return lines.isEmpty ? nil : .nft((lines + [""]).joined(separator: "\n"))
-        })
+    private func deleteNFT(
+        _ families: [IPFamily],
+        _ select: (IPFamily, NFTListing) -> [NFTRule]
+    ) throws(NetfilterError) -> [(IPFamily, NFTListing)]? {
+        try executor.transact(
+            attempts: 2,
+            list: { () throws(NetfilterError) in
+                var listings: [(IPFamily, NFTListing)] = []
+                for family in families { listings.append((family, try listNFT(family))) }
+                return listings
+            },
+            render: { listings in
+                let lines = listings.flatMap { family, listing in
+                    NFTPortmap.deleteLines(family, select(family, listing))
+                }
+                return lines.isEmpty ? nil : .nft((lines + [""]).joined(separator: "\n"))
+            })
     }
 
     /// The portmap table of `family`, with handles; empty when it does not exist.

@@ -52,9 +52,13 @@ public struct IPTablesPortmap: Hashable, Sendable {
             let ports = byProto[proto]!
             for start in stride(from: 0, to: ports.count, by: 15) {
                 let list = ports[start..<min(start + 15, ports.count)].map(String.init).joined(separator: ",")
-                out.append(IPTablesRule(chain: PortmapNames.dnatChain, arguments:
-                    ["-p", proto, "-m", "comment", "--comment", comment, "-m", "multiport", "--dports", list]
-                    + forwarding.conditions(family) + ["-j", chain]))
+                out.append(
+                    IPTablesRule(
+                        chain: PortmapNames.dnatChain,
+                        arguments: [
+                            "-p", proto, "-m", "comment", "--comment", comment, "-m", "multiport", "--dports", list,
+                        ]
+                            + forwarding.conditions(family) + ["-j", chain]))
             }
         }
         return out
@@ -66,16 +70,19 @@ public struct IPTablesPortmap: Hashable, Sendable {
     public func chainRules(container: IPNetwork) -> [IPTablesRule] {
         var out: [IPTablesRule] = []
         for m in forwarding.mappings where m.applies(to: family) {
-            let base = (m.destination.map { ["-d", "\($0)/\(family.bitWidth)"] } ?? [])
+            let base =
+                (m.destination.map { ["-d", "\($0)/\(family.bitWidth)"] } ?? [])
                 + ["-p", m.proto, "-m", m.proto, "--dport", String(m.hostPort)]
             if forwarding.snat {
                 let source = forwarding.masqAll ? (family == .v4 ? "0.0.0.0/0" : "::/0") : container.network.description
                 out.append(IPTablesRule(chain: chain, arguments: ["-s", source] + base + ["-j", setMarkTarget]))
                 if family == .v4 && !forwarding.masqAll {
-                    out.append(IPTablesRule(chain: chain, arguments: ["-s", "127.0.0.1/32"] + base + ["-j", setMarkTarget]))
+                    out.append(
+                        IPTablesRule(chain: chain, arguments: ["-s", "127.0.0.1/32"] + base + ["-j", setMarkTarget]))
                 }
             }
-            let to = family == .v4 ? "\(container.address):\(m.containerPort)" : "[\(container.address)]:\(m.containerPort)"
+            let to =
+                family == .v4 ? "\(container.address):\(m.containerPort)" : "[\(container.address)]:\(m.containerPort)"
             out.append(IPTablesRule(chain: chain, arguments: base + ["-j", "DNAT", "--to-destination", to]))
         }
         return out
@@ -92,16 +99,37 @@ public struct IPTablesPortmap: Hashable, Sendable {
         var out: [(IPTablesRule, Bool)] = []
         if forwarding.snat && forwarding.externalSetMarkChain == nil {
             let mark = PortmapNames.mark(bit: forwarding.markMasqBit)
-            out.append((IPTablesRule(chain: PortmapNames.setMarkChain, arguments:
-                ["-m", "comment", "--comment", PortmapNames.setMarkComment, "-j", "MARK", "--set-xmark", mark]), false))
-            out.append((IPTablesRule(chain: PortmapNames.masqChain, arguments:
-                ["-m", "mark", "--mark", mark, "-j", "MASQUERADE"]), false))
-            out.append((IPTablesRule(chain: "POSTROUTING", arguments:
-                ["-m", "comment", "--comment", PortmapNames.masqComment, "-j", PortmapNames.masqChain]), true))
+            out.append(
+                (
+                    IPTablesRule(
+                        chain: PortmapNames.setMarkChain,
+                        arguments: [
+                            "-m", "comment", "--comment", PortmapNames.setMarkComment, "-j", "MARK", "--set-xmark",
+                            mark,
+                        ]), false
+                ))
+            out.append(
+                (
+                    IPTablesRule(
+                        chain: PortmapNames.masqChain, arguments: ["-m", "mark", "--mark", mark, "-j", "MASQUERADE"]),
+                    false
+                ))
+            out.append(
+                (
+                    IPTablesRule(
+                        chain: "POSTROUTING",
+                        arguments: [
+                            "-m", "comment", "--comment", PortmapNames.masqComment, "-j", PortmapNames.masqChain,
+                        ]), true
+                ))
         }
         for entry in ["PREROUTING", "OUTPUT"] {
-            out.append((IPTablesRule(chain: entry, arguments:
-                ["-m", "addrtype", "--dst-type", "LOCAL", "-j", PortmapNames.dnatChain]), false))
+            out.append(
+                (
+                    IPTablesRule(
+                        chain: entry,
+                        arguments: ["-m", "addrtype", "--dst-type", "LOCAL", "-j", PortmapNames.dnatChain]), false
+                ))
         }
         return out
     }
@@ -165,15 +193,17 @@ public struct IPTablesPortmap: Hashable, Sendable {
     /// The containers' chains of `network` whose container ID is not in `validContainerIDs`:
     /// found through the entry rules' comments, kept only when the chain name is the hash of
     /// exactly that network and container.
-    public static func staleChains(network: String, validContainerIDs: Set<String>, table: IPTablesListing) -> [String] {
+    public static func staleChains(network: String, validContainerIDs: Set<String>, table: IPTablesListing) -> [String]
+    {
         let prefix = "dnat name: \"\(network)\" id: \""
         var out: [String] = []
         for rule in table.rules where rule.chain == PortmapNames.dnatChain {
             guard let c = rule.comment, c.hasPrefix(prefix), c.hasSuffix("\""), c.count > prefix.count else { continue }
             let id = String(c.dropFirst(prefix.count).dropLast())
             guard !validContainerIDs.contains(id), let target = rule.target,
-                  target == PortmapNames.containerChain(network: network, containerID: id),
-                  !out.contains(target) else { continue }
+                target == PortmapNames.containerChain(network: network, containerID: id),
+                !out.contains(target)
+            else { continue }
             out.append(target)
         }
         return out
@@ -230,7 +260,8 @@ extension IPTablesRule {
         case "-s", "-d":
             guard body.count == 2 else { break }
             let text = body[1]
-            let net = IPNetwork(text) ?? IPAddress(text).flatMap { IPNetwork(address: $0, prefixLength: $0.family.bitWidth) }
+            let net =
+                IPNetwork(text) ?? IPAddress(text).flatMap { IPNetwork(address: $0, prefixLength: $0.family.bitWidth) }
             if let net {
                 if net.prefixLength == 0 && !negated { return nil }
                 out[1] = net.network.description

@@ -76,7 +76,8 @@ public struct NFTPortmap: Hashable, Sendable {
             "add rule \(t) \(PortmapNames.nftOutput) \(cond)fib daddr type local jump \(PortmapNames.nftHostPortsAll)",
         ]
         if forwarding.snat {
-            lines.append("add chain \(t) \(PortmapNames.nftMasquerading) { type nat hook postrouting priority srcnat ; }")
+            lines.append(
+                "add chain \(t) \(PortmapNames.nftMasquerading) { type nat hook postrouting priority srcnat ; }")
         }
         for m in forwarding.mappings where m.applies(to: family) {
             lines.append("add rule \(t) \(PortmapNames.nftHostPorts) \(dnatRule(m, container: container)) \(comment)")
@@ -98,7 +99,8 @@ public struct NFTPortmap: Hashable, Sendable {
             (PortmapNames.nftOutput, "jump \(PortmapNames.nftHostPortsAll)"),
             (PortmapNames.nftHostPortsAll, "jump \(PortmapNames.nftHostPorts)"),
         ]
-        for (chain, jump) in jumps where !listing.rules.contains(where: { $0.chain == chain && $0.body.hasSuffix(jump) }) {
+        for (chain, jump) in jumps
+        where !listing.rules.contains(where: { $0.chain == chain && $0.body.hasSuffix(jump) }) {
             return "\"\(jump)\" missing in chain \(chain) of table \(t)"
         }
         let own = Self.containerRules(containerID: forwarding.containerID, in: listing)

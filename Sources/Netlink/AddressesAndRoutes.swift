@@ -21,9 +21,11 @@ public struct Route: Equatable, Sendable {
     /// 2 (RTPROT_KERNEL) for the kernel's prefix routes. Always set on routes read back.
     public var proto: UInt8?
 
-    public init(destination: IPNetwork, gateway: IPAddress? = nil, interface: Int32? = nil, table: UInt32 = 254,
-                priority: UInt32? = nil, scope: UInt8? = nil, onlink: Bool = false, mtu: UInt32? = nil, advmss: UInt32? = nil,
-                proto: UInt8? = nil) {
+    public init(
+        destination: IPNetwork, gateway: IPAddress? = nil, interface: Int32? = nil, table: UInt32 = 254,
+        priority: UInt32? = nil, scope: UInt8? = nil, onlink: Bool = false, mtu: UInt32? = nil, advmss: UInt32? = nil,
+        proto: UInt8? = nil
+    ) {
         self.destination = destination.network; self.gateway = gateway; self.interface = interface; self.table = table
         self.priority = priority; self.scope = scope; self.onlink = onlink; self.mtu = mtu; self.advmss = advmss
         self.proto = proto
@@ -39,9 +41,10 @@ extension NetlinkSession {
         var out: [IPNetwork] = []
         forEachObject(in: cache!) { o in
             guard rtnl_addr_get_ifindex(o) == index,
-                  let ip = IPAddress(nlAddr: rtnl_addr_get_local(o)),
-                  family == nil || ip.family == family,
-                  let n = IPNetwork(address: ip, prefixLength: Int(rtnl_addr_get_prefixlen(o))) else { return }
+                let ip = IPAddress(nlAddr: rtnl_addr_get_local(o)),
+                family == nil || ip.family == family,
+                let n = IPNetwork(address: ip, prefixLength: Int(rtnl_addr_get_prefixlen(o)))
+            else { return }
             out.append(n)
         }
         return out
@@ -88,34 +91,43 @@ extension NetlinkSession {
     // ip [-6] route show table <table> [dev <interface>]
     public func routes(family: IPFamily, table: UInt32 = 254, interface: Int32?) throws(NetlinkError) -> [Route] {
         var out: [Route] = []
-        try dump("RTM_GETROUTE dump", request: { () throws(NetlinkError) -> Request in
-            Request(type: Int32(RTM_GETROUTE), flags: NLM_F_DUMP,
-                    header: rtmsg(rtm_family: UInt8(family.af), rtm_dst_len: 0, rtm_src_len: 0, rtm_tos: 0, rtm_table: 0,
-                                  rtm_protocol: 0, rtm_scope: 0, rtm_type: 0, rtm_flags: 0))
-        }, restart: { out.removeAll() }) { hdr in
-            var o: OpaquePointer?
-            guard rtnl_route_parse(hdr, &o) >= 0, let o else { return }
-            defer { rtnl_route_put(o) }
-            guard rtnl_route_get_family(o) == family.af, rtnl_route_get_table(o) == table,
-                  rtnl_route_get_type(o) == 1 /* RTN_UNICAST */ else { return }
-            let d = rtnl_route_get_dst(o)
-            let dst: IPNetwork
-            if let d, let ip = IPAddress(nlAddr: d) {
-                dst = IPNetwork(address: ip, prefixLength: Int(nl_addr_get_prefixlen(d)))!
-            } else {
-                dst = IPNetwork(address: IPAddress(family: family, value: 0), prefixLength: 0)!
-            }
-            var r = Route(destination: dst, table: table, priority: rtnl_route_get_priority(o), scope: rtnl_route_get_scope(o),
-                          proto: rtnl_route_get_protocol(o))
-            if rtnl_route_get_nnexthops(o) > 0, let nh = rtnl_route_nexthop_n(o, 0) {
-                r.gateway = IPAddress(nlAddr: rtnl_route_nh_get_gateway(nh))
-                let i = rtnl_route_nh_get_ifindex(nh)
-                r.interface = i > 0 ? i : nil
-                r.onlink = rtnl_route_nh_get_flags(nh) & 0x4 != 0
-            }
-            if let interface, r.interface != interface { return }
-            out.append(r)
-        }
+        try dump(
+            "RTM_GETROUTE dump",
+            request: { () throws(NetlinkError) -> Request in
+                Request(
+                    type: Int32(RTM_GETROUTE), flags: NLM_F_DUMP,
+                    header: rtmsg(
+                        rtm_family: UInt8(family.af), rtm_dst_len: 0, rtm_src_len: 0, rtm_tos: 0, rtm_table: 0,
+                        rtm_protocol: 0, rtm_scope: 0, rtm_type: 0, rtm_flags: 0))
+            }, restart: { out.removeAll() },
+            parse: { hdr in
+                var o: OpaquePointer?
+                guard rtnl_route_parse(hdr, &o) >= 0, let o else { return }
+                defer { rtnl_route_put(o) }
+                let unicast: UInt8 = 1  // RTN_UNICAST
+                guard rtnl_route_get_family(o) == family.af, rtnl_route_get_table(o) == table,
+                    rtnl_route_get_type(o) == unicast
+                else { return }
+                let d = rtnl_route_get_dst(o)
+                let dst: IPNetwork
+                if let d, let ip = IPAddress(nlAddr: d) {
+                    dst = IPNetwork(address: ip, prefixLength: Int(nl_addr_get_prefixlen(d)))!
+                } else {
+                    dst = IPNetwork(address: IPAddress(family: family, value: 0), prefixLength: 0)!
+                }
+                var r = Route(
+                    destination: dst, table: table, priority: rtnl_route_get_priority(o),
+                    scope: rtnl_route_get_scope(o),
+                    proto: rtnl_route_get_protocol(o))
+                if rtnl_route_get_nnexthops(o) > 0, let nh = rtnl_route_nexthop_n(o, 0) {
+                    r.gateway = IPAddress(nlAddr: rtnl_route_nh_get_gateway(nh))
+                    let i = rtnl_route_nh_get_ifindex(nh)
+                    r.interface = i > 0 ? i : nil
+                    r.onlink = rtnl_route_nh_get_flags(nh) & 0x4 != 0
+                }
+                if let interface, r.interface != interface { return }
+                out.append(r)
+            })
         return out
     }
 
@@ -171,7 +183,8 @@ extension NetlinkSession {
             if route.onlink { rtnl_route_nh_set_flags(nh, 0x4) }  // RTNH_F_ONLINK
             rtnl_route_add_nexthop(r, nh)  // the route owns nh from here
         }
-        let what = "\(route.destination) via \(route.gateway.map(\.description) ?? "-") dev \(route.interface.map(String.init) ?? "-")"
+        let what =
+            "\(route.destination) via \(route.gateway.map(\.description) ?? "-") dev \(route.interface.map(String.init) ?? "-")"
         if add {
             try check(rtnl_route_add(sock, r, flags), "RTM_NEWROUTE \(what)")
         } else {

@@ -22,9 +22,11 @@ extension NetlinkSession {
     // bridge link set dev <index> [hairpin on|off] [isolated on|off]
     public func setBridgePort(_ index: Int32, hairpin: Bool? = nil, isolated: Bool? = nil) throws(NetlinkError) {
         guard hairpin != nil || isolated != nil else { return }
-        let r = Request(type: Int32(RTM_SETLINK), flags: 0,
-                        header: ifinfomsg(ifi_family: afBridge, __ifi_pad: 0, ifi_type: 0, ifi_index: index, ifi_flags: 0,
-                                          ifi_change: 0))
+        let r = Request(
+            type: Int32(RTM_SETLINK), flags: 0,
+            header: ifinfomsg(
+                ifi_family: afBridge, __ifi_pad: 0, ifi_type: 0, ifi_index: index, ifi_flags: 0,
+                ifi_change: 0))
         guard let nest = nla_nest_start(r.msg, Int32(IFLA_PROTINFO) | nlaFNested) else {
             r.free()
             throw .invalidArgument("nla_nest_start IFLA_PROTINFO failed")
@@ -36,7 +38,8 @@ extension NetlinkSession {
                 what.append("hairpin \(hairpin ? "on" : "off")")
             }
             if let isolated {
-                try check(nla_put_u8(r.msg, Int32(IFLA_BRPORT_ISOLATED), isolated ? 1 : 0), "nla_put_u8 IFLA_BRPORT_ISOLATED")
+                try check(
+                    nla_put_u8(r.msg, Int32(IFLA_BRPORT_ISOLATED), isolated ? 1 : 0), "nla_put_u8 IFLA_BRPORT_ISOLATED")
                 what.append("isolated \(isolated ? "on" : "off")")
             }
             try check(nla_nest_end(r.msg, nest), "nla_nest_end IFLA_PROTINFO")

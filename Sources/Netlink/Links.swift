@@ -23,16 +23,19 @@ public struct Link: Equatable, Sendable {
     /// IFLA_INFO_DATA of an IPIP device.
     public var ipip: IPIPAttributes?
 
-    public var isUp: Bool { flags & 0x1 != 0 }          // IFF_UP
-    public var isPromiscuous: Bool { flags & 0x100 != 0 } // IFF_PROMISC
-    public var isOperUp: Bool { operState == 6 }        // IF_OPER_UP
+    public var isUp: Bool { flags & 0x1 != 0 }  // IFF_UP
+    public var isPromiscuous: Bool { flags & 0x100 != 0 }  // IFF_PROMISC
+    public var isOperUp: Bool { operState == 6 }  // IF_OPER_UP
 
     /// A link value built by hand, for fakes of the kernel in tests.
-    public init(index: Int32, name: String, kind: String? = nil, mtu: Int = 1500, mac: MACAddress? = nil, flags: UInt32 = 0,
-                master: Int32? = nil, parentIndex: Int32? = nil, operState: UInt8 = 0, vxlan: VXLANAttributes? = nil,
-                ipip: IPIPAttributes? = nil) {
+    public init(
+        index: Int32, name: String, kind: String? = nil, mtu: Int = 1500, mac: MACAddress? = nil, flags: UInt32 = 0,
+        master: Int32? = nil, parentIndex: Int32? = nil, operState: UInt8 = 0, vxlan: VXLANAttributes? = nil,
+        ipip: IPIPAttributes? = nil
+    ) {
         self.index = index; self.name = name; self.kind = kind; self.mtu = mtu; self.mac = mac; self.flags = flags
-        self.master = master; self.parentIndex = parentIndex; self.operState = operState; self.vxlan = vxlan; self.ipip = ipip
+        self.master = master; self.parentIndex = parentIndex; self.operState = operState; self.vxlan = vxlan;
+        self.ipip = ipip
     }
 
     init(_ l: OpaquePointer) {
@@ -61,8 +64,10 @@ public struct LinkChange: Equatable, Sendable {
     public var mac: MACAddress?
     /// A new name; the kernel refuses to rename a link that is up (EBUSY).
     public var name: String?
-    public init(up: Bool? = nil, promiscuous: Bool? = nil, master: Int32? = nil, mtu: Int? = nil, mac: MACAddress? = nil,
-                name: String? = nil) {
+    public init(
+        up: Bool? = nil, promiscuous: Bool? = nil, master: Int32? = nil, mtu: Int? = nil, mac: MACAddress? = nil,
+        name: String? = nil
+    ) {
         self.up = up; self.promiscuous = promiscuous; self.master = master; self.mtu = mtu; self.mac = mac
         self.name = name
     }
@@ -85,8 +90,9 @@ extension NetlinkSession {
         var l: OpaquePointer?
         let rc = rtnl_link_get_kernel(sock, index, name, &l)
         if rc < 0 {
-            let e = NetlinkError.libnl(NLECode(rc), operation: "RTM_GETLINK \(name ?? String(index))",
-                                       message: String(cString: nl_geterror(rc)))
+            let e = NetlinkError.libnl(
+                NLECode(rc), operation: "RTM_GETLINK \(name ?? String(index))",
+                message: String(cString: nl_geterror(rc)))
             if e.isNotFound { return nil }
             throw e
         }
@@ -119,7 +125,9 @@ extension NetlinkSession {
     /// handle is `peerNamespaceFD` (IFLA_NET_NS_FD on the peer). Both ends get `mtu`; `mac`, when
     /// given, goes on `name`. Fails with `.exists` when either name is taken (NLM_F_EXCL).
     // ip link add <name> [mtu <mtu>] [address <mac>] type veth peer name <peerName> netns <fd>
-    public func addVeth(name: String, peerName: String, peerNamespaceFD: Int32?, mtu: Int?, mac: MACAddress?) throws(NetlinkError) {
+    public func addVeth(name: String, peerName: String, peerNamespaceFD: Int32?, mtu: Int?, mac: MACAddress?)
+        throws(NetlinkError)
+    {
         guard let l = rtnl_link_veth_alloc() else { throw .invalidArgument("rtnl_link_veth_alloc failed") }
         defer { rtnl_link_veth_release(l) }
         let peer = rtnl_link_veth_get_peer(l)!

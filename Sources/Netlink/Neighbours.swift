@@ -42,8 +42,10 @@ public struct FDBEntry: Equatable, Sendable {
     public var isPermanent: Bool { state & Neighbour.permanent != 0 }
     public var isSelf: Bool { flags & Self.selfFlag != 0 }
 
-    public init(mac: MACAddress, interface: Int32, destination: IPAddress?, state: UInt16 = Neighbour.permanent,
-                flags: UInt8 = FDBEntry.selfFlag, master: Int32? = nil) {
+    public init(
+        mac: MACAddress, interface: Int32, destination: IPAddress?, state: UInt16 = Neighbour.permanent,
+        flags: UInt8 = FDBEntry.selfFlag, master: Int32? = nil
+    ) {
         self.mac = mac; self.interface = interface; self.destination = destination; self.state = state
         self.flags = flags; self.master = master
     }
@@ -61,20 +63,31 @@ extension NetlinkSession {
     // ip [-6] neigh show dev <interface>
     public func neighbours(interface: Int32, family: IPFamily = .v4) throws(NetlinkError) -> [Neighbour] {
         var out: [Neighbour] = []
-        try dump("RTM_GETNEIGH dump ifindex \(interface)", request: { () throws(NetlinkError) -> Request in
-            let r = Request(type: getNeigh, flags: NLM_F_DUMP, header: ndmsg(ndm_family: UInt8(family.af), ndm_pad1: 0, ndm_pad2: 0,
-                                                                            ndm_ifindex: interface, ndm_state: 0, ndm_flags: 0, ndm_type: 0))
-            do throws(NetlinkError) { try r.put(ndaIfindex, u32: UInt32(bitPattern: interface)) } catch { r.free(); throw error }
-            return r
-        }, restart: { out.removeAll() }) { hdr in
-            var n: OpaquePointer?
-            guard rtnl_neigh_parse(hdr, &n) >= 0, let n else { return }
-            defer { rtnl_neigh_put(n) }
-            guard rtnl_neigh_get_ifindex(n) == interface, rtnl_neigh_get_family(n) == family.af,
-                  let ip = IPAddress(nlAddr: rtnl_neigh_get_dst(n)) else { return }
-            out.append(Neighbour(address: ip, mac: MACAddress(nlAddr: rtnl_neigh_get_lladdr(n)), interface: interface,
-                                 state: UInt16(truncatingIfNeeded: rtnl_neigh_get_state(n))))
-        }
+        try dump(
+            "RTM_GETNEIGH dump ifindex \(interface)",
+            request: { () throws(NetlinkError) -> Request in
+                let r = Request(
+                    type: getNeigh, flags: NLM_F_DUMP,
+                    header: ndmsg(
+                        ndm_family: UInt8(family.af), ndm_pad1: 0, ndm_pad2: 0,
+                        ndm_ifindex: interface, ndm_state: 0, ndm_flags: 0, ndm_type: 0))
+                do throws(NetlinkError) { try r.put(ndaIfindex, u32: UInt32(bitPattern: interface)) } catch {
+                    r.free(); throw error
+                }
+                return r
+            }, restart: { out.removeAll() },
+            parse: { hdr in
+                var n: OpaquePointer?
+                guard rtnl_neigh_parse(hdr, &n) >= 0, let n else { return }
+                defer { rtnl_neigh_put(n) }
+                guard rtnl_neigh_get_ifindex(n) == interface, rtnl_neigh_get_family(n) == family.af,
+                    let ip = IPAddress(nlAddr: rtnl_neigh_get_dst(n))
+                else { return }
+                out.append(
+                    Neighbour(
+                        address: ip, mac: MACAddress(nlAddr: rtnl_neigh_get_lladdr(n)), interface: interface,
+                        state: UInt16(truncatingIfNeeded: rtnl_neigh_get_state(n))))
+            })
         return out
     }
 
@@ -83,9 +96,11 @@ extension NetlinkSession {
     // ip neigh replace <address> lladdr <mac> dev <interface> nud permanent
     public func replaceNeighbour(_ neighbour: Neighbour) throws(NetlinkError) {
         guard let mac = neighbour.mac else { throw .invalidArgument("neighbour \(neighbour.address) without lladdr") }
-        let r = Request(type: newNeigh, flags: NLM_F_CREATE | NLM_F_REPLACE,
-                        header: ndmsg(ndm_family: UInt8(neighbour.address.family.af), ndm_pad1: 0, ndm_pad2: 0,
-                                      ndm_ifindex: neighbour.interface, ndm_state: neighbour.state, ndm_flags: 0, ndm_type: 0))
+        let r = Request(
+            type: newNeigh, flags: NLM_F_CREATE | NLM_F_REPLACE,
+            header: ndmsg(
+                ndm_family: UInt8(neighbour.address.family.af), ndm_pad1: 0, ndm_pad2: 0,
+                ndm_ifindex: neighbour.interface, ndm_state: neighbour.state, ndm_flags: 0, ndm_type: 0))
         do throws(NetlinkError) {
             try r.put(ndaDst, bytes: neighbour.address.bytes)
             try r.put(ndaLLAddr, bytes: mac.bytes)
@@ -96,9 +111,11 @@ extension NetlinkSession {
     /// Deletes the entry for `address` on the link; `.notFound` when there is none.
     // ip neigh del <address> dev <interface>
     public func deleteNeighbour(_ address: IPAddress, interface: Int32) throws(NetlinkError) {
-        let r = Request(type: delNeigh, flags: 0,
-                        header: ndmsg(ndm_family: UInt8(address.family.af), ndm_pad1: 0, ndm_pad2: 0,
-                                      ndm_ifindex: interface, ndm_state: 0, ndm_flags: 0, ndm_type: 0))
+        let r = Request(
+            type: delNeigh, flags: 0,
+            header: ndmsg(
+                ndm_family: UInt8(address.family.af), ndm_pad1: 0, ndm_pad2: 0,
+                ndm_ifindex: interface, ndm_state: 0, ndm_flags: 0, ndm_type: 0))
         do throws(NetlinkError) { try r.put(ndaDst, bytes: address.bytes) } catch { r.free(); throw error }
         try send(r, "RTM_DELNEIGH \(address) ifindex \(interface)")
     }
@@ -109,19 +126,30 @@ extension NetlinkSession {
     // bridge fdb show dev <interface>
     public func fdbEntries(interface: Int32) throws(NetlinkError) -> [FDBEntry] {
         var out: [FDBEntry] = []
-        try dump("RTM_GETNEIGH AF_BRIDGE dump ifindex \(interface)", request: { () throws(NetlinkError) -> Request in
-            Request(type: getNeigh, flags: NLM_F_DUMP,
-                    header: ifinfomsg(ifi_family: afBridge, __ifi_pad: 0, ifi_type: 0, ifi_index: interface, ifi_flags: 0, ifi_change: 0))
-        }, restart: { out.removeAll() }) { hdr in
-            var n: OpaquePointer?
-            guard rtnl_neigh_parse(hdr, &n) >= 0, let n else { return }
-            defer { rtnl_neigh_put(n) }
-            guard rtnl_neigh_get_ifindex(n) == interface, let mac = MACAddress(nlAddr: rtnl_neigh_get_lladdr(n)) else { return }
-            let master = rtnl_neigh_get_master(n)
-            out.append(FDBEntry(mac: mac, interface: interface, destination: IPAddress(nlAddr: rtnl_neigh_get_dst(n)),
-                                state: UInt16(truncatingIfNeeded: rtnl_neigh_get_state(n)),
-                                flags: UInt8(truncatingIfNeeded: rtnl_neigh_get_flags(n)), master: master > 0 ? master : nil))
-        }
+        try dump(
+            "RTM_GETNEIGH AF_BRIDGE dump ifindex \(interface)",
+            request: { () throws(NetlinkError) -> Request in
+                Request(
+                    type: getNeigh, flags: NLM_F_DUMP,
+                    header: ifinfomsg(
+                        ifi_family: afBridge, __ifi_pad: 0, ifi_type: 0, ifi_index: interface, ifi_flags: 0,
+                        ifi_change: 0))
+            }, restart: { out.removeAll() },
+            parse: { hdr in
+                var n: OpaquePointer?
+                guard rtnl_neigh_parse(hdr, &n) >= 0, let n else { return }
+                defer { rtnl_neigh_put(n) }
+                guard rtnl_neigh_get_ifindex(n) == interface, let mac = MACAddress(nlAddr: rtnl_neigh_get_lladdr(n))
+                else {
+                    return
+                }
+                let master = rtnl_neigh_get_master(n)
+                out.append(
+                    FDBEntry(
+                        mac: mac, interface: interface, destination: IPAddress(nlAddr: rtnl_neigh_get_dst(n)),
+                        state: UInt16(truncatingIfNeeded: rtnl_neigh_get_state(n)),
+                        flags: UInt8(truncatingIfNeeded: rtnl_neigh_get_flags(n)), master: master > 0 ? master : nil))
+            })
         return out
     }
 
@@ -148,13 +176,18 @@ extension NetlinkSession {
     }
 
     private func modifyFDB(_ entry: FDBEntry, type: Int32, flags: Int32, verb: String) throws(NetlinkError) {
-        let r = Request(type: type, flags: flags,
-                        header: ndmsg(ndm_family: afBridge, ndm_pad1: 0, ndm_pad2: 0, ndm_ifindex: entry.interface,
-                                      ndm_state: type == delNeigh ? 0 : entry.state, ndm_flags: entry.flags, ndm_type: 0))
+        let r = Request(
+            type: type, flags: flags,
+            header: ndmsg(
+                ndm_family: afBridge, ndm_pad1: 0, ndm_pad2: 0, ndm_ifindex: entry.interface,
+                ndm_state: type == delNeigh ? 0 : entry.state, ndm_flags: entry.flags, ndm_type: 0))
         do throws(NetlinkError) {
             try r.put(ndaLLAddr, bytes: entry.mac.bytes)
             if let dst = entry.destination { try r.put(ndaDst, bytes: dst.bytes) }
         } catch { r.free(); throw error }
-        try send(r, "RTM_\(type == delNeigh ? "DEL" : "NEW")NEIGH fdb \(verb) \(entry.mac) dst \(entry.destination.map(\.description) ?? "-") ifindex \(entry.interface)")
+        try send(
+            r,
+            "RTM_\(type == delNeigh ? "DEL" : "NEW")NEIGH fdb \(verb) \(entry.mac) dst \(entry.destination.map(\.description) ?? "-") ifindex \(entry.interface)"
+        )
     }
 }

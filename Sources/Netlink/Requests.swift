@@ -17,7 +17,8 @@ struct Request {
     init<Header: BitwiseCopyable>(type: Int32, flags: Int32, header: Header) {
         msg = nlmsg_alloc_simple(type, flags)!
         var h = header
-        _ = withUnsafeMutableBytes(of: &h) { nlmsg_append(msg, $0.baseAddress, $0.count, 4 /* NLMSG_ALIGNTO */) }
+        let alignTo: Int32 = 4  // NLMSG_ALIGNTO
+        _ = withUnsafeMutableBytes(of: &h) { nlmsg_append(msg, $0.baseAddress, $0.count, alignTo) }
     }
 
     func put(_ type: Int32, bytes: [UInt8]) throws(NetlinkError) {
@@ -54,8 +55,10 @@ extension NetlinkSession {
     /// Sends a dump request built by `makeRequest` and calls `body` with every reply message.
     /// A dump the kernel marks interrupted (NLM_F_DUMP_INTR: the table changed while it was being
     /// walked) is retried from the start, up to three times; `body` must tolerate being restarted.
-    func dump(_ operation: String, request makeRequest: () throws(NetlinkError) -> Request,
-              restart: () -> Void = {}, _ body: (UnsafeMutablePointer<nlmsghdr>) -> Void) throws(NetlinkError) {
+    func dump(
+        _ operation: String, request makeRequest: () throws(NetlinkError) -> Request,
+        restart: () -> Void = {}, parse body: (UnsafeMutablePointer<nlmsghdr>) -> Void
+    ) throws(NetlinkError) {
         var attempt = 0
         while true {
             attempt += 1
@@ -71,7 +74,8 @@ extension NetlinkSession {
             let rc = withoutActuallyEscaping(body) { escapable in
                 let context = DumpContext(escapable)
                 return withExtendedLifetime(context) {
-                    nl_cb_set(cb, NL_CB_VALID, NL_CB_CUSTOM, onValidMessage, Unmanaged.passUnretained(context).toOpaque())
+                    nl_cb_set(
+                        cb, NL_CB_VALID, NL_CB_CUSTOM, onValidMessage, Unmanaged.passUnretained(context).toOpaque())
                     return nl_recvmsgs(sock, cb)
                 }
             }

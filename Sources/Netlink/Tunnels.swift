@@ -20,8 +20,10 @@ public struct VXLANAttributes: Equatable, Sendable {
     /// IFLA_VXLAN_GBP: group-based policy extension.
     public var gbp: Bool
 
-    public init(vni: UInt32, local: IPAddress? = nil, port: UInt16? = nil, learning: Bool = false,
-                underlyingInterface: Int32? = nil, gbp: Bool = false) {
+    public init(
+        vni: UInt32, local: IPAddress? = nil, port: UInt16? = nil, learning: Bool = false,
+        underlyingInterface: Int32? = nil, gbp: Bool = false
+    ) {
         self.vni = vni; self.local = local; self.port = port; self.learning = learning
         self.underlyingInterface = underlyingInterface; self.gbp = gbp
     }
@@ -60,8 +62,10 @@ public struct IPIPAttributes: Equatable, Sendable {
     /// IFLA_IPTUN_PMTUDISC: set DF on outer packets. Off needs TTL inherit.
     public var pathMTUDiscovery: Bool
 
-    public init(local: IPAddress?, remote: IPAddress? = nil, underlyingInterface: Int32? = nil, ttl: UInt8 = 0,
-                pathMTUDiscovery: Bool = false) {
+    public init(
+        local: IPAddress?, remote: IPAddress? = nil, underlyingInterface: Int32? = nil, ttl: UInt8 = 0,
+        pathMTUDiscovery: Bool = false
+    ) {
         self.local = local; self.remote = remote; self.underlyingInterface = underlyingInterface; self.ttl = ttl
         self.pathMTUDiscovery = pathMTUDiscovery
     }
@@ -87,7 +91,9 @@ extension NetlinkSession {
     /// Learning is sent explicitly (the kernel would default it on).
     // ip link add <name> [mtu <mtu>] [address <mac>] type vxlan id <vni> [local <ip>] [dev <link>]
     //     [dstport <port>] [no]learning [gbp]
-    public func addVXLAN(name: String, _ attributes: VXLANAttributes, mtu: Int? = nil, mac: MACAddress? = nil) throws(NetlinkError) {
+    public func addVXLAN(name: String, _ attributes: VXLANAttributes, mtu: Int? = nil, mac: MACAddress? = nil)
+        throws(NetlinkError)
+    {
         guard let l = rtnl_link_vxlan_alloc() else { throw .invalidArgument("rtnl_link_vxlan_alloc failed") }
         defer { rtnl_link_put(l) }
         rtnl_link_set_name(l, name)

@@ -14,9 +14,6 @@
 // - when the last connection of a busy period is gone, glibc is asked to give its free memory
 //   back to the kernel (malloc_trim): otherwise the peak of a flood stays in the RSS for good.
 
-#if canImport(Glibc)
-import Glibc
-#endif
 import Logging
 import NIOCore
 import NIOHTTP1
@@ -24,6 +21,10 @@ import NIOPosix
 import Prometheus
 import ServiceLifecycle
 import Synchronization
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// Set once the subnet file has been written; read by /readyz.
 public final class Readiness: Sendable {
@@ -42,7 +43,9 @@ public struct HealthServer {
         /// A connection not answered this long after it was accepted is closed.
         public var headerTimeout: Duration = .seconds(10)
 
-        public init(maxConnections: Int = 64, idleTimeout: Duration = .seconds(5), headerTimeout: Duration = .seconds(10)) {
+        public init(
+            maxConnections: Int = 64, idleTimeout: Duration = .seconds(5), headerTimeout: Duration = .seconds(10)
+        ) {
             self.maxConnections = maxConnections; self.idleTimeout = idleTimeout; self.headerTimeout = headerTimeout
         }
     }
@@ -55,8 +58,10 @@ public struct HealthServer {
     public var limits = Limits()
     public let logger: Logger
 
-    public init(host: String, port: Int, readiness: Readiness, registry: PrometheusCollectorRegistry,
-                limits: Limits = Limits(), logger: Logger) {
+    public init(
+        host: String, port: Int, readiness: Readiness, registry: PrometheusCollectorRegistry,
+        limits: Limits = Limits(), logger: Logger
+    ) {
         self.host = host; self.port = port; self.readiness = readiness; self.registry = registry
         self.limits = limits; self.logger = logger
     }
@@ -79,16 +84,20 @@ public struct HealthServer {
                         ConnectionGuard(table: connections, headerTimeout: TimeAmount(limits.headerTimeout)),
                     ])
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline()
-                    try channel.pipeline.syncOperations.addHandler(HealthHandler(readiness: readiness, registry: registry))
+                    try channel.pipeline.syncOperations.addHandler(
+                        HealthHandler(readiness: readiness, registry: registry))
                     return channel.eventLoop.makeSucceededVoidFuture()
                 } catch {
                     return channel.eventLoop.makeFailedFuture(error)
                 }
             }
             .bind(host: host, port: port).get()
-        logger.info("serving /healthz, /readyz and /metrics", metadata: [
-            "http.address": "\(host):\(port)", "http.max_connections": "\(limits.maxConnections)",
-            "http.idle_timeout": "\(limits.idleTimeout)", "http.header_timeout": "\(limits.headerTimeout)"])
+        logger.info(
+            "serving /healthz, /readyz and /metrics",
+            metadata: [
+                "http.address": "\(host):\(port)", "http.max_connections": "\(limits.maxConnections)",
+                "http.idle_timeout": "\(limits.idleTimeout)", "http.header_timeout": "\(limits.headerTimeout)",
+            ])
         return Listening(channel: channel)
     }
 
@@ -146,8 +155,9 @@ final class ConnectionTable: Sendable {
         }
         // The first eviction, then one line per thousand: a flood must not flood the log too.
         if !victims.isEmpty && (evicted == victims.count || evicted / 1000 != (evicted - victims.count) / 1000) {
-            logger.warning("too many HTTP connections; closing the oldest",
-                           metadata: ["http.max_connections": "\(limit)", "http.evicted_total": "\(evicted)"])
+            logger.warning(
+                "too many HTTP connections; closing the oldest",
+                metadata: ["http.max_connections": "\(limit)", "http.evicted_total": "\(evicted)"])
         }
         for v in victims { v.close(promise: nil) }
     }
@@ -228,20 +238,23 @@ private final class HealthHandler: ChannelInboundHandler, Sendable {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard case .head(let head) = unwrapInboundIn(data) else { return }
-        let (status, body, type): (HTTPResponseStatus, [UInt8], String) = switch (head.method, head.uri) {
-        case (.GET, "/healthz"): (.ok, Array("podnetd is running\n".utf8), "text/plain")
-        case (.GET, "/readyz"):
-            readiness.isReady ? (.ok, Array("podnetd is ready\n".utf8), "text/plain")
-                : (.serviceUnavailable, Array("podnetd is not ready yet\n".utf8), "text/plain")
-        case (.GET, "/metrics"): (.ok, registry.emitToBuffer(), "text/plain; version=0.0.4")
-        default: (.notFound, Array("not found\n".utf8), "text/plain")
-        }
+        let (status, body, type): (HTTPResponseStatus, [UInt8], String) =
+            switch (head.method, head.uri) {
+            case (.GET, "/healthz"): (.ok, Array("podnetd is running\n".utf8), "text/plain")
+            case (.GET, "/readyz"):
+                readiness.isReady
+                    ? (.ok, Array("podnetd is ready\n".utf8), "text/plain")
+                    : (.serviceUnavailable, Array("podnetd is not ready yet\n".utf8), "text/plain")
+            case (.GET, "/metrics"): (.ok, registry.emitToBuffer(), "text/plain; version=0.0.4")
+            default: (.notFound, Array("not found\n".utf8), "text/plain")
+            }
         var headers = HTTPHeaders()
         headers.add(name: "Content-Type", value: type)
         headers.add(name: "Content-Length", value: String(body.count))
         headers.add(name: "Connection", value: "close")
-        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: status, headers: headers))),
-                      promise: nil)
+        context.write(
+            wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: status, headers: headers))),
+            promise: nil)
         context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(bytes: body)))), promise: nil)
         let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
         context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in bound.value.close(promise: nil) }

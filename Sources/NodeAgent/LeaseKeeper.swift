@@ -28,9 +28,11 @@ public struct LeaseKeeper: Service {
     private let elapsed: @Sendable () -> Duration
     let logger: Logger
 
-    public init(manager: SubnetManager, config: NetworkConfig, network: any OverlayNetwork, state: NodeState,
-                subnetFile: String, renewMargin: Duration, ipMasq: Bool, exitOnLoss: Bool, events: Events,
-                threads: BlockingThreads, clock: any Clock<Duration>, logger: Logger) {
+    public init(
+        manager: SubnetManager, config: NetworkConfig, network: any OverlayNetwork, state: NodeState,
+        subnetFile: String, renewMargin: Duration, ipMasq: Bool, exitOnLoss: Bool, events: Events,
+        threads: BlockingThreads, clock: any Clock<Duration>, logger: Logger
+    ) {
         self.manager = manager; self.config = config; self.network = network; self.state = state
         self.subnetFile = subnetFile; self.renewMargin = renewMargin; self.ipMasq = ipMasq
         self.exitOnLoss = exitOnLoss; self.events = events; self.threads = threads; self.clock = clock
@@ -61,19 +63,25 @@ public struct LeaseKeeper: Service {
                     lastReassert = elapsed()
                     lease.attributes = network.leaseAttributes
                     lease = try await manager.renew(lease)
-                    logger.warning("put this node's lease back with its own value", metadata: ["node.subnet": "\(lease.subnet)"])
+                    logger.warning(
+                        "put this node's lease back with its own value", metadata: ["node.subnet": "\(lease.subnet)"])
                 case .renewDue:
                     lease = try await manager.renew(lease)
                     logger.info("renewed the lease", metadata: ["node.subnet": "\(lease.subnet)"])
                 case .leaseLost:
                     guard !exitOnLoss else { throw LeaseLost(subnet: lease.subnet) }
-                    logger.warning("this node's lease was deleted; acquiring it again", metadata: ["node.subnet": "\(lease.subnet)"])
-                    lease = try await manager.acquire(config: config, attributes: network.leaseAttributes, previous: lease.subnet)
+                    logger.warning(
+                        "this node's lease was deleted; acquiring it again",
+                        metadata: ["node.subnet": "\(lease.subnet)"])
+                    lease = try await manager.acquire(
+                        config: config, attributes: network.leaseAttributes, previous: lease.subnet)
                     if lease.subnet != (await state.lease).subnet {
                         let network = self.network, subnet = lease.subnet
                         try await threads.kernel { try network.start(subnet: subnet) }
-                        try SubnetFile.write(SubnetFile.render(network: config.network, subnet: lease.subnet,
-                                                               mtu: network.mtu, ipMasq: ipMasq), to: subnetFile)
+                        try SubnetFile.write(
+                            SubnetFile.render(
+                                network: config.network, subnet: lease.subnet,
+                                mtu: network.mtu, ipMasq: ipMasq), to: subnetFile)
                     }
                 }
                 await state.setLease(lease)

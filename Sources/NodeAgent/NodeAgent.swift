@@ -51,9 +51,11 @@ public struct NodeAgent: Sendable {
     public let rules: @Sendable (_ network: IPNetwork, _ subnet: IPNetwork) -> any RuleKeeper
     public let logger: Logger
 
-    public init(options: Options, registry: any LeaseRegistry, dataPath: any DataPath, threads: BlockingThreads,
-                readiness: Readiness, clock: any Clock<Duration>,
-                rules: @escaping @Sendable (_ network: IPNetwork, _ subnet: IPNetwork) -> any RuleKeeper, logger: Logger) {
+    public init(
+        options: Options, registry: any LeaseRegistry, dataPath: any DataPath, threads: BlockingThreads,
+        readiness: Readiness, clock: any Clock<Duration>,
+        rules: @escaping @Sendable (_ network: IPNetwork, _ subnet: IPNetwork) -> any RuleKeeper, logger: Logger
+    ) {
         self.options = options; self.registry = registry; self.dataPath = dataPath; self.threads = threads
         self.readiness = readiness; self.clock = clock; self.rules = rules; self.logger = logger
     }
@@ -62,8 +64,11 @@ public struct NodeAgent: Sendable {
     public func start() async throws -> [any Service] {
         // The interface first: a config is checked against the node's addresses before use.
         let interface = try await threads.kernel { [self] in try findInterface() }
-        logger.info("using interface", metadata: ["node.interface": "\(interface.name)", "node.public_ip": "\(interface.publicIP)"])
-        let nodeAddresses = [interface.address.address] + (interface.publicIP == interface.address.address ? [] : [interface.publicIP])
+        logger.info(
+            "using interface",
+            metadata: ["node.interface": "\(interface.name)", "node.public_ip": "\(interface.publicIP)"])
+        let nodeAddresses =
+            [interface.address.address] + (interface.publicIP == interface.address.address ? [] : [interface.publicIP])
         let config = try await waitForConfig(nodeAddresses: nodeAddresses)
         let backend = try config.makeBackend(interface: interface)
         let dataPath = self.dataPath
@@ -73,30 +78,42 @@ public struct NodeAgent: Sendable {
 
         let manager = SubnetManager(registry: registry, logger: logger)
         // The listing the lease was chosen from gives the peers: no second listing of every lease.
-        let (lease, snapshot) = try await manager.acquireWithSnapshot(config: config, attributes: network.leaseAttributes,
-                                                                      previous: SubnetFile.previousSubnet(at: options.subnetFile))
+        let (lease, snapshot) = try await manager.acquireWithSnapshot(
+            config: config, attributes: network.leaseAttributes,
+            previous: SubnetFile.previousSubnet(at: options.subnetFile))
         try await threads.kernel { try network.start(subnet: lease.subnet) }
         let state = NodeState(lease: lease, config: config, nodeAddresses: nodeAddresses)
         let peers = await state.replacePeers(snapshot.leases, logger: logger)
         let report = try await threads.kernel { try network.reconcile(peers: peers) }
-        logger.info("programmed the peers", metadata: ["overlay.peers": "\(peers.count)", "overlay.changes": "\(report.programmed.total + report.removed.total)"])
+        logger.info(
+            "programmed the peers",
+            metadata: [
+                "overlay.peers": "\(peers.count)",
+                "overlay.changes": "\(report.programmed.total + report.removed.total)",
+            ])
 
         let masq = options.ipMasq ? rules(config.network, lease.subnet) : nil
         if let masq { _ = try await threads.netfilter { try masq.ensure() } }
-        try SubnetFile.write(SubnetFile.render(network: config.network, subnet: lease.subnet, mtu: network.mtu, ipMasq: options.ipMasq),
-                             to: options.subnetFile)
+        try SubnetFile.write(
+            SubnetFile.render(network: config.network, subnet: lease.subnet, mtu: network.mtu, ipMasq: options.ipMasq),
+            to: options.subnetFile)
         readiness.markReady()
-        logger.info("subnet file written", metadata: ["node.subnet": "\(lease.subnet)", "node.subnet_file": "\(options.subnetFile)"])
+        logger.info(
+            "subnet file written",
+            metadata: ["node.subnet": "\(lease.subnet)", "node.subnet_file": "\(options.subnetFile)"])
 
         let keeperEvents = AsyncStream<KeeperEvent>.makeStream()
         return [
-            LeaseKeeper(manager: manager, config: config, network: network, state: state, subnetFile: options.subnetFile,
-                        renewMargin: options.renewMargin, ipMasq: options.ipMasq, exitOnLoss: options.exitOnLeaseLoss,
-                        events: keeperEvents, threads: threads, clock: clock, logger: logger),
-            PeerWatcher(registry: registry, network: network, state: state, startRevision: snapshot.revision,
-                        leaseLost: keeperEvents.continuation, threads: threads, clock: clock, logger: logger),
-            Repairer(network: network, state: state, rules: masq, keeper: keeperEvents.continuation,
-                     interval: options.reconcileInterval, threads: threads, clock: clock, logger: logger),
+            LeaseKeeper(
+                manager: manager, config: config, network: network, state: state, subnetFile: options.subnetFile,
+                renewMargin: options.renewMargin, ipMasq: options.ipMasq, exitOnLoss: options.exitOnLeaseLoss,
+                events: keeperEvents, threads: threads, clock: clock, logger: logger),
+            PeerWatcher(
+                registry: registry, network: network, state: state, startRevision: snapshot.revision,
+                leaseLost: keeperEvents.continuation, threads: threads, clock: clock, logger: logger),
+            Repairer(
+                network: network, state: state, rules: masq, keeper: keeperEvents.continuation,
+                interval: options.reconcileInterval, threads: threads, clock: clock, logger: logger),
         ]
     }
 
@@ -144,7 +161,9 @@ public struct NodeAgent: Sendable {
         if !options.interfaceRegexes.isEmpty {
             let regexes = try options.interfaceRegexes.map { try Regex($0) }
             for link in try dataPath.links() where regexes.contains(where: { link.name.wholeMatch(of: $0) != nil }) {
-                if let found = try? ExternalInterface.find(name: link.name, publicIP: ip, dataPath: dataPath) { return found }
+                if let found = try? ExternalInterface.find(name: link.name, publicIP: ip, dataPath: dataPath) {
+                    return found
+                }
             }
         }
         guard options.interfaces.isEmpty && options.interfaceRegexes.isEmpty else { throw NoInterface() }
@@ -154,5 +173,7 @@ public struct NodeAgent: Sendable {
 
 /// None of the interfaces the options name exists with an IPv4 address.
 public struct NoInterface: Error, CustomStringConvertible {
-    public var description: String { "none of the interfaces named by --iface/--iface-regex exists with an IPv4 address" }
+    public var description: String {
+        "none of the interfaces named by --iface/--iface-regex exists with an IPv4 address"
+    }
 }

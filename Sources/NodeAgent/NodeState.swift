@@ -64,12 +64,15 @@ public actor NodeState {
         if let rejection = config.check(peer: l, backendType: backendType, nodeAddresses: nodeAddresses) {
             if rejected[l.subnet] != rejection {
                 rejected[l.subnet] = rejection
-                Counter(label: "podnet_leases_rejected_total", dimensions: [("reason", rejection.reason.rawValue)]).increment()
+                Counter(label: "podnet_leases_rejected_total", dimensions: [("reason", rejection.reason.rawValue)])
+                    .increment()
                 let level: Logger.Level = rejection.reason == .otherBackend ? .warning : .error
-                logger.log(level: level, "ignoring a lease: \(rejection.detail)", metadata: [
-                    "peer.subnet": "\(l.subnet)", "peer.public_ip": "\(l.attributes.publicIP)",
-                    "lease.rejected": "\(rejection.reason.rawValue)",
-                ])
+                logger.log(
+                    level: level, "ignoring a lease: \(rejection.detail)",
+                    metadata: [
+                        "peer.subnet": "\(l.subnet)", "peer.public_ip": "\(l.attributes.publicIP)",
+                        "lease.rejected": "\(rejection.reason.rawValue)",
+                    ])
             }
             if peers.removeValue(forKey: l.subnet) != nil { peerGauge.record(peers.count) }
             return .rejected

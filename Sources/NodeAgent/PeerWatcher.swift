@@ -20,9 +20,11 @@ public struct PeerWatcher: Service {
     let clock: any Clock<Duration>
     let logger: Logger
 
-    public init(registry: any LeaseRegistry, network: any OverlayNetwork, state: NodeState, startRevision: Int64,
-                leaseLost: AsyncStream<KeeperEvent>.Continuation, threads: BlockingThreads, clock: any Clock<Duration>,
-                logger: Logger) {
+    public init(
+        registry: any LeaseRegistry, network: any OverlayNetwork, state: NodeState, startRevision: Int64,
+        leaseLost: AsyncStream<KeeperEvent>.Continuation, threads: BlockingThreads, clock: any Clock<Duration>,
+        logger: Logger
+    ) {
         self.registry = registry; self.network = network; self.state = state; self.startRevision = startRevision
         self.leaseLost = leaseLost; self.threads = threads; self.clock = clock; self.logger = logger
     }
@@ -42,8 +44,9 @@ public struct PeerWatcher: Service {
                         await apply(event)
                         revision = max(revision, r)
                     case .compacted(let compactedAt):
-                        logger.warning("the lease watch fell behind a compaction; listing again",
-                                       metadata: ["etcd.revision": "\(compactedAt)"])
+                        logger.warning(
+                            "the lease watch fell behind a compaction; listing again",
+                            metadata: ["etcd.revision": "\(compactedAt)"])
                         revision = try await relist()
                     case .interrupted(let reason):
                         reconnects.increment()
@@ -82,7 +85,9 @@ public struct PeerWatcher: Service {
             }
             guard let lease else {
                 // Not a lease any more: whatever its previous value programmed goes.
-                if await state.remove(subnet) { _ = try await threads.kernel { try network.removePeer(subnet: subnet) } }
+                if await state.remove(subnet) {
+                    _ = try await threads.kernel { try network.removePeer(subnet: subnet) }
+                }
                 return
             }
             switch await state.accept(lease, logger: logger) {
@@ -93,7 +98,9 @@ public struct PeerWatcher: Service {
                 _ = try await threads.kernel { try network.removePeer(subnet: subnet) }
             case .peer(let peer):
                 _ = try await threads.kernel { try network.setPeer(peer) }
-                logger.info("peer added or updated", metadata: ["peer.subnet": "\(peer.subnet)", "peer.public_ip": "\(peer.publicIP)"])
+                logger.info(
+                    "peer added or updated",
+                    metadata: ["peer.subnet": "\(peer.subnet)", "peer.public_ip": "\(peer.publicIP)"])
             }
         } catch {
             logger.error("programming a peer failed (the next repair retries): \(error)")
@@ -107,11 +114,14 @@ public struct PeerWatcher: Service {
         let mine = network.leaseAttributes
         guard value?.attributes != mine else { return }
         Counter(label: "podnet_own_lease_overwritten_total").increment()
-        logger.error("this node's lease was overwritten by another writer; putting it back", metadata: [
-            "node.subnet": "\(subnet)",
-            "lease.found": "\(value.map { "\($0.attributes.publicIP) \($0.attributes.backendType) \($0.attributes.vtepMAC?.description ?? "-")" } ?? "not a lease value")",
-            "lease.expected": "\(mine.publicIP) \(mine.backendType) \(mine.vtepMAC?.description ?? "-")",
-        ])
+        logger.error(
+            "this node's lease was overwritten by another writer; putting it back",
+            metadata: [
+                "node.subnet": "\(subnet)",
+                "lease.found":
+                    "\(value.map { "\($0.attributes.publicIP) \($0.attributes.backendType) \($0.attributes.vtepMAC?.description ?? "-")" } ?? "not a lease value")",
+                "lease.expected": "\(mine.publicIP) \(mine.backendType) \(mine.vtepMAC?.description ?? "-")",
+            ])
         leaseLost.yield(.leaseOverwritten)
     }
 

@@ -18,9 +18,11 @@ public struct Repairer: Service {
     let clock: any Clock<Duration>
     let logger: Logger
 
-    public init(network: any OverlayNetwork, state: NodeState, rules: (any RuleKeeper)?,
-                keeper: AsyncStream<KeeperEvent>.Continuation, interval: Duration, threads: BlockingThreads,
-                clock: any Clock<Duration>, logger: Logger) {
+    public init(
+        network: any OverlayNetwork, state: NodeState, rules: (any RuleKeeper)?,
+        keeper: AsyncStream<KeeperEvent>.Continuation, interval: Duration, threads: BlockingThreads,
+        clock: any Clock<Duration>, logger: Logger
+    ) {
         self.network = network; self.state = state; self.rules = rules; self.keeper = keeper
         self.interval = interval; self.threads = threads; self.clock = clock; self.logger = logger
     }
@@ -41,9 +43,13 @@ public struct Repairer: Service {
                 let changed = report.programmed.total + report.removed.total
                 if changed > 0 || report.deviceRecreated {
                     repairs.increment(by: Int64(changed))
-                    logger.warning("repaired the kernel state", metadata: [
-                        "repair.programmed": "\(report.programmed.total)", "repair.removed": "\(report.removed.total)",
-                        "repair.device_recreated": "\(report.deviceRecreated)"])
+                    logger.warning(
+                        "repaired the kernel state",
+                        metadata: [
+                            "repair.programmed": "\(report.programmed.total)",
+                            "repair.removed": "\(report.removed.total)",
+                            "repair.device_recreated": "\(report.deviceRecreated)",
+                        ])
                 }
                 if let rules, try await threads.netfilter({ try rules.ensure() }) { repairs.increment() }
             } catch {

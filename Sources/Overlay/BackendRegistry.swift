@@ -33,8 +33,9 @@ public enum BackendRegistry {
     public static func kind(_ type: String) throws(ConfigError) -> BackendKind {
         guard let kind = kinds.first(where: { $0.type == type }) else {
             let names = kinds.map(\.type)
-            throw ConfigError("backend type \"\(type)\" is not supported: use "
-                + "\(names.dropLast().joined(separator: ", ")) or \(names.last!)")
+            throw ConfigError(
+                "backend type \"\(type)\" is not supported: use "
+                    + "\(names.dropLast().joined(separator: ", ")) or \(names.last!)")
         }
         return kind
     }

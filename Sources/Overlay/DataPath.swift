@@ -49,9 +49,12 @@ public final class KernelDataPath: DataPath {
         try session.withLock { (s: inout NetlinkSession) throws(NetlinkError) -> T in try body(s) }
     }
 
-    public func link(named name: String) throws(NetlinkError) -> Link? { try with { s throws(NetlinkError) in try s.link(named: name) } }
+    public func link(named name: String) throws(NetlinkError) -> Link? {
+        try with { s throws(NetlinkError) in try s.link(named: name) }
+    }
     public func links() throws(NetlinkError) -> [Link] { try with { s throws(NetlinkError) in try s.links() } }
-    public func addVXLAN(name: String, _ attributes: VXLANAttributes, mtu: Int?, mac: MACAddress?) throws(NetlinkError) {
+    public func addVXLAN(name: String, _ attributes: VXLANAttributes, mtu: Int?, mac: MACAddress?) throws(NetlinkError)
+    {
         try with { s throws(NetlinkError) in try s.addVXLAN(name: name, attributes, mtu: mtu, mac: mac) }
     }
     public func addIPIP(name: String, _ attributes: IPIPAttributes, mtu: Int?) throws(NetlinkError) {
@@ -60,7 +63,9 @@ public final class KernelDataPath: DataPath {
     public func setLink(_ index: Int32, _ change: LinkChange) throws(NetlinkError) {
         try with { s throws(NetlinkError) in try s.setLink(index, change) }
     }
-    public func deleteLink(_ index: Int32) throws(NetlinkError) { try with { s throws(NetlinkError) in try s.deleteLink(index) } }
+    public func deleteLink(_ index: Int32) throws(NetlinkError) {
+        try with { s throws(NetlinkError) in try s.deleteLink(index) }
+    }
 
     public func addresses(link index: Int32, family: IPFamily?) throws(NetlinkError) -> [IPNetwork] {
         try with { s throws(NetlinkError) in try s.addresses(link: index, family: family) }
@@ -75,8 +80,12 @@ public final class KernelDataPath: DataPath {
     public func routes(family: IPFamily, table: UInt32, interface: Int32?) throws(NetlinkError) -> [Route] {
         try with { s throws(NetlinkError) in try s.routes(family: family, table: table, interface: interface) }
     }
-    public func replaceRoute(_ route: Route) throws(NetlinkError) { try with { s throws(NetlinkError) in try s.replaceRoute(route) } }
-    public func deleteRoute(_ route: Route) throws(NetlinkError) { try with { s throws(NetlinkError) in try s.deleteRoute(route) } }
+    public func replaceRoute(_ route: Route) throws(NetlinkError) {
+        try with { s throws(NetlinkError) in try s.replaceRoute(route) }
+    }
+    public func deleteRoute(_ route: Route) throws(NetlinkError) {
+        try with { s throws(NetlinkError) in try s.deleteRoute(route) }
+    }
 
     public func neighbours(interface: Int32, family: IPFamily) throws(NetlinkError) -> [Neighbour] {
         try with { s throws(NetlinkError) in try s.neighbours(interface: interface, family: family) }
@@ -91,6 +100,10 @@ public final class KernelDataPath: DataPath {
     public func fdbEntries(interface: Int32) throws(NetlinkError) -> [FDBEntry] {
         try with { s throws(NetlinkError) in try s.fdbEntries(interface: interface) }
     }
-    public func replaceFDB(_ entry: FDBEntry) throws(NetlinkError) { try with { s throws(NetlinkError) in try s.replaceFDB(entry) } }
-    public func deleteFDB(_ entry: FDBEntry) throws(NetlinkError) { try with { s throws(NetlinkError) in try s.deleteFDB(entry) } }
+    public func replaceFDB(_ entry: FDBEntry) throws(NetlinkError) {
+        try with { s throws(NetlinkError) in try s.replaceFDB(entry) }
+    }
+    public func deleteFDB(_ entry: FDBEntry) throws(NetlinkError) {
+        try with { s throws(NetlinkError) in try s.deleteFDB(entry) }
+    }
 }

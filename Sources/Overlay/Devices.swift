@@ -8,8 +8,10 @@ import Netlink
 extension ExternalInterface {
     /// The interface `name` (flanneld's `--iface`), or the one the IPv4 default route leaves
     /// through; its first global IPv4 address; `publicIP` (`--public-ip`) or that address.
-    public static func find(name: String? = nil, publicIP: IPAddress? = nil,
-                            dataPath: any DataPath) throws(OverlayError) -> ExternalInterface {
+    public static func find(
+        name: String? = nil, publicIP: IPAddress? = nil,
+        dataPath: any DataPath
+    ) throws(OverlayError) -> ExternalInterface {
         let link: Link
         if let name {
             guard let l = try netlink({ () throws(NetlinkError) in try dataPath.link(named: name) }) else {
@@ -17,10 +19,15 @@ extension ExternalInterface {
             }
             link = l
         } else {
-            let routes = try netlink { () throws(NetlinkError) in try dataPath.routes(family: .v4, table: 254, interface: nil) }
-            guard let index = routes.filter({ $0.destination.prefixLength == 0 && $0.interface != nil })
-                .min(by: { ($0.priority ?? 0) < ($1.priority ?? 0) })?.interface,
-                let l = try netlink({ () throws(NetlinkError) in try dataPath.links() }).first(where: { $0.index == index })
+            let routes = try netlink { () throws(NetlinkError) in
+                try dataPath.routes(family: .v4, table: 254, interface: nil)
+            }
+            guard
+                let index = routes.filter({ $0.destination.prefixLength == 0 && $0.interface != nil })
+                    .min(by: { ($0.priority ?? 0) < ($1.priority ?? 0) })?.interface,
+                let l = try netlink({ () throws(NetlinkError) in try dataPath.links() }).first(where: {
+                    $0.index == index
+                })
             else { throw .interfaceNotFound("no IPv4 default route: name the interface to use") }
             link = l
         }
@@ -31,7 +38,8 @@ extension ExternalInterface {
         if let publicIP, publicIP.family != .v4 {
             throw .invalidConfiguration("public IP \(publicIP) is not an IPv4 address")
         }
-        return ExternalInterface(name: link.name, index: link.index, mtu: link.mtu, address: address, publicIP: publicIP)
+        return ExternalInterface(
+            name: link.name, index: link.index, mtu: link.mtu, address: address, publicIP: publicIP)
     }
 }
 
@@ -50,6 +58,6 @@ func removeOtherOverlayDevices(keeping keep: String?, dataPath: any DataPath, lo
     do { links = try dataPath.links() } catch { throw .netlink(error) }
     for l in links where l.name != keep && isOverlayDevice(l) {
         logger.info("overlay: removing the device of another mode", metadata: ["overlay.device": "\(l.name)"])
-        do { try dataPath.deleteLink(l.index) } catch where error.isNotFound {} catch { throw .netlink(error) }
+        do { try dataPath.deleteLink(l.index) } catch  where error.isNotFound {} catch { throw .netlink(error) }
     }
 }

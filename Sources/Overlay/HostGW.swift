@@ -29,8 +29,9 @@ public struct HostGWBackend: Backend {
             throw .publicIPNotOnInterface(publicIP: interface.publicIP, interface: interface.name)
         }
         try removeOtherOverlayDevices(keeping: nil, dataPath: dataPath, logger: logger)
-        return PeerNetwork(mode: HostGWMode(interface: interface), dataPath: dataPath, interface: interface,
-                           network: network, mtu: mtu, device: nil, logger: logger)
+        return PeerNetwork(
+            mode: HostGWMode(interface: interface), dataPath: dataPath, interface: interface,
+            network: network, mtu: mtu, device: nil, logger: logger)
     }
 }
 
@@ -46,9 +47,11 @@ struct HostGWMode: NetworkMode {
 
     func plan(_ peer: Peer, device: Link?, connected: [IPNetwork]) -> Plan {
         guard connected.contains(where: { $0.contains(peer.publicIP) }) else {
-            return .skip("its public IP \(peer.publicIP) is not on a subnet \(interface.name) reaches directly: "
-                + "unreachable in host-gw mode (use vxlan, or ipip, across routers)")
+            return .skip(
+                "its public IP \(peer.publicIP) is not on a subnet \(interface.name) reaches directly: "
+                    + "unreachable in host-gw mode (use vxlan, or ipip, across routers)")
         }
-        return .program(PeerEntries(route: Route(destination: peer.subnet, gateway: peer.publicIP, interface: interface.index)))
+        return .program(
+            PeerEntries(route: Route(destination: peer.subnet, gateway: peer.publicIP, interface: interface.index)))
     }
 }

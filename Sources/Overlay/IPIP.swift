@@ -34,17 +34,23 @@ public struct IPIPBackend: Backend {
     public var mtu: Int { interface.mtu - 20 }
 
     public func registerNetwork(dataPath: any DataPath, logger: Logger) throws(OverlayError) -> any OverlayNetwork {
-        guard mtu >= 68 else { throw .invalidConfiguration("ipip: MTU \(mtu) (interface \(interface.mtu) less 20) is below 68") }
+        guard mtu >= 68 else {
+            throw .invalidConfiguration("ipip: MTU \(mtu) (interface \(interface.mtu) less 20) is below 68")
+        }
         guard interface.address.family == .v4, network.family == .v4 else {
             throw .invalidConfiguration("ipip: only IPv4 interfaces and networks are supported")
         }
         try removeOtherOverlayDevices(keeping: Self.deviceName, dataPath: dataPath, logger: logger)
-        let mode = IPIPMode(ipip: IPIPDevice(attributes: IPIPAttributes(
-            local: interface.address.address, remote: nil, underlyingInterface: interface.index, ttl: 0, pathMTUDiscovery: false),
-            mtu: mtu), interface: interface, directRouting: config.directRouting)
+        let mode = IPIPMode(
+            ipip: IPIPDevice(
+                attributes: IPIPAttributes(
+                    local: interface.address.address, remote: nil, underlyingInterface: interface.index, ttl: 0,
+                    pathMTUDiscovery: false),
+                mtu: mtu), interface: interface, directRouting: config.directRouting)
         let (link, _) = try mode.ipip.ensure(dataPath, lastKnown: nil, logger: logger)
-        return PeerNetwork(mode: mode, dataPath: dataPath, interface: interface, network: network, mtu: mtu,
-                           device: link, logger: logger)
+        return PeerNetwork(
+            mode: mode, dataPath: dataPath, interface: interface, network: network, mtu: mtu,
+            device: link, logger: logger)
     }
 }
 
@@ -58,19 +64,24 @@ struct IPIPDevice: TunnelDevice {
         return a.local == attributes.local && a.remote == nil && a.underlyingInterface == attributes.underlyingInterface
     }
 
-    func ensure(_ dataPath: any DataPath, lastKnown: Link?, logger: Logger) throws(OverlayError) -> (link: Link, created: Bool) {
+    func ensure(_ dataPath: any DataPath, lastKnown: Link?, logger: Logger) throws(OverlayError) -> (
+        link: Link, created: Bool
+    ) {
         if let existing = try netlink({ () throws(NetlinkError) in try dataPath.link(named: name) }) {
             // Not ours to delete (flanneld refuses the same way).
             guard existing.kind == "ipip" else { throw .deviceConflict(name: name, kind: existing.kind) }
             if isCompatible(existing) {
                 if existing.mtu == mtu { return (existing, false) }
-                logger.info("overlay: correcting the device MTU", metadata: [
-                    "overlay.device": "\(name)", "overlay.mtu": "\(existing.mtu) -> \(mtu)",
-                ])
+                logger.info(
+                    "overlay: correcting the device MTU",
+                    metadata: [
+                        "overlay.device": "\(name)", "overlay.mtu": "\(existing.mtu) -> \(mtu)",
+                    ])
                 try netlink { () throws(NetlinkError) in try dataPath.setLink(existing.index, LinkChange(mtu: mtu)) }
                 return (try netlink({ () throws(NetlinkError) in try dataPath.link(named: name) }) ?? existing, false)
             }
-            logger.info("overlay: the existing device is incompatible; recreating it", metadata: ["overlay.device": "\(name)"])
+            logger.info(
+                "overlay: the existing device is incompatible; recreating it", metadata: ["overlay.device": "\(name)"])
             try netlink { () throws(NetlinkError) in try dataPath.deleteLink(existing.index) }
         }
         do {
@@ -81,9 +92,11 @@ struct IPIPDevice: TunnelDevice {
             throw .netlink(error)
         }
         guard let link = try netlink({ () throws(NetlinkError) in try dataPath.link(named: name) }) else {
-            throw .netlink(.libnl(.notFound, operation: "RTM_GETLINK \(name) after creating it", message: "Object not found"))
+            throw .netlink(
+                .libnl(.notFound, operation: "RTM_GETLINK \(name) after creating it", message: "Object not found"))
         }
-        logger.info("overlay: created the device", metadata: ["overlay.device": "\(name)", "overlay.mtu": "\(link.mtu)"])
+        logger.info(
+            "overlay: created the device", metadata: ["overlay.device": "\(name)", "overlay.mtu": "\(link.mtu)"])
         return (link, true)
     }
 }
@@ -103,10 +116,14 @@ struct IPIPMode: NetworkMode {
 
     func plan(_ peer: Peer, device: Link?, connected: [IPNetwork]) -> Plan {
         if directRouting && connected.contains(where: { $0.contains(peer.publicIP) }) {
-            return .program(PeerEntries(route: Route(destination: peer.subnet, gateway: peer.publicIP, interface: interface.index)))
+            return .program(
+                PeerEntries(route: Route(destination: peer.subnet, gateway: peer.publicIP, interface: interface.index)))
         }
         guard let device else { return .skip("the ipip device is missing") }
-        return .program(PeerEntries(route: Route(destination: peer.subnet, gateway: peer.publicIP, interface: device.index,
-                                                 onlink: true)))
+        return .program(
+            PeerEntries(
+                route: Route(
+                    destination: peer.subnet, gateway: peer.publicIP, interface: device.index,
+                    onlink: true)))
     }
 }

@@ -20,7 +20,9 @@ protocol TunnelDevice: Sendable {
     /// an incompatible one. `lastKnown` is the device as last seen, if it was: a device created
     /// again gets its MAC back where the kind has one, so peers need no update. Returns the device
     /// and whether it was created.
-    func ensure(_ dataPath: any DataPath, lastKnown: Link?, logger: Logger) throws(OverlayError) -> (link: Link, created: Bool)
+    func ensure(_ dataPath: any DataPath, lastKnown: Link?, logger: Logger) throws(OverlayError) -> (
+        link: Link, created: Bool
+    )
 }
 
 /// What differs between backends.
@@ -61,8 +63,10 @@ final class PeerNetwork: OverlayNetwork {
     }
     private let state: Mutex<State>
 
-    init(mode: any NetworkMode, dataPath: any DataPath, interface: ExternalInterface, network: IPNetwork, mtu: Int,
-         device: Link?, logger: Logger) {
+    init(
+        mode: any NetworkMode, dataPath: any DataPath, interface: ExternalInterface, network: IPNetwork, mtu: Int,
+        device: Link?, logger: Logger
+    ) {
         self.mode = mode; self.dataPath = dataPath; self.interface = interface; self.network = network; self.mtu = mtu
         var logger = logger
         logger[metadataKey: "overlay.backend"] = "\(mode.backendType)"
@@ -82,12 +86,19 @@ final class PeerNetwork: OverlayNetwork {
             s.subnet = subnet.network
             var report = ReconcileReport()
             try prepare(&s, &report)
-            let routes = try netlink { () throws(NetlinkError) in try dataPath.routes(family: .v4, table: 254, interface: interface.index) }
-            let addresses = try netlink { () throws(NetlinkError) in try dataPath.addresses(link: interface.index, family: .v4) }
+            let routes = try netlink { () throws(NetlinkError) in
+                try dataPath.routes(family: .v4, table: 254, interface: interface.index)
+            }
+            let addresses = try netlink { () throws(NetlinkError) in
+                try dataPath.addresses(link: interface.index, family: .v4)
+            }
             s.connected = connectedPrefixes(interface: interface.index, addresses: addresses, routes: routes)
-            logger.info("overlay: network started", metadata: [
-                "overlay.subnet": "\(subnet.network)", "overlay.mtu": "\(mtu)", "overlay.device": "\(deviceName ?? "-")",
-            ])
+            logger.info(
+                "overlay: network started",
+                metadata: [
+                    "overlay.subnet": "\(subnet.network)", "overlay.mtu": "\(mtu)",
+                    "overlay.device": "\(deviceName ?? "-")",
+                ])
         }
     }
 
@@ -97,15 +108,23 @@ final class PeerNetwork: OverlayNetwork {
             var report = ReconcileReport()
             try prepare(&s, &report)
             let device = s.device
-            let ownership = Ownership(network: network, ownSubnet: subnet, device: device?.index,
-                                      ownsNeighbours: mode.ownsNeighbours && device != nil, interface: interface.index)
+            let ownership = Ownership(
+                network: network, ownSubnet: subnet, device: device?.index,
+                ownsNeighbours: mode.ownsNeighbours && device != nil, interface: interface.index)
             // The one read of the kernel per pass.
-            var kernel = KernelState(routes: try netlink { () throws(NetlinkError) in try dataPath.routes(family: .v4, table: 254, interface: nil) })
+            var kernel = KernelState(
+                routes: try netlink { () throws(NetlinkError) in
+                    try dataPath.routes(family: .v4, table: 254, interface: nil)
+                })
             if ownership.ownsNeighbours, let device {
-                kernel.neighbours = try netlink { () throws(NetlinkError) in try dataPath.neighbours(interface: device.index, family: .v4) }
+                kernel.neighbours = try netlink { () throws(NetlinkError) in
+                    try dataPath.neighbours(interface: device.index, family: .v4)
+                }
                 kernel.fdb = try netlink { () throws(NetlinkError) in try dataPath.fdbEntries(interface: device.index) }
             }
-            let addresses = try netlink { () throws(NetlinkError) in try dataPath.addresses(link: interface.index, family: .v4) }
+            let addresses = try netlink { () throws(NetlinkError) in
+                try dataPath.addresses(link: interface.index, family: .v4)
+            }
             s.connected = connectedPrefixes(interface: interface.index, addresses: addresses, routes: kernel.routes)
 
             var desired: [IPNetwork: PeerEntries] = [:]
@@ -124,10 +143,12 @@ final class PeerNetwork: OverlayNetwork {
             report.leaseAttributesChanged = s.attributesChanged
             s.attributesChanged = false
             if report.changes > 0 || !report.failures.isEmpty {
-                logger.info("overlay: reconciled", metadata: [
-                    "overlay.peers": "\(desired.count)", "overlay.programmed": "\(report.programmed.total)",
-                    "overlay.removed": "\(report.removed.total)", "overlay.failures": "\(report.failures.count)",
-                ])
+                logger.info(
+                    "overlay: reconciled",
+                    metadata: [
+                        "overlay.peers": "\(desired.count)", "overlay.programmed": "\(report.programmed.total)",
+                        "overlay.removed": "\(report.removed.total)", "overlay.failures": "\(report.failures.count)",
+                    ])
             }
             return report
         }
@@ -158,7 +179,9 @@ final class PeerNetwork: OverlayNetwork {
                 changes.set = [set]
                 // A VtepMAC change leaves the old MAC's FDB entry behind unless removed; a peer
                 // that became directly routed keeps no neighbour.
-                if let f = old?.fdb, f.mac != new.fdb?.mac, !fdbShared(f, except: peer.subnet, s) { changes.removeFDB = [f] }
+                if let f = old?.fdb, f.mac != new.fdb?.mac, !fdbShared(f, except: peer.subnet, s) {
+                    changes.removeFDB = [f]
+                }
                 if let n = old?.neighbour, new.neighbour == nil { changes.removeNeighbours = [n] }
                 let failed = apply(changes, to: dataPath, report: &report, logger: logger)
                 s.programmed[peer.subnet] = failed.isEmpty ? new : nil
@@ -194,9 +217,11 @@ final class PeerNetwork: OverlayNetwork {
         s.device = link
         let attributes = mode.leaseAttributes(device: link)
         if attributes != s.attributes {
-            logger.info("overlay: lease attributes changed; the lease must be published again", metadata: [
-                "overlay.device": "\(device.name)", "overlay.vtep_mac": "\(attributes.vtepMAC?.description ?? "-")",
-            ])
+            logger.info(
+                "overlay: lease attributes changed; the lease must be published again",
+                metadata: [
+                    "overlay.device": "\(device.name)", "overlay.vtep_mac": "\(attributes.vtepMAC?.description ?? "-")",
+                ])
             s.attributes = attributes
             s.attributesChanged = true
         }
@@ -210,13 +235,19 @@ final class PeerNetwork: OverlayNetwork {
     private func ensureAddress(_ address: IPNetwork, on link: Link) throws(OverlayError) {
         let have = try netlink { () throws(NetlinkError) in try dataPath.addresses(link: link.index, family: .v4) }
         for a in have where a != address && network.contains(a.address) {
-            logger.info("overlay: removing a stale address", metadata: ["overlay.device": "\(link.name)", "overlay.address": "\(a)"])
+            logger.info(
+                "overlay: removing a stale address",
+                metadata: ["overlay.device": "\(link.name)", "overlay.address": "\(a)"])
             try netlink { () throws(NetlinkError) in try dataPath.deleteAddress(a, link: link.index) }
         }
         if !have.contains(address) {
-            do { try dataPath.addAddress(address, link: link.index) } catch where error.isExists {} catch { throw .netlink(error) }
+            do { try dataPath.addAddress(address, link: link.index) } catch  where error.isExists {} catch {
+                throw .netlink(error)
+            }
         }
-        if !link.isUp { try netlink { () throws(NetlinkError) in try dataPath.setLink(link.index, LinkChange(up: true)) } }
+        if !link.isUp {
+            try netlink { () throws(NetlinkError) in try dataPath.setLink(link.index, LinkChange(up: true)) }
+        }
     }
 
     /// The plan for `peer`, or nil for this node's own lease. The lease layer rejects hostile
@@ -237,7 +268,9 @@ final class PeerNetwork: OverlayNetwork {
             return .skip("it carries this node's public IP \(peer.publicIP)")
         }
         if let problem = peer.publicIP.underlayProblem { return .skip("its public IP \(peer.publicIP) is \(problem)") }
-        guard !network.contains(peer.publicIP) else { return .skip("its public IP \(peer.publicIP) is inside the overlay network") }
+        guard !network.contains(peer.publicIP) else {
+            return .skip("its public IP \(peer.publicIP) is inside the overlay network")
+        }
         if let problem = peer.vtepMAC?.vtepProblem { return .skip("its VtepMAC \(peer.vtepMAC!) is \(problem)") }
         switch mode.plan(peer, device: s.device, connected: s.connected) {
         case .program(var entries):
@@ -248,9 +281,13 @@ final class PeerNetwork: OverlayNetwork {
         }
     }
 
-    private func noteSkips(_ reasons: [IPNetwork: String], replacingAll: Bool, _ s: inout State, _ report: inout ReconcileReport) {
-        for (subnet, reason) in reasons.sorted(by: { $0.key.address < $1.key.address }) where s.skipped[subnet] != reason {
-            logger.info("overlay: peer skipped", metadata: ["overlay.peer": "\(subnet)", "overlay.reason": "\(reason)"])
+    private func noteSkips(
+        _ reasons: [IPNetwork: String], replacingAll: Bool, _ s: inout State, _ report: inout ReconcileReport
+    ) {
+        for (subnet, reason) in reasons.sorted(by: { $0.key.address < $1.key.address })
+        where s.skipped[subnet] != reason {
+            logger.info(
+                "overlay: peer skipped", metadata: ["overlay.peer": "\(subnet)", "overlay.reason": "\(reason)"])
         }
         if replacingAll { s.skipped = reasons } else { s.skipped.merge(reasons) { $1 } }
         report.skipped = reasons

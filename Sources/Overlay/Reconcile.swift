@@ -62,7 +62,8 @@ struct Ownership: Sendable {
     func owns(_ r: Route) -> Bool {
         if r.table == 254 && r.proto == RouteProtocol.podnet { return true }
         guard r.table == 254, r.gateway != nil, r.destination != ownSubnet, network.contains(r.destination.address),
-              r.destination.prefixLength >= network.prefixLength else { return false }
+            r.destination.prefixLength >= network.prefixLength
+        else { return false }
         if let device, r.interface == device { return true }
         return r.interface == interface && (r.proto ?? RouteProtocol.boot) == RouteProtocol.boot
             && r.destination.prefixLength == ownSubnet.prefixLength
@@ -177,16 +178,19 @@ func diff(desired: [IPNetwork: PeerEntries], kernel: KernelState, ownership: Own
 /// Applies `changes`: removals first, then per peer its neighbour, FDB entry and route. A failure
 /// is recorded and the rest goes on; a peer whose neighbour or FDB entry failed does not get its
 /// route. Returns the subnets of peers that could not be completed.
-func apply(_ changes: Changes, to dataPath: any DataPath, report: inout ReconcileReport, logger: Logger) -> Set<IPNetwork> {
+func apply(_ changes: Changes, to dataPath: any DataPath, report: inout ReconcileReport, logger: Logger) -> Set<
+    IPNetwork
+> {
     func attempt(_ what: @autoclosure () -> String, _ op: () throws(NetlinkError) -> Void) -> Bool {
         do {
             try op()
             return true
-        } catch where error.isNotFound {
+        } catch  where error.isNotFound {
             return true  // already gone: the goal of a removal
         } catch {
             report.failures.append("\(what()): \(error)")
-            logger.info("overlay: kernel change failed", metadata: ["overlay.change": "\(what())", "error": "\(error)"])
+            logger.info(
+                "overlay: kernel change failed", metadata: ["overlay.change": "\(what())", "error": "\(error)"])
             return false
         }
     }
@@ -196,19 +200,28 @@ func apply(_ changes: Changes, to dataPath: any DataPath, report: inout Reconcil
         }
     }
     for f in changes.removeFDB {
-        if attempt("remove fdb \(f.mac) dst \(f.destination.map(\.description) ?? "-")", { () throws(NetlinkError) in try dataPath.deleteFDB(f) }) {
+        if attempt(
+            "remove fdb \(f.mac) dst \(f.destination.map(\.description) ?? "-")",
+            { () throws(NetlinkError) in try dataPath.deleteFDB(f) })
+        {
             report.removed.fdbEntries += 1
         }
     }
     for n in changes.removeNeighbours {
-        if attempt("remove neighbour \(n.address)", { () throws(NetlinkError) in try dataPath.deleteNeighbour(n.address, interface: n.interface) }) {
+        if attempt(
+            "remove neighbour \(n.address)",
+            { () throws(NetlinkError) in try dataPath.deleteNeighbour(n.address, interface: n.interface) })
+        {
             report.removed.neighbours += 1
         }
     }
     var failed = Set<IPNetwork>()
     for p in changes.set {
         if let n = p.neighbour {
-            guard attempt("set neighbour \(n.address) for \(p.subnet)", { () throws(NetlinkError) in try dataPath.replaceNeighbour(n) })
+            guard
+                attempt(
+                    "set neighbour \(n.address) for \(p.subnet)",
+                    { () throws(NetlinkError) in try dataPath.replaceNeighbour(n) })
             else { failed.insert(p.subnet); continue }
             report.programmed.neighbours += 1
         }
@@ -230,7 +243,8 @@ func apply(_ changes: Changes, to dataPath: any DataPath, report: inout Reconcil
 /// main-table routes without a gateway (default routes excepted).
 func connectedPrefixes(interface: Int32, addresses: [IPNetwork], routes: [Route]) -> [IPNetwork] {
     var out = addresses.filter { $0.family == .v4 }.map(\.network)
-    for r in routes where r.interface == interface && r.gateway == nil && r.table == 254 && r.destination.prefixLength > 0 {
+    for r in routes
+    where r.interface == interface && r.gateway == nil && r.table == 254 && r.destination.prefixLength > 0 {
         if !out.contains(r.destination) { out.append(r.destination) }
     }
     return out

@@ -52,8 +52,10 @@ public struct VXLANConfig: Equatable, Sendable {
     /// random when nil. An existing compatible device keeps its own. Not part of flannel's config.
     public var mac: MACAddress?
 
-    public init(vni: UInt32 = 1, port: UInt16 = 8472, mtu: Int? = nil, gbp: Bool = false, learning: Bool = false,
-                directRouting: Bool = false, mac: MACAddress? = nil) {
+    public init(
+        vni: UInt32 = 1, port: UInt16 = 8472, mtu: Int? = nil, gbp: Bool = false, learning: Bool = false,
+        directRouting: Bool = false, mac: MACAddress? = nil
+    ) {
         self.vni = vni; self.port = port; self.mtu = mtu; self.gbp = gbp; self.learning = learning
         self.directRouting = directRouting; self.mac = mac
     }
@@ -78,19 +80,27 @@ public struct VXLANBackend: Backend {
     public var mtu: Int { (config.mtu ?? interface.mtu) - 50 }
 
     public func registerNetwork(dataPath: any DataPath, logger: Logger) throws(OverlayError) -> any OverlayNetwork {
-        guard (1...16_777_215).contains(config.vni) else { throw .invalidConfiguration("vxlan: VNI \(config.vni) is not in 1...16777215") }
-        guard mtu >= 68 else { throw .invalidConfiguration("vxlan: MTU \(mtu) (underlay \(mtu + 50) less 50) is below 68") }
+        guard (1...16_777_215).contains(config.vni) else {
+            throw .invalidConfiguration("vxlan: VNI \(config.vni) is not in 1...16777215")
+        }
+        guard mtu >= 68 else {
+            throw .invalidConfiguration("vxlan: MTU \(mtu) (underlay \(mtu + 50) less 50) is below 68")
+        }
         guard interface.publicIP.family == .v4, network.family == .v4 else {
             throw .invalidConfiguration("vxlan: only IPv4 public addresses and networks are supported")
         }
         try removeOtherOverlayDevices(keeping: deviceName, dataPath: dataPath, logger: logger)
-        let mode = VXLANMode(device: VXLANDevice(name: deviceName, attributes: VXLANAttributes(
-            vni: config.vni, local: interface.publicIP, port: config.port, learning: config.learning,
-            underlyingInterface: interface.index, gbp: config.gbp), mtu: mtu, mac: config.mac),
+        let mode = VXLANMode(
+            device: VXLANDevice(
+                name: deviceName,
+                attributes: VXLANAttributes(
+                    vni: config.vni, local: interface.publicIP, port: config.port, learning: config.learning,
+                    underlyingInterface: interface.index, gbp: config.gbp), mtu: mtu, mac: config.mac),
             interfaceIndex: interface.index, publicIP: interface.publicIP, directRouting: config.directRouting)
         let (link, _) = try mode.vxlan.ensure(dataPath, lastKnown: nil, logger: logger)
-        return PeerNetwork(mode: mode, dataPath: dataPath, interface: interface, network: network, mtu: mtu,
-                           device: link, logger: logger)
+        return PeerNetwork(
+            mode: mode, dataPath: dataPath, interface: interface, network: network, mtu: mtu,
+            device: link, logger: logger)
     }
 }
 
@@ -108,30 +118,39 @@ struct VXLANDevice: TunnelDevice {
             && a.underlyingInterface == attributes.underlyingInterface
     }
 
-    func ensure(_ dataPath: any DataPath, lastKnown: Link?, logger: Logger) throws(OverlayError) -> (link: Link, created: Bool) {
+    func ensure(_ dataPath: any DataPath, lastKnown: Link?, logger: Logger) throws(OverlayError) -> (
+        link: Link, created: Bool
+    ) {
         // The MAC a new device gets: the configured one, else the one it had (the lease publishes
         // it and peers have it programmed), else a random one from the kernel.
         var mac = self.mac ?? lastKnown?.mac
         if let existing = try netlink({ () throws(NetlinkError) in try dataPath.link(named: name) }) {
             if isCompatible(existing) {
                 if existing.mtu == mtu { return (existing, false) }
-                logger.info("overlay: correcting the device MTU", metadata: [
-                    "overlay.device": "\(name)", "overlay.mtu": "\(existing.mtu) -> \(mtu)",
-                ])
+                logger.info(
+                    "overlay: correcting the device MTU",
+                    metadata: [
+                        "overlay.device": "\(name)", "overlay.mtu": "\(existing.mtu) -> \(mtu)",
+                    ])
                 try netlink { () throws(NetlinkError) in try dataPath.setLink(existing.index, LinkChange(mtu: mtu)) }
                 return (try netlink({ () throws(NetlinkError) in try dataPath.link(named: name) }) ?? existing, false)
             }
-            logger.info("overlay: the existing device is incompatible; recreating it", metadata: [
-                "overlay.device": "\(name)", "overlay.found": "\(existing.kind ?? "-") \(existing.vxlan.map { "\($0)" } ?? "")",
-            ])
+            logger.info(
+                "overlay: the existing device is incompatible; recreating it",
+                metadata: [
+                    "overlay.device": "\(name)",
+                    "overlay.found": "\(existing.kind ?? "-") \(existing.vxlan.map { "\($0)" } ?? "")",
+                ])
             try netlink { () throws(NetlinkError) in try dataPath.deleteLink(existing.index) }
             mac = mac ?? existing.mac
         }
         do {
             try dataPath.addVXLAN(name: name, attributes, mtu: mtu, mac: mac)
-        } catch where error.isExists {
+        } catch  where error.isExists {
             // Created between our look and our add: take it if it is what we want.
-            if let raced = try netlink({ () throws(NetlinkError) in try dataPath.link(named: name) }), isCompatible(raced) {
+            if let raced = try netlink({ () throws(NetlinkError) in try dataPath.link(named: name) }),
+                isCompatible(raced)
+            {
                 return (raced, false)
             }
             throw .netlink(error)
@@ -139,11 +158,15 @@ struct VXLANDevice: TunnelDevice {
             throw .netlink(error)
         }
         guard let link = try netlink({ () throws(NetlinkError) in try dataPath.link(named: name) }) else {
-            throw .netlink(.libnl(.notFound, operation: "RTM_GETLINK \(name) after creating it", message: "Object not found"))
+            throw .netlink(
+                .libnl(.notFound, operation: "RTM_GETLINK \(name) after creating it", message: "Object not found"))
         }
-        logger.info("overlay: created the device", metadata: [
-            "overlay.device": "\(name)", "overlay.vtep_mac": "\(link.mac?.description ?? "-")", "overlay.mtu": "\(link.mtu)",
-        ])
+        logger.info(
+            "overlay: created the device",
+            metadata: [
+                "overlay.device": "\(name)", "overlay.vtep_mac": "\(link.mac?.description ?? "-")",
+                "overlay.mtu": "\(link.mtu)",
+            ])
         return (link, true)
     }
 }
@@ -155,7 +178,8 @@ struct VXLANMode: NetworkMode {
     let directRouting: Bool
 
     init(device: VXLANDevice, interfaceIndex: Int32, publicIP: IPAddress, directRouting: Bool) {
-        vxlan = device; self.interfaceIndex = interfaceIndex; self.publicIP = publicIP; self.directRouting = directRouting
+        vxlan = device; self.interfaceIndex = interfaceIndex; self.publicIP = publicIP;
+        self.directRouting = directRouting
     }
 
     var backendType: String { "vxlan" }
@@ -168,14 +192,16 @@ struct VXLANMode: NetworkMode {
 
     func plan(_ peer: Peer, device: Link?, connected: [IPNetwork]) -> Plan {
         if directRouting && connected.contains(where: { $0.contains(peer.publicIP) }) {
-            return .program(PeerEntries(route: Route(destination: peer.subnet, gateway: peer.publicIP, interface: interfaceIndex)))
+            return .program(
+                PeerEntries(route: Route(destination: peer.subnet, gateway: peer.publicIP, interface: interfaceIndex)))
         }
         guard let device else { return .skip("the vxlan device is missing") }
         guard let mac = peer.vtepMAC else { return .skip("its lease has no VtepMAC") }
         let gateway = peer.subnet.firstAddress
-        return .program(PeerEntries(
-            neighbour: Neighbour(address: gateway, mac: mac, interface: device.index),
-            fdb: FDBEntry(mac: mac, interface: device.index, destination: peer.publicIP),
-            route: Route(destination: peer.subnet, gateway: gateway, interface: device.index, onlink: true)))
+        return .program(
+            PeerEntries(
+                neighbour: Neighbour(address: gateway, mac: mac, interface: device.index),
+                fdb: FDBEntry(mac: mac, interface: device.index, destination: peer.publicIP),
+                route: Route(destination: peer.subnet, gateway: gateway, interface: device.index, onlink: true)))
     }
 }

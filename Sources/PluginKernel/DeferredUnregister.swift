@@ -10,11 +10,12 @@
 // deletes the link only if it still carries that name. If the helper cannot be started, DEL
 // deletes the link itself. If the namespace goes away first, the kernel deletes the link with it.
 
-#if canImport(Glibc)
-import Glibc
-#endif
-import Netlink
 import NetNS
+import Netlink
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 public enum DeferredUnregister {
     static let variable = "PODNET_BRIDGE_UNREGISTER"
@@ -54,7 +55,7 @@ public enum DeferredUnregister {
         posix_spawnattr_setflags(&attr, Int16(0x80))  // POSIX_SPAWN_SETSID
         let argv: [UnsafeMutablePointer<CChar>?] = [strdup("podnet-unregister"), nil]
         let envp: [UnsafeMutablePointer<CChar>?] = [strdup("\(variable)=\(index):\(name)"), nil]
-        defer { argv.forEach { free($0) }; envp.forEach { free($0) } }
+        defer { for p in argv + envp { free(p) } }
         var pid: pid_t = 0
         return posix_spawn(&pid, "/proc/self/exe", &actions, &attr, argv, envp) == 0
     }
@@ -65,7 +66,8 @@ public enum DeferredUnregister {
         guard let job = getenv(variable).map({ String(cString: $0) }) else { return }
         let parts = job.split(separator: ":")
         if parts.count == 2, let index = Int32(parts[0]),
-           let netns = try? NetworkNamespace(path: "/proc/self/fd/3") {
+            let netns = try? NetworkNamespace(path: "/proc/self/fd/3")
+        {
             _ = try? netns.run {
                 let nl = try NetlinkSession()
                 if let l = try nl.link(index: index), l.name == parts[1] { try nl.deleteLink(index) }

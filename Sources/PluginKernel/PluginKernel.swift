@@ -12,8 +12,8 @@
 // the NetlinkSession, NetworkNamespace or sysctl call the plugins made before, one for one.
 
 import Addressing
-import Netlink
 import NetNS
+import Netlink
 
 /// A NETLINK_ROUTE socket bound to the network namespace it was opened in, with the operations
 /// the plugins use. Each has the semantics of the `NetlinkSession` method of the same name (and
@@ -23,7 +23,8 @@ public protocol RouteSocket: AnyObject {
     func link(index: Int32) throws(NetlinkError) -> Link?
     func links() throws(NetlinkError) -> [Link]
     func addBridge(name: String, mtu: Int?) throws(NetlinkError)
-    func addVeth(name: String, peerName: String, peerNamespaceFD: Int32?, mtu: Int?, mac: MACAddress?) throws(NetlinkError)
+    func addVeth(name: String, peerName: String, peerNamespaceFD: Int32?, mtu: Int?, mac: MACAddress?)
+        throws(NetlinkError)
     func setLink(_ index: Int32, _ change: LinkChange) throws(NetlinkError)
     func setBridgePort(_ index: Int32, hairpin: Bool?, isolated: Bool?) throws(NetlinkError)
     func deleteLink(_ index: Int32) throws(NetlinkError)
@@ -64,7 +65,8 @@ public protocol PluginKernel: Sendable {
     /// the kernel's unregister. When this returns, the link is down, holds no address and no
     /// longer carries its name, so the name is free for a new ADD; the link itself is gone soon
     /// after (`DeferredUnregister`).
-    func deleteLinkDeferred(_ link: Link, through socket: any RouteSocket, in namespace: any NamespaceHandle) throws(NetlinkError)
+    func deleteLinkDeferred(_ link: Link, through socket: any RouteSocket, in namespace: any NamespaceHandle)
+        throws(NetlinkError)
 }
 
 extension NetlinkSession: RouteSocket {}
@@ -79,8 +81,10 @@ public struct SystemKernel: PluginKernel {
     public func routeSocket() throws(NetlinkError) -> any RouteSocket { try NetlinkSession() }
     public func writeSysctl(_ key: String, _ value: String) throws(NetNSError) { try NetNS.writeSysctl(key, value) }
     public func readSysctl(_ key: String) throws(NetNSError) -> String { try NetNS.readSysctl(key) }
-    public func deleteLinkDeferred(_ link: Link, through socket: any RouteSocket,
-                                   in namespace: any NamespaceHandle) throws(NetlinkError) {
+    public func deleteLinkDeferred(
+        _ link: Link, through socket: any RouteSocket,
+        in namespace: any NamespaceHandle
+    ) throws(NetlinkError) {
         try DeferredUnregister.detachAndDelete(link, socket, namespaceFD: namespace.fd)
     }
 }

@@ -14,7 +14,9 @@ import PluginKernel
 /// when no route leads there, as in the reference; the sysctl is written only when not yet 1.
 func enableLocalnetRouting(to address: IPAddress, kernel: any PluginKernel) throws {
     let nl = try kernel.routeSocket()
-    let candidates = try nl.routes(family: .v4, table: 254).filter { $0.interface != nil && $0.destination.contains(address) }
+    let candidates = try nl.routes(family: .v4, table: 254).filter {
+        $0.interface != nil && $0.destination.contains(address)
+    }
     let best = candidates.max { a, b in
         (a.destination.prefixLength, -Int64(a.priority ?? 0)) < (b.destination.prefixLength, -Int64(b.priority ?? 0))
     }

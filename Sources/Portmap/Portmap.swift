@@ -49,7 +49,8 @@ public struct Portmap: CNIPlugin {
         } catch { throw CNIError(.internal, "unable to set up port forwarding: \(error)") }
         let families = conf.containerAddresses.map(\.family)
         undo.add("remove port forwarding") {
-            _ = try hostPorts.teardown(backend: backend, network: fwd.network, containerID: fwd.containerID, families: families)
+            _ = try hostPorts.teardown(
+                backend: backend, network: fwd.network, containerID: fwd.containerID, families: families)
         }
         // After the rules exist, so that new packets of a flow that conntrack still sends to an
         // earlier container of this port take the new rules. Failures are only logged.
@@ -76,13 +77,18 @@ public struct Portmap: CNIPlugin {
             // prevResult (the ADD result, CNI >= 0.4.0) tells which families have rules.
             if !conf.containerAddresses.isEmpty { families = conf.containerAddresses.map(\.family) }
         } catch {
-            logStderr("portmap DEL: ignoring invalid config (\(error)); removing the rules of \(request.env.containerID) anyway")
+            logStderr(
+                "portmap DEL: ignoring invalid config (\(error)); removing the rules of \(request.env.containerID) anyway"
+            )
         }
         let removed: [UDPPort]
         do {
-            removed = try hostPorts.teardown(backend: backend, network: request.name,
-                                             containerID: request.env.containerID, families: families)
-        } catch { throw CNIError(.internal, "could not remove port forwarding of \(request.env.containerID): \(error)") }
+            removed = try hostPorts.teardown(
+                backend: backend, network: request.name,
+                containerID: request.env.containerID, families: families)
+        } catch {
+            throw CNIError(.internal, "could not remove port forwarding of \(request.env.containerID): \(error)")
+        }
         var stale = Set(removed.map(\.port))
         stale.formUnion(udpPorts)
         deleteConntrack(stale.sorted(), families: families)
@@ -111,8 +117,9 @@ public struct Portmap: CNIPlugin {
     public func gc(_ request: Request) throws {
         guard let valid = try request.validAttachments else { return }
         do {
-            try hostPorts.gc(backend: PortmapConfig.lenientBackend(request), network: request.name,
-                             validContainerIDs: Set(valid.map(\.containerID)))
+            try hostPorts.gc(
+                backend: PortmapConfig.lenientBackend(request), network: request.name,
+                validContainerIDs: Set(valid.map(\.containerID)))
         } catch { throw CNIError(.internal, "failed to remove stale port forwarding: \(error)") }
     }
 

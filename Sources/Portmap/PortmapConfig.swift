@@ -26,7 +26,8 @@ public struct PortmapConfig: Sendable {
         forwarding.conditionsV4 = try c.value("conditionsV4") ?? []
         forwarding.conditionsV6 = try c.value("conditionsV6") ?? []
         let backendName: String? = try c.value("backend")
-        let entries = try request.runtimeConfig.value("portMappings", as: [JSON].self, path: "runtimeConfig.portMappings") ?? []
+        let entries =
+            try request.runtimeConfig.value("portMappings", as: [JSON].self, path: "runtimeConfig.portMappings") ?? []
 
         if markBit != nil && external != nil {
             throw CNIError(.invalidNetworkConfig, "Cannot specify externalSetMarkChain and markMasqBit")
@@ -38,7 +39,8 @@ public struct PortmapConfig: Sendable {
         forwarding.externalSetMarkChain = external
 
         if external != nil { iptablesOnly.append("externalSetMarkChain") }
-        for (key, conditions) in [("conditionsV4", forwarding.conditionsV4), ("conditionsV6", forwarding.conditionsV6)] {
+        for (key, conditions) in [("conditionsV4", forwarding.conditionsV4), ("conditionsV6", forwarding.conditionsV6)]
+        {
             // An iptables condition starts with an option ("-d", "--dport", "-m") or its "!".
             guard let first = conditions.first?.first else { continue }
             if first == "-" || first == "!" { iptablesOnly.append(key) } else { nftablesOnly.append(key) }
@@ -78,7 +80,9 @@ public struct PortmapConfig: Sendable {
             throw CNIError(.invalidNetworkConfig, "Invalid host port number: \(hostPort)")
         }
         guard ["tcp", "udp", "sctp"].contains(proto) else {
-            throw CNIError(.invalidNetworkConfig, "Invalid protocol \"\(proto)\" for host port \(hostPort): must be tcp, udp or sctp")
+            throw CNIError(
+                .invalidNetworkConfig,
+                "Invalid protocol \"\(proto)\" for host port \(hostPort): must be tcp, udp or sctp")
         }
         var m = PortMapping(hostPort: hostPort, containerPort: containerPort, proto: proto)
         if !hostIP.isEmpty {
@@ -95,7 +99,8 @@ public struct PortmapConfig: Sendable {
         var out: [IPNetwork] = []
         for ip in prev.ips where !out.contains(where: { $0.family == ip.address.family }) {
             if let i = ip.interface, prev.interfaces.indices.contains(i),
-               prev.interfaces[i].name != ifname || (prev.interfaces[i].sandbox ?? "").isEmpty {
+                prev.interfaces[i].name != ifname || (prev.interfaces[i].sandbox ?? "").isEmpty
+            {
                 continue
             }
             out.append(ip.address)
@@ -105,8 +110,10 @@ public struct PortmapConfig: Sendable {
 
     static func checkOptions(backend: String, wrong: (name: String, keys: [String])) throws(CNIError) {
         guard !wrong.keys.isEmpty else { return }
-        throw CNIError(.invalidNetworkConfig, "\(backend) backend was requested but configuration contains "
-                       + "\(wrong.name)-specific options [\(wrong.keys.joined(separator: " "))]")
+        throw CNIError(
+            .invalidNetworkConfig,
+            "\(backend) backend was requested but configuration contains "
+                + "\(wrong.name)-specific options [\(wrong.keys.joined(separator: " "))]")
     }
 
     /// Settles the automatic backend choice when the config has options of only one backend,
@@ -115,9 +122,11 @@ public struct PortmapConfig: Sendable {
     /// iptables read doubles as the probe.
     public mutating func resolveBackend(_ hostPorts: HostPorts) throws(CNIError) {
         guard backend == nil, !(iptablesOnly.isEmpty && nftablesOnly.isEmpty) else { return }
-        let chosen: HostPorts.Backend = !hostPorts.iptablesUsable() && hostPorts.nftablesUsable() ? .nftables : .iptables
-        try Self.checkOptions(backend: chosen.rawValue,
-                              wrong: chosen == .iptables ? ("nftables", nftablesOnly) : ("iptables", iptablesOnly))
+        let chosen: HostPorts.Backend =
+            !hostPorts.iptablesUsable() && hostPorts.nftablesUsable() ? .nftables : .iptables
+        try Self.checkOptions(
+            backend: chosen.rawValue,
+            wrong: chosen == .iptables ? ("nftables", nftablesOnly) : ("iptables", iptablesOnly))
         backend = chosen
     }
 

@@ -3,9 +3,9 @@
 // FoundationEssentials has no Process, and plugins must not pay for Foundation's.
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Musl)
-import Musl
+    import Musl
 #endif
 
 public enum Spawn {
@@ -27,14 +27,16 @@ public enum Spawn {
     /// "Text file busy" (the binary is still being written by an installer) is retried up to 5
     /// times, a second apart, as the reference's pkg/invoke does.
     /// The corresponding C functions are `posix_spawn`, `poll` and `waitpid`.
-    public static func run(_ path: String, argv: [String], environment: [String]? = nil, stdin: [UInt8],
-                           timeout: Double) throws(Failure) -> Output {
+    public static func run(
+        _ path: String, argv: [String], environment: [String]? = nil, stdin: [UInt8],
+        timeout: Double
+    ) throws(Failure) -> Output {
         var pipes: [[Int32]] = []
         for _ in 0..<3 {
             var p: [Int32] = [0, 0]
             guard pipe(&p) == 0 else {
                 let e = errno
-                pipes.joined().forEach { _ = close($0) }
+                for fd in pipes.joined() { close(fd) }
                 throw .launch(errno: e)
             }
             // Close-on-exec, so the child keeps only the ends dup2'ed onto 0, 1 and 2.
@@ -62,11 +64,15 @@ public enum Spawn {
 
         let cArgv = argv.map { strdup($0) } + [nil]
         let cEnv = environment.map { $0.map { strdup($0) } + [nil] }
-        defer { cArgv.forEach { free($0) }; cEnv?.forEach { free($0) } }
+        defer {
+            for p in cArgv { free(p) }
+            for p in cEnv ?? [] { free(p) }
+        }
         var pid: pid_t = 0
         var rc: Int32 = 0
         for attempt in 0..<6 {
-            rc = cEnv.map { posix_spawn(&pid, path, &actions, &attr, cArgv, $0) }
+            rc =
+                cEnv.map { posix_spawn(&pid, path, &actions, &attr, cArgv, $0) }
                 ?? posix_spawn(&pid, path, &actions, &attr, cArgv, environ)
             if rc != ETXTBSY || attempt == 5 { break }
             sleep(1)
@@ -110,9 +116,11 @@ public enum Spawn {
         // closes the pipes and wakes poll).
         var written = 0
         var out: [UInt8] = [], err: [UInt8] = []
-        var fds = [pollfd(fd: outPipe[0], events: Int16(POLLIN), revents: 0),
-                   pollfd(fd: errPipe[0], events: Int16(POLLIN), revents: 0),
-                   pollfd(fd: inPipe[1], events: Int16(POLLOUT), revents: 0)]
+        var fds = [
+            pollfd(fd: outPipe[0], events: Int16(POLLIN), revents: 0),
+            pollfd(fd: errPipe[0], events: Int16(POLLIN), revents: 0),
+            pollfd(fd: inPipe[1], events: Int16(POLLOUT), revents: 0),
+        ]
         if stdin.isEmpty { close(inPipe[1]); fds[2].fd = -1 }
         // NaN or a negative limit must not trap below: both mean "no time at all".
         let limit = timeout.isNaN ? 0 : max(0, timeout)
@@ -182,8 +190,11 @@ public enum Spawn {
     public static func lookPath(_ name: String) -> String? {
         if name.contains("/") { return access(name, X_OK) == 0 ? name : nil }
         let path = getenv("PATH").map { String(cString: $0) } ?? ""
-        let dirs = path.split(separator: ":").map(String.init) + ["/usr/local/sbin", "/usr/sbin", "/sbin",
-                                                                 "/usr/local/bin", "/usr/bin", "/bin"]
+        let dirs =
+            path.split(separator: ":").map(String.init) + [
+                "/usr/local/sbin", "/usr/sbin", "/sbin",
+                "/usr/local/bin", "/usr/bin", "/bin",
+            ]
         for dir in dirs where !dir.isEmpty {
             let candidate = dir + "/" + name
             var st = stat()

@@ -3,9 +3,12 @@
 
 /// `runPlugin` under a hard time limit (`timeout -s KILL`): when it passes, the plugin and every
 /// process it started are killed, and the result has status 137.
-public func runPluginBounded(_ type: String, _ command: String, _ call: PluginCall, config: String,
-                             host: TestNamespace? = nil, directory: String = pluginDirectory,
-                             extraEnv: [String: String] = [:], seconds: Int = 30) throws -> PluginResult {
-    try runPlugin(type, command, call, config: config, host: host, directory: directory, extraEnv: extraEnv,
-                  timeLimit: seconds)
+public func runPluginBounded(
+    _ type: String, _ command: String, _ call: PluginCall, config: String,
+    host: TestNamespace? = nil, directory: String = pluginDirectory,
+    extraEnv: [String: String] = [:], seconds: Int = 30
+) throws -> PluginResult {
+    try runPlugin(
+        type, command, call, config: config, host: host, directory: directory, extraEnv: extraEnv,
+        timeLimit: seconds)
 }

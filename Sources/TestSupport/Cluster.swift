@@ -22,7 +22,7 @@
 import Foundation
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 public struct ClusterOptions: Sendable {
@@ -109,8 +109,10 @@ public final class Cluster: @unchecked Sendable {
     // MARK: Life cycle
 
     /// Builds the cluster, runs `body`, and tears everything down whatever happens.
-    public static func with<T>(_ options: ClusterOptions = ClusterOptions(),
-                               _ body: (Cluster) throws -> T) throws -> T {
+    public static func with<T>(
+        _ options: ClusterOptions = ClusterOptions(),
+        _ body: (Cluster) throws -> T
+    ) throws -> T {
         let cluster = try Cluster(options: options)
         defer { cluster.teardown() }
         try cluster.setUp()
@@ -124,7 +126,8 @@ public final class Cluster: @unchecked Sendable {
             }
         }
         for tool in ["etcd", "etcdctl"] where EtcdServer.executable(tool) == nil {
-            throw TestFailure("\(tool) is not installed: run scripts/deps.sh (Debian packages etcd-server, etcd-client)")
+            throw TestFailure(
+                "\(tool) is not installed: run scripts/deps.sh (Debian packages etcd-server, etcd-client)")
         }
         Self.reapLeftovers()
         self.options = options
@@ -132,14 +135,17 @@ public final class Cluster: @unchecked Sendable {
         id = "podnet-t-c\(getpid())x\(String(UInt32.random(in: 0...UInt32.max), radix: 16))"
         directory = try temporaryDirectory()
         switchNamespace = TestNamespace(name: id + "-sw")
-        etcd = ClusterEtcd(id: id, members: max(1, min(options.etcdMembers, 3)), directory: directory + "/etcd",
-                           prefix: options.prefix)
+        etcd = ClusterEtcd(
+            id: id, members: max(1, min(options.etcdMembers, 3)), directory: directory + "/etcd",
+            prefix: options.prefix)
     }
 
     private func setUp() throws {
         try addNamespace(switchNamespace)
         try switchNamespace.sh("ip link add br0 type bridge && ip link set br0 up")
-        for m in etcd.members { try attach(m.namespace, address: m.address, port: m.index == 1 ? "sw-etcd" : "sw-etcd\(m.index)") }
+        for m in etcd.members {
+            try attach(m.namespace, address: m.address, port: m.index == 1 ? "sw-etcd" : "sw-etcd\(m.index)")
+        }
         if options.tls {
             let tls = try makeTLSFiles(in: directory + "/tls", name: "cluster")
             etcd.tls = tls
@@ -176,9 +182,10 @@ public final class Cluster: @unchecked Sendable {
     public func addNode(start: Bool = true, arguments: [String] = []) throws -> ClusterNode {
         let index = nodes.count + 1
         guard index < 240 else { throw TestFailure("too many nodes") }
-        let node = ClusterNode(cluster: self, index: index, namespace: TestNamespace(name: "\(id)-n\(index)"),
-                               address: "\(Self.underlayPrefix).\(10 + index)", directory: "\(directory)/n\(index)",
-                               arguments: arguments)
+        let node = ClusterNode(
+            cluster: self, index: index, namespace: TestNamespace(name: "\(id)-n\(index)"),
+            address: "\(Self.underlayPrefix).\(10 + index)", directory: "\(directory)/n\(index)",
+            arguments: arguments)
         try FileManager.default.createDirectory(atPath: node.directory, withIntermediateDirectories: true)
         try attach(node.namespace, address: node.address, port: "sw-n\(index)")
         nodes.append(node)
@@ -198,7 +205,8 @@ public final class Cluster: @unchecked Sendable {
     /// A new namespace with `address`/24 on eth0, plugged into the switch as `port`.
     private func attach(_ ns: TestNamespace, address: String, port: String) throws {
         try addNamespace(ns)
-        try switchNamespace.sh("ip link add \(port) type veth peer name eth0 netns \(ns.name) && ip link set \(port) master br0 up")
+        try switchNamespace.sh(
+            "ip link add \(port) type veth peer name eth0 netns \(ns.name) && ip link set \(port) master br0 up")
         try ns.sh("ip addr add \(address)/24 dev eth0 && ip link set eth0 up")
     }
 
@@ -216,18 +224,23 @@ public final class Cluster: @unchecked Sendable {
             guard let name = key.split(separator: "/").last, let dash = name.lastIndex(of: "-") else { continue }
             let subnet = "\(name[..<dash])/\(name[name.index(after: dash)...])"
             guard let o = (try? JSONSerialization.jsonObject(with: Data(value.utf8))) as? [String: Any],
-                  let publicIP = o["PublicIP"] as? String else { continue }
+                let publicIP = o["PublicIP"] as? String
+            else { continue }
             let data = o["BackendData"] as? [String: Any]
-            result.append(ClusterLease(subnet: subnet, publicIP: publicIP, backendType: (o["BackendType"] as? String) ?? "",
-                                       vtepMAC: (data?["VtepMAC"] as? String)?.lowercased()))
+            result.append(
+                ClusterLease(
+                    subnet: subnet, publicIP: publicIP, backendType: (o["BackendType"] as? String) ?? "",
+                    vtepMAC: (data?["VtepMAC"] as? String)?.lowercased()))
         }
         return result
     }
 
     /// The entries `node` must hold for `leases` (etcd's by default): per lease of another node
     /// with this cluster's backend one route, and for vxlan one neighbour and one FDB entry.
-    public func expectedEntries(on node: ClusterNode, leases: [ClusterLease]? = nil,
-                                backend: String? = nil) throws -> KernelEntries {
+    public func expectedEntries(
+        on node: ClusterNode, leases: [ClusterLease]? = nil,
+        backend: String? = nil
+    ) throws -> KernelEntries {
         let backend = backend ?? options.backend
         let own = try node.subnet()
         var expected = KernelEntries()
@@ -262,7 +275,8 @@ public final class Cluster: @unchecked Sendable {
             let sources = Array(bySource.values)
             DispatchQueue.concurrentPerform(iterations: sources.count) { i in
                 let group = sources[i]
-                let script = group.map { "(ping -c 1 -W \(timeout) \($0.1.address) >/dev/null 2>&1 || echo \($0.1.address)) &" }
+                let script =
+                    group.map { "(ping -c 1 -W \(timeout) \($0.1.address) >/dev/null 2>&1 || echo \($0.1.address)) &" }
                     .joined(separator: "\n") + "\nwait"
                 let out = (try? group[0].0.namespace.sh(script)) ?? group.map(\.1.address).joined(separator: "\n")
                 let bad = Set(out.split(separator: "\n").map(String.init))
@@ -306,7 +320,8 @@ public final class Cluster: @unchecked Sendable {
         for name in names where name.hasPrefix("podnet-t-c") {
             let rest = name.dropFirst("podnet-t-c".count)
             guard let x = rest.firstIndex(of: "x"), let owner = Int32(rest[..<x]), Glibc.kill(owner, 0) != 0,
-                  errno == ESRCH else { continue }
+                errno == ESRCH
+            else { continue }
             killProcesses(in: name)
             _ = try? run(["/usr/sbin/ip", "netns", "delete", name])
         }
@@ -355,8 +370,9 @@ public final class ClusterEtcd: @unchecked Sendable {
 
     init(id: String, members count: Int, directory: String, prefix: String) {
         members = (1...count).map { i in
-            ClusterEtcdMember(index: i, namespace: TestNamespace(name: i == 1 ? "\(id)-etcd" : "\(id)-etcd\(i)"),
-                              directory: count == 1 ? directory : "\(directory)/m\(i)")
+            ClusterEtcdMember(
+                index: i, namespace: TestNamespace(name: i == 1 ? "\(id)-etcd" : "\(id)-etcd\(i)"),
+                directory: count == 1 ? directory : "\(directory)/m\(i)")
         }
         self.directory = directory; self.prefix = prefix
     }
@@ -396,17 +412,23 @@ public final class ClusterEtcd: @unchecked Sendable {
         let cluster = members.map { "podnet-\($0.name)=\(peerURL($0))" }.joined(separator: ",")
         let name = members.count == 1 ? "podnet-cluster" : "podnet-\(m.name)"
         let initial = members.count == 1 ? "podnet-cluster=\(peerURL(m))" : cluster
-        var args = ["--name", name, "--data-dir", m.directory + "/data", "--logger", "zap",
-                    "--listen-client-urls", urls, "--advertise-client-urls", clientURL(m),
-                    "--listen-peer-urls", peerURL(m), "--initial-advertise-peer-urls", peerURL(m),
-                    "--initial-cluster", initial, "--initial-cluster-state", "new",
-                    "--initial-cluster-token", namespace.name]
+        var args = [
+            "--name", name, "--data-dir", m.directory + "/data", "--logger", "zap",
+            "--listen-client-urls", urls, "--advertise-client-urls", clientURL(m),
+            "--listen-peer-urls", peerURL(m), "--initial-advertise-peer-urls", peerURL(m),
+            "--initial-cluster", initial, "--initial-cluster-state", "new",
+            "--initial-cluster-token", namespace.name,
+        ]
         if let tls {
-            args += ["--cert-file", tls.serverCertFile, "--key-file", tls.serverKeyFile,
-                     "--trusted-ca-file", tls.caFile, "--client-cert-auth"]
+            args += [
+                "--cert-file", tls.serverCertFile, "--key-file", tls.serverKeyFile,
+                "--trusted-ca-file", tls.caFile, "--client-cert-auth",
+            ]
             if members.count > 1 {
-                args += ["--peer-cert-file", tls.serverCertFile, "--peer-key-file", tls.serverKeyFile,
-                         "--peer-trusted-ca-file", tls.caFile, "--peer-client-cert-auth"]
+                args += [
+                    "--peer-cert-file", tls.serverCertFile, "--peer-key-file", tls.serverKeyFile,
+                    "--peer-trusted-ca-file", tls.caFile, "--peer-client-cert-auth",
+                ]
             }
         }
         m.process = try spawn(in: m.namespace, EtcdServer.executable("etcd")!, args, log: m.logFile)
@@ -421,8 +443,9 @@ public final class ClusterEtcd: @unchecked Sendable {
         }
         let text = (try? String(contentsOfFile: m.logFile, encoding: .utf8)) ?? ""
         stop()
-        throw TestFailure("etcd \(m.name) did not become healthy; its log ends:\n"
-            + text.split(separator: "\n").suffix(15).joined(separator: "\n"))
+        throw TestFailure(
+            "etcd \(m.name) did not become healthy; its log ends:\n"
+                + text.split(separator: "\n").suffix(15).joined(separator: "\n"))
     }
 
     /// Stops every member (SIGTERM, SIGKILL after 10 s), keeping the data.
@@ -498,9 +521,10 @@ public final class ClusterEtcd: @unchecked Sendable {
     private func memberStatus(_ m: ClusterEtcdMember) throws -> (id: UInt64, leader: UInt64) {
         let out = try etcdctl(on: m, ["endpoint", "status", "-w", "json", "--command-timeout=2s"])
         guard let list = (try? JSONSerialization.jsonObject(with: Data(out.utf8))) as? [[String: Any]],
-              let status = list.first?["Status"] as? [String: Any], let header = status["header"] as? [String: Any],
-              let id = (header["member_id"] as? NSNumber)?.uint64Value,
-              let leader = (status["leader"] as? NSNumber)?.uint64Value else {
+            let status = list.first?["Status"] as? [String: Any], let header = status["header"] as? [String: Any],
+            let id = (header["member_id"] as? NSNumber)?.uint64Value,
+            let leader = (status["leader"] as? NSNumber)?.uint64Value
+        else {
             throw TestFailure("cannot read the status of \(m.name) from \(out)")
         }
         return (id, leader)
@@ -530,12 +554,16 @@ public final class ClusterEtcd: @unchecked Sendable {
     /// Runs etcdctl against one member.
     @discardableResult
     public func etcdctl(on m: ClusterEtcdMember, _ args: [String]) throws -> String {
-        var argv = ["/usr/sbin/ip", "netns", "exec", m.namespace.name, EtcdServer.executable("etcdctl")!,
-                    "--endpoints", "\(scheme)://127.0.0.1:2379"]
+        var argv = [
+            "/usr/sbin/ip", "netns", "exec", m.namespace.name, EtcdServer.executable("etcdctl")!,
+            "--endpoints", "\(scheme)://127.0.0.1:2379",
+        ]
         if let tls { argv += ["--cacert", tls.caFile, "--cert", tls.clientCertFile, "--key", tls.clientKeyFile] }
         if let rootPassword { argv += ["--user", "root:\(rootPassword)"] }
         let r = try run(argv + args, env: ["ETCDCTL_API": "3"])
-        guard r.status == 0 else { throw TestFailure("etcdctl \(args.joined(separator: " ")) on \(m.name) exited \(r.status): \(r.stderr)") }
+        guard r.status == 0 else {
+            throw TestFailure("etcdctl \(args.joined(separator: " ")) on \(m.name) exited \(r.status): \(r.stderr)")
+        }
         return r.stdout
     }
 
@@ -558,8 +586,9 @@ public final class ClusterEtcd: @unchecked Sendable {
     public func revision() throws -> Int64 {
         let out = try etcdctl("endpoint", "status", "-w", "json")
         guard let list = (try? JSONSerialization.jsonObject(with: Data(out.utf8))) as? [[String: Any]],
-              let status = list.first?["Status"] as? [String: Any], let header = status["header"] as? [String: Any],
-              let revision = (header["revision"] as? NSNumber)?.int64Value else {
+            let status = list.first?["Status"] as? [String: Any], let header = status["header"] as? [String: Any],
+            let revision = (header["revision"] as? NSNumber)?.int64Value
+        else {
             throw TestFailure("cannot read the revision from \(out)")
         }
         return revision
@@ -596,7 +625,9 @@ public final class ClusterNode: @unchecked Sendable {
     private var process: Process?
     private var logOffset: UInt64 = 0
 
-    init(cluster: Cluster, index: Int, namespace: TestNamespace, address: String, directory: String, arguments: [String]) {
+    init(
+        cluster: Cluster, index: Int, namespace: TestNamespace, address: String, directory: String, arguments: [String]
+    ) {
         self.cluster = cluster; self.index = index; self.namespace = namespace; self.address = address
         self.directory = directory; self.arguments = arguments
     }
@@ -615,11 +646,16 @@ public final class ClusterNode: @unchecked Sendable {
     /// The daemon's command line.
     public func commandLine(extra: [String] = []) -> [String] {
         let o = cluster.options
-        var args = [cluster.binaries + "/podnetd", "--etcd-endpoints", cluster.etcd.endpoints.joined(separator: ","), "--etcd-prefix", o.prefix,
-                    "--iface", "eth0", "--subnet-file", subnetFile, "--healthz-port", "0",
-                    "--reconcile-interval", "\(o.reconcileInterval)"]
+        var args = [
+            cluster.binaries + "/podnetd", "--etcd-endpoints", cluster.etcd.endpoints.joined(separator: ","),
+            "--etcd-prefix", o.prefix,
+            "--iface", "eth0", "--subnet-file", subnetFile, "--healthz-port", "0",
+            "--reconcile-interval", "\(o.reconcileInterval)",
+        ]
         if let tls = cluster.etcd.tls {
-            args += ["--etcd-cafile", tls.caFile, "--etcd-certfile", tls.clientCertFile, "--etcd-keyfile", tls.clientKeyFile]
+            args += [
+                "--etcd-cafile", tls.caFile, "--etcd-certfile", tls.clientCertFile, "--etcd-keyfile", tls.clientKeyFile,
+            ]
         }
         if let c = o.credentials { args += ["--etcd-username", c.user, "--etcd-password", c.password] }
         return args + o.daemonArguments + arguments + extra
@@ -642,7 +678,9 @@ public final class ClusterNode: @unchecked Sendable {
             guard isRunning else { break }
             usleep(20_000)
         }
-        throw TestFailure("\(name): podnetd \(isRunning ? "is not ready after \(timeout) s" : "exited (\(exitStatus ?? -1))"); its log ends:\n\(logTail())")
+        throw TestFailure(
+            "\(name): podnetd \(isRunning ? "is not ready after \(timeout) s" : "exited (\(exitStatus ?? -1))"); its log ends:\n\(logTail())"
+        )
     }
 
     /// SIGTERM, then SIGKILL after `grace` seconds; returns the exit status.
@@ -744,7 +782,8 @@ public final class ClusterNode: @unchecked Sendable {
         // One shell for the three reads, with `ip -n` (no mount namespace as with `ip netns
         // exec`), so that polling is quick.
         let ns = namespace.name
-        let out = try sh("""
+        let out = try sh(
+            """
             ip -n \(ns) -j -4 route show table main; echo; echo @@
             ip -n \(ns) -j -4 neigh show dev \(device) 2>/dev/null || echo '[]'; echo; echo @@
             bridge -n \(ns) -j fdb show dev \(device) 2>/dev/null || echo '[]'
@@ -752,17 +791,21 @@ public final class ClusterNode: @unchecked Sendable {
         let parts = out.components(separatedBy: "\n@@\n").map { text -> [[String: Any]] in
             (try? JSONSerialization.jsonObject(with: Data(text.utf8))) as? [[String: Any]] ?? []
         }
-        guard parts.count == 3 else { throw TestFailure("\(name): cannot read the kernel's entries from: \(out.prefix(300))") }
+        guard parts.count == 3 else {
+            throw TestFailure("\(name): cannot read the kernel's entries from: \(out.prefix(300))")
+        }
         var entries = KernelEntries()
         for r in parts[0] {
             guard let dst = r["dst"] as? String, let gateway = r["gateway"] as? String, let dev = r["dev"] as? String,
-                  let prefix = try? IPv4Prefix(dst.contains("/") ? dst : dst + "/32"), network.contains(prefix) else { continue }
+                let prefix = try? IPv4Prefix(dst.contains("/") ? dst : dst + "/32"), network.contains(prefix)
+            else { continue }
             let onlink = (r["flags"] as? [String])?.contains("onlink") == true
             entries.routes.append("\(dst) via \(gateway) dev \(dev)\(onlink ? " onlink" : "")")
         }
         for n in parts[1] {
             let state = (n["state"] as? [String])?.joined(separator: ",") ?? "?"
-            entries.neighbours.append("\(n["dst"] as? String ?? "?") lladdr \((n["lladdr"] as? String ?? "-").lowercased()) \(state)")
+            entries.neighbours.append(
+                "\(n["dst"] as? String ?? "?") lladdr \((n["lladdr"] as? String ?? "-").lowercased()) \(state)")
         }
         for f in parts[2] {
             guard let dst = f["dst"] as? String else { continue }
@@ -785,7 +828,9 @@ public final class ClusterNode: @unchecked Sendable {
 
     /// `ip -j -d link show <name>`: the device's index, MAC and kind.
     public func link(_ name: String) throws -> (index: Int, mac: String, kind: String?) {
-        guard let l = try json("ip -j -d link show \(name)").first else { throw TestFailure("\(name) does not exist on \(self.name)") }
+        guard let l = try json("ip -j -d link show \(name)").first else {
+            throw TestFailure("\(name) does not exist on \(self.name)")
+        }
         let kind = (l["linkinfo"] as? [String: Any])?["info_kind"] as? String
         return ((l["ifindex"] as? NSNumber)?.intValue ?? -1, (l["address"] as? String ?? "").lowercased(), kind)
     }
@@ -816,7 +861,8 @@ public final class ClusterNode: @unchecked Sendable {
             """#
         let call = PluginCall(containerID: "\(name)-pod\(j)", netns: ns.path, path: cluster.binaries)
         let r = try runPlugin("flannel", "ADD", call, config: config, host: namespace, directory: cluster.binaries)
-        guard r.status == 0, let ips = r.json["ips"] as? [[String: Any]], let address = ips.first?["address"] as? String else {
+        guard r.status == 0, let ips = r.json["ips"] as? [[String: Any]], let address = ips.first?["address"] as? String
+        else {
             throw TestFailure("\(name): flannel ADD failed (\(r.status)): \(r.stdout) \(r.stderr)")
         }
         let pod = ClusterPod(name: "\(name)p\(j)", namespace: ns, address: String(address.split(separator: "/")[0]))
@@ -842,8 +888,9 @@ public final class KernelMonitor: @unchecked Sendable {
 
     init(_ node: ClusterNode) throws {
         file = node.directory + "/monitor-\(UInt32.random(in: 0...UInt32.max)).log"
-        process = try spawn(in: node.namespace, "/usr/sbin/ip", ["-ts", "monitor", "route", "neigh"], log: file,
-                            environment: ["TZ": "UTC"])
+        process = try spawn(
+            in: node.namespace, "/usr/sbin/ip", ["-ts", "monitor", "route", "neigh"], log: file,
+            environment: ["TZ": "UTC"])
         try waitUntilSubscribed()
     }
 
@@ -858,8 +905,9 @@ public final class KernelMonitor: @unchecked Sendable {
             usleep(10_000)
         }
         stop()
-        throw TestFailure("ip monitor did not subscribe to route and neighbour changes within \(timeout) s: "
-                          + ((try? String(contentsOfFile: file, encoding: .utf8)) ?? ""))
+        throw TestFailure(
+            "ip monitor did not subscribe to route and neighbour changes within \(timeout) s: "
+                + ((try? String(contentsOfFile: file, encoding: .utf8)) ?? ""))
     }
 
     /// Whether process `pid` holds a NETLINK_ROUTE socket bound to multicast groups: one of its
@@ -868,12 +916,15 @@ public final class KernelMonitor: @unchecked Sendable {
     static func hasSubscribedNetlinkSocket(_ pid: Int32) -> Bool {
         let descriptors = "/proc/\(pid)/fd"
         guard let fds = try? FileManager.default.contentsOfDirectory(atPath: descriptors),
-              let table = try? String(contentsOfFile: "/proc/\(pid)/net/netlink", encoding: .utf8) else { return false }
-        let inodes = Set(fds.compactMap { fd -> Substring? in
-            guard let target = try? FileManager.default.destinationOfSymbolicLink(atPath: descriptors + "/" + fd),
-                  target.hasPrefix("socket:["), target.hasSuffix("]") else { return nil }
-            return target.dropFirst("socket:[".count).dropLast()
-        })
+            let table = try? String(contentsOfFile: "/proc/\(pid)/net/netlink", encoding: .utf8)
+        else { return false }
+        let inodes = Set(
+            fds.compactMap { fd -> Substring? in
+                guard let target = try? FileManager.default.destinationOfSymbolicLink(atPath: descriptors + "/" + fd),
+                    target.hasPrefix("socket:["), target.hasSuffix("]")
+                else { return nil }
+                return target.dropFirst("socket:[".count).dropLast()
+            })
         return table.split(separator: "\n").dropFirst().contains { line in
             let columns = line.split(separator: " ")
             return columns.count >= 10 && columns[1] == "0" && (UInt32(columns[3], radix: 16) ?? 0) != 0
@@ -886,7 +937,8 @@ public final class KernelMonitor: @unchecked Sendable {
         let text = (try? String(contentsOfFile: file, encoding: .utf8)) ?? ""
         return text.split(separator: "\n").compactMap { line in
             guard line.hasPrefix("["), let close = line.firstIndex(of: "]"),
-                  let time = Self.parse(line[line.index(after: line.startIndex)..<close]) else { return nil }
+                let time = Self.parse(line[line.index(after: line.startIndex)..<close])
+            else { return nil }
             return (time, String(line[line.index(after: close)...]).trimmingCharacters(in: .whitespaces))
         }
     }
@@ -910,7 +962,9 @@ public final class KernelMonitor: @unchecked Sendable {
         let parts = text.split(whereSeparator: { "-T:.".contains($0) }).map { Int($0) }
         guard parts.count == 7, !parts.contains(nil) else { return nil }
         var c = DateComponents()
-        (c.year, c.month, c.day, c.hour, c.minute, c.second) = (parts[0], parts[1], parts[2], parts[3], parts[4], parts[5])
+        (c.year, c.month, c.day, c.hour, c.minute, c.second) = (
+            parts[0], parts[1], parts[2], parts[3], parts[4], parts[5]
+        )
         var calendar = Calendar(identifier: .gregorian)
         calendar.timeZone = TimeZone(identifier: "UTC")!
         return calendar.date(from: c).map { $0.addingTimeInterval(Double(parts[6]!) / 1e6) }
@@ -969,8 +1023,10 @@ public final class BackgroundPing: @unchecked Sendable {
 
 /// Starts `executable` inside `ns` (`ip netns exec` execs it in place, so the process is the
 /// program itself), stdin from /dev/null, stdout and stderr appended to `log`.
-func spawn(in ns: TestNamespace, _ executable: String, _ args: [String], log: String,
-           environment: [String: String] = [:]) throws -> Process {
+func spawn(
+    in ns: TestNamespace, _ executable: String, _ args: [String], log: String,
+    environment: [String: String] = [:]
+) throws -> Process {
     if !FileManager.default.fileExists(atPath: log) { _ = FileManager.default.createFile(atPath: log, contents: nil) }
     let output = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
     defer { try? output.close() }

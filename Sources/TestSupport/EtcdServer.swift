@@ -9,7 +9,7 @@
 import Foundation
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 public final class EtcdServer: @unchecked Sendable {
@@ -56,8 +56,10 @@ public final class EtcdServer: @unchecked Sendable {
     }
 
     /// Runs `body` with a started server; stops and deletes it afterwards, whatever happens.
-    public static func with<T>(_ options: Options = Options(),
-                               _ body: (EtcdServer) async throws -> T) async throws -> T {
+    public static func with<T>(
+        _ options: Options = Options(),
+        _ body: (EtcdServer) async throws -> T
+    ) async throws -> T {
         let server = try await start(options)
         do {
             let result = try await body(server)
@@ -71,8 +73,10 @@ public final class EtcdServer: @unchecked Sendable {
 
     /// Starts `members` members of one cluster, waits until each is healthy, runs `body`, and
     /// stops and deletes them all afterwards, whatever happens.
-    public static func withCluster<T>(members count: Int = 3, _ options: Options = Options(),
-                                      _ body: ([EtcdServer]) async throws -> T) async throws -> T {
+    public static func withCluster<T>(
+        members count: Int = 3, _ options: Options = Options(),
+        _ body: ([EtcdServer]) async throws -> T
+    ) async throws -> T {
         reapLeftovers()
         var members: [EtcdServer] = []
         do {
@@ -89,8 +93,9 @@ public final class EtcdServer: @unchecked Sendable {
             for m in members {
                 guard let p = m.process, await m.becomesHealthy(p, within: .seconds(30)) else {
                     let text = (try? String(contentsOfFile: m.directory + "/etcd.log", encoding: .utf8)) ?? ""
-                    throw TestFailure("etcd member \(m.member!.name) did not become healthy; its log ends:\n"
-                        + text.split(separator: "\n").suffix(15).joined(separator: "\n"))
+                    throw TestFailure(
+                        "etcd member \(m.member!.name) did not become healthy; its log ends:\n"
+                            + text.split(separator: "\n").suffix(15).joined(separator: "\n"))
                 }
             }
             let result = try await body(members)
@@ -116,10 +121,11 @@ public final class EtcdServer: @unchecked Sendable {
     /// Whether this member is the cluster's leader, as it sees itself.
     public func isLeader() -> Bool {
         guard let out = try? etcdctl("endpoint", "status", "-w", "json", "--command-timeout=2s"),
-              let list = (try? JSONSerialization.jsonObject(with: Data(out.utf8))) as? [[String: Any]],
-              let status = list.first?["Status"] as? [String: Any], let header = status["header"] as? [String: Any],
-              let id = (header["member_id"] as? NSNumber)?.uint64Value,
-              let leader = (status["leader"] as? NSNumber)?.uint64Value else { return false }
+            let list = (try? JSONSerialization.jsonObject(with: Data(out.utf8))) as? [[String: Any]],
+            let status = list.first?["Status"] as? [String: Any], let header = status["header"] as? [String: Any],
+            let id = (header["member_id"] as? NSNumber)?.uint64Value,
+            let leader = (status["leader"] as? NSNumber)?.uint64Value
+        else { return false }
         return id == leader
     }
 
@@ -127,8 +133,9 @@ public final class EtcdServer: @unchecked Sendable {
     public func memberID() throws -> String {
         let out = try etcdctl("endpoint", "status", "-w", "json")
         guard let list = (try? JSONSerialization.jsonObject(with: Data(out.utf8))) as? [[String: Any]],
-              let status = list.first?["Status"] as? [String: Any], let header = status["header"] as? [String: Any],
-              let id = (header["member_id"] as? NSNumber)?.uint64Value else {
+            let status = list.first?["Status"] as? [String: Any], let header = status["header"] as? [String: Any],
+            let id = (header["member_id"] as? NSNumber)?.uint64Value
+        else {
             throw TestFailure("cannot read the member ID from \(out)")
         }
         return String(id, radix: 16)
@@ -136,11 +143,13 @@ public final class EtcdServer: @unchecked Sendable {
 
     private init(options: Options) throws {
         guard Self.executable("etcd") != nil else {
-            throw TestFailure("etcd is not installed: run scripts/deps.sh"
-                + " (Debian packages etcd-server and etcd-client)")
+            throw TestFailure(
+                "etcd is not installed: run scripts/deps.sh"
+                    + " (Debian packages etcd-server and etcd-client)")
         }
         self.options = options
-        directory = NSTemporaryDirectory() + "podnet-etcd-\(getpid())-"
+        directory =
+            NSTemporaryDirectory() + "podnet-etcd-\(getpid())-"
             + String(UInt32.random(in: 0...UInt32.max), radix: 16)
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
     }
@@ -192,8 +201,9 @@ public final class EtcdServer: @unchecked Sendable {
             let text = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
             await stop()
             if text.contains("address already in use") && attempt < 3 { continue }
-            throw TestFailure("etcd did not become healthy on \(clientURL); its log ends:\n"
-                + text.split(separator: "\n").suffix(15).joined(separator: "\n"))
+            throw TestFailure(
+                "etcd did not become healthy on \(clientURL); its log ends:\n"
+                    + text.split(separator: "\n").suffix(15).joined(separator: "\n"))
         }
     }
 
@@ -201,7 +211,9 @@ public final class EtcdServer: @unchecked Sendable {
     @discardableResult
     private func spawn() throws -> Process {
         let log = directory + "/etcd.log"
-        if !FileManager.default.fileExists(atPath: log) { _ = FileManager.default.createFile(atPath: log, contents: nil) }
+        if !FileManager.default.fileExists(atPath: log) {
+            _ = FileManager.default.createFile(atPath: log, contents: nil)
+        }
         let output = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
         try output.seekToEnd()
         let p = Process()
@@ -228,7 +240,8 @@ public final class EtcdServer: @unchecked Sendable {
             let deadline = ContinuousClock.now + limit
             while ContinuousClock.now < deadline, p.isRunning {
                 if httpGet(port: metricsPort, path: "/health")?.contains(#""health":"true""#) == true,
-                   accepts(port: clientPort), p.isRunning {
+                    accepts(port: clientPort), p.isRunning
+                {
                     return true
                 }
                 usleep(50_000)
@@ -239,15 +252,19 @@ public final class EtcdServer: @unchecked Sendable {
 
     private func arguments() -> [String] {
         let peer = "http://127.0.0.1:\(peerPort)"
-        var args = ["--name", member?.name ?? "podnet-test", "--data-dir", directory + "/data", "--logger", "zap",
-                    "--listen-client-urls", clientURL, "--advertise-client-urls", clientURL,
-                    "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
-                    "--initial-cluster", member?.initialCluster ?? "podnet-test=\(peer)", "--initial-cluster-state", "new",
-                    "--listen-metrics-urls", "http://127.0.0.1:\(metricsPort)"]
+        var args = [
+            "--name", member?.name ?? "podnet-test", "--data-dir", directory + "/data", "--logger", "zap",
+            "--listen-client-urls", clientURL, "--advertise-client-urls", clientURL,
+            "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+            "--initial-cluster", member?.initialCluster ?? "podnet-test=\(peer)", "--initial-cluster-state", "new",
+            "--listen-metrics-urls", "http://127.0.0.1:\(metricsPort)",
+        ]
         if let member { args += ["--initial-cluster-token", member.token] }
         if let tls = options.tls {
-            args += ["--cert-file", tls.serverCertFile, "--key-file", tls.serverKeyFile,
-                     "--trusted-ca-file", tls.caFile, "--client-cert-auth"]
+            args += [
+                "--cert-file", tls.serverCertFile, "--key-file", tls.serverKeyFile,
+                "--trusted-ca-file", tls.caFile, "--client-cert-auth",
+            ]
         }
         if let ttl = options.authTokenTTL { args += ["--auth-token", "simple", "--auth-token-ttl", "\(ttl)"] }
         return args + options.extraArguments
@@ -300,12 +317,15 @@ public final class EtcdServer: @unchecked Sendable {
         let names = (try? FileManager.default.contentsOfDirectory(atPath: tmp)) ?? []
         for name in names where name.hasPrefix("podnet-etcd-") {
             let parts = name.split(separator: "-")
-            guard parts.count == 4, let owner = Int32(parts[2]), Glibc.kill(owner, 0) != 0, errno == ESRCH else { continue }
+            guard parts.count == 4, let owner = Int32(parts[2]), Glibc.kill(owner, 0) != 0, errno == ESRCH else {
+                continue
+            }
             let dir = tmp + name
             if let text = try? String(contentsOfFile: dir + "/etcd.pid", encoding: .utf8),
-               let pid = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines)),
-               let cmdline = try? String(contentsOfFile: "/proc/\(pid)/cmdline", encoding: .utf8),
-               cmdline.contains(dir) {
+                let pid = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines)),
+                let cmdline = try? String(contentsOfFile: "/proc/\(pid)/cmdline", encoding: .utf8),
+                cmdline.contains(dir)
+            {
                 Glibc.kill(pid, SIGKILL)
             }
             try? FileManager.default.removeItem(atPath: dir)
@@ -325,19 +345,23 @@ public struct EtcdTLSFiles: Sendable, Hashable {
     /// server certificate is valid for `addresses` (IPs), localhost and 127.0.0.1.
     /// The server certificate carries both serverAuth and clientAuth: etcd's gateway presents it
     /// to its own gRPC port as a client certificate (flannel.md §10.7).
-    public static func generate(in directory: String, name: String = "test",
-                                addresses: [String] = []) throws -> EtcdTLSFiles {
+    public static func generate(
+        in directory: String, name: String = "test",
+        addresses: [String] = []
+    ) throws -> EtcdTLSFiles {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         let p = directory + "/" + name
-        let files = EtcdTLSFiles(caFile: p + "-ca.crt", serverCertFile: p + "-server.crt",
-                                 serverKeyFile: p + "-server.key", clientCertFile: p + "-client.crt",
-                                 clientKeyFile: p + "-client.key")
+        let files = EtcdTLSFiles(
+            caFile: p + "-ca.crt", serverCertFile: p + "-server.crt",
+            serverKeyFile: p + "-server.key", clientCertFile: p + "-client.crt",
+            clientKeyFile: p + "-client.key")
         let ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes"
         let names = (addresses + ["127.0.0.1"]).map { "IP:\($0)" } + ["DNS:localhost"]
         try "subjectAltName=\(names.joined(separator: ","))\nextendedKeyUsage=serverAuth,clientAuth\n"
             .write(toFile: p + "-server.ext", atomically: true, encoding: .utf8)
         try "extendedKeyUsage=clientAuth\n".write(toFile: p + "-client.ext", atomically: true, encoding: .utf8)
-        try sh("""
+        try sh(
+            """
             set -e; cd '\(directory)'
             openssl req -x509 \(ec) -keyout \(name)-ca.key -out \(name)-ca.crt -days 2 -subj /CN=podnet-\(name)-ca \
               -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign 2>/dev/null

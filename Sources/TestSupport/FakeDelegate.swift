@@ -47,10 +47,12 @@ public final class FakeDelegate: DelegateRunner {
     /// The result of the next ADDs.
     public func setResult(_ result: Result) { state.withLock { $0.result = result } }
 
-    public func add(_ type: String, request: Request, stdin: [UInt8]?, undo: inout Rollback) throws(CNIError) -> Result {
+    public func add(_ type: String, request: Request, stdin: [UInt8]?, undo: inout Rollback) throws(CNIError) -> Result
+    {
         let key = "\(request.env.containerID)/\(request.env.ifname)"
         let (failure, result) = state.withLock { s in
-            s.calls.append(Call(type: type, command: .add, containerID: request.env.containerID, ifname: request.env.ifname))
+            s.calls.append(
+                Call(type: type, command: .add, containerID: request.env.containerID, ifname: request.env.ifname))
             if case .reported? = s.addFailure {} else if !s.held.contains(key) { s.held.append(key) }
             return (s.addFailure, s.result)
         }
@@ -63,7 +65,8 @@ public final class FakeDelegate: DelegateRunner {
     public func run(_ type: String, command: Command, request: Request, stdin: [UInt8]?) throws(CNIError) {
         let key = "\(request.env.containerID)/\(request.env.ifname)"
         try state.withLock { (s: inout State) throws(CNIError) in
-            s.calls.append(Call(type: type, command: command, containerID: request.env.containerID, ifname: request.env.ifname))
+            s.calls.append(
+                Call(type: type, command: command, containerID: request.env.containerID, ifname: request.env.ifname))
             guard command == .del else { return }
             if let e = s.delError { throw e }
             s.held.removeAll { $0 == key }

@@ -4,8 +4,10 @@ import Foundation
 
 /// A bridge + host-local network config in `version`, with host-local's store under `dataDir`.
 /// `extra` is spliced into the bridge object (e.g. `"ipMasq":true`).
-public func bridgeConfig(version: String, name: String = "podnet-test", bridge: String = "cni0",
-                         subnet: String = "10.88.0.0/24", dataDir: String, extra: String = "") -> String {
+public func bridgeConfig(
+    version: String, name: String = "podnet-test", bridge: String = "cni0",
+    subnet: String = "10.88.0.0/24", dataDir: String, extra: String = ""
+) -> String {
     """
     {"cniVersion":"\(version)","name":"\(name)","type":"bridge","bridge":"\(bridge)","isGateway":true\(extra.isEmpty ? "" : "," + extra),
      "ipam":{"type":"host-local","dataDir":"\(dataDir)","ranges":[[{"subnet":"\(subnet)"}]],"routes":[{"dst":"0.0.0.0/0"}]}}

@@ -14,14 +14,15 @@
 // Calls run in "the calling thread's namespace": the host's, or the one entered with `run`.
 // One plugin invocation at a time per kernel, as a plugin process is single-threaded.
 
-#if canImport(Glibc)
-import Glibc
-#endif
 import Addressing
-import Netlink
 import NetNS
+import Netlink
 import PluginKernel
 import Synchronization
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 public final class InMemoryKernel: PluginKernel {
     /// What `ip` and `sysctl` would show in one network namespace.
@@ -38,7 +39,9 @@ public final class InMemoryKernel: PluginKernel {
 
         public func link(named name: String) -> Link? { links.first { $0.name == name } }
         public func link(index: Int32) -> Link? { links.first { $0.index == index } }
-        public func addresses(of name: String) -> [IPNetwork] { link(named: name).map { addresses[$0.index] ?? [] } ?? [] }
+        public func addresses(of name: String) -> [IPNetwork] {
+            link(named: name).map { addresses[$0.index] ?? [] } ?? []
+        }
 
         /// Main table routes, the prefix routes of addresses on up links first.
         public var routes: [Route] {
@@ -89,8 +92,11 @@ public final class InMemoryKernel: PluginKernel {
 
     private static func fresh(loUp: Bool) -> Namespace {
         var ns = Namespace()
-        ns.links = [Link(index: 1, name: "lo", mtu: 65536, mac: MACAddress(bytes: [0, 0, 0, 0, 0, 0])!,
-                         flags: loUp ? 0x9 : 0x8, operState: 0)]
+        ns.links = [
+            Link(
+                index: 1, name: "lo", mtu: 65536, mac: MACAddress(bytes: [0, 0, 0, 0, 0, 0])!,
+                flags: loUp ? 0x9 : 0x8, operState: 0)
+        ]
         if loUp { ns.addresses[1] = loopbackAddresses }
         return ns
     }
@@ -111,7 +117,9 @@ public final class InMemoryKernel: PluginKernel {
     /// and so do the other ends of its veths.
     public func removeNamespace(_ path: String) {
         state.withLock { s in
-            guard let id = s.paths.removeValue(forKey: path), let ns = s.namespaces.removeValue(forKey: id) else { return }
+            guard let id = s.paths.removeValue(forKey: path), let ns = s.namespaces.removeValue(forKey: id) else {
+                return
+            }
             for l in ns.links {
                 guard let peer = s.peers.removeValue(forKey: VethEnd(namespace: id, index: l.index)) else { continue }
                 s.peers[peer] = nil
@@ -151,7 +159,10 @@ public final class InMemoryKernel: PluginKernel {
     }
 
     /// Makes the next `operation` fail with `error`, in whatever namespace it runs.
-    public func fail(_ operation: Operation, with error: NetlinkError = .libnl(.invalid, operation: "injected", message: "Invalid input data or parameter")) {
+    public func fail(
+        _ operation: Operation,
+        with error: NetlinkError = .libnl(.invalid, operation: "injected", message: "Invalid input data or parameter")
+    ) {
         state.withLock { $0.failures[operation] = error }
     }
 
@@ -199,8 +210,10 @@ public final class InMemoryKernel: PluginKernel {
     }
 
     /// Deletes the link at once: the background unregister of the real kernel, finished.
-    public func deleteLinkDeferred(_ link: Link, through socket: any RouteSocket,
-                                   in namespace: any NamespaceHandle) throws(NetlinkError) {
+    public func deleteLinkDeferred(
+        _ link: Link, through socket: any RouteSocket,
+        in namespace: any NamespaceHandle
+    ) throws(NetlinkError) {
         try socket.deleteLink(link.index)
     }
 
@@ -210,7 +223,8 @@ public final class InMemoryKernel: PluginKernel {
     private static func checkSysctl(_ s: State, _ id: Int, _ key: String) throws(NetNSError) {
         let parts = key.split(separator: "/")
         if parts.count >= 4, parts[0] == "net", parts[2] == "conf", !["all", "default"].contains(parts[3]),
-           s.namespaces[id]!.link(named: String(parts[3])) == nil {
+            s.namespaces[id]!.link(named: String(parts[3])) == nil
+        {
             throw .system(call: "open /proc/sys/\(key)", errno: ENOENT)
         }
     }
@@ -218,8 +232,10 @@ public final class InMemoryKernel: PluginKernel {
     fileprivate func enter(_ id: Int) { state.withLock { $0.current.append(id) } }
     fileprivate func leave() { state.withLock { _ = $0.current.popLast() } }
 
-    fileprivate func withNamespace<T: Sendable>(_ id: Int, _ operation: Operation?, _ what: String,
-                                      _ body: (inout State, Int) throws(NetlinkError) -> T) throws(NetlinkError) -> T {
+    fileprivate func withNamespace<T: Sendable>(
+        _ id: Int, _ operation: Operation?, _ what: String,
+        _ body: (inout State, Int) throws(NetlinkError) -> T
+    ) throws(NetlinkError) -> T {
         try state.withLock { (s: inout State) throws(NetlinkError) -> T in
             guard s.namespaces[id] != nil else {
                 throw .libnl(.noDevice, operation: what, message: "namespace of this socket is gone")
@@ -229,14 +245,21 @@ public final class InMemoryKernel: PluginKernel {
         }
     }
 
-    fileprivate static func newLink(_ s: inout State, _ id: Int, name: String, kind: String?, mtu: Int?, mac: MACAddress?,
-                                    up: Bool = false) -> Int32 {
+    fileprivate static func newLink(
+        _ s: inout State, _ id: Int, name: String, kind: String?, mtu: Int?, mac: MACAddress?,
+        up: Bool = false
+    ) -> Int32 {
         let index = s.namespaces[id]!.nextIndex
         s.namespaces[id]!.nextIndex += 1
         s.macs += 1
-        let m = mac ?? MACAddress(bytes: [0x02, 0x42, 0, UInt8(s.macs >> 16 & 0xff), UInt8(s.macs >> 8 & 0xff), UInt8(s.macs & 0xff)])!
-        s.namespaces[id]!.links.append(Link(index: index, name: name, kind: kind, mtu: mtu ?? 1500, mac: m,
-                                            flags: up ? 0x1 : 0))
+        let m =
+            mac ?? MACAddress(bytes: [
+                0x02, 0x42, 0, UInt8(s.macs >> 16 & 0xff), UInt8(s.macs >> 8 & 0xff), UInt8(s.macs & 0xff),
+            ])!
+        s.namespaces[id]!.links.append(
+            Link(
+                index: index, name: name, kind: kind, mtu: mtu ?? 1500, mac: m,
+                flags: up ? 0x1 : 0))
         refreshOperState(&s)
         return index
     }
@@ -249,7 +272,8 @@ public final class InMemoryKernel: PluginKernel {
         s.namespaces[end.namespace]!.staticRoutes.removeAll { $0.interface == end.index }
         s.namespaces[end.namespace]!.hairpin[end.index] = nil
         s.namespaces[end.namespace]!.isolated[end.index] = nil
-        for i in s.namespaces[end.namespace]!.links.indices where s.namespaces[end.namespace]!.links[i].master == end.index {
+        for i in s.namespaces[end.namespace]!.links.indices
+        where s.namespaces[end.namespace]!.links[i].master == end.index {
             s.namespaces[end.namespace]!.links[i].master = nil
         }
         refreshOperState(&s)
@@ -302,19 +326,29 @@ public final class InMemoryKernel: PluginKernel {
             self.kernel = kernel; self.namespace = namespace
         }
 
-        private func exists(_ what: String) -> NetlinkError { .libnl(.exists, operation: what, message: "Object exists") }
-        private func notFound(_ what: String) -> NetlinkError { .libnl(.noDevice, operation: what, message: "No such device") }
+        private func exists(_ what: String) -> NetlinkError {
+            .libnl(.exists, operation: what, message: "Object exists")
+        }
+        private func notFound(_ what: String) -> NetlinkError {
+            .libnl(.noDevice, operation: what, message: "No such device")
+        }
 
         func link(named name: String) throws(NetlinkError) -> Link? {
-            try kernel.withNamespace(namespace, nil, "RTM_GETLINK \(name)") { s, id throws(NetlinkError) in s.namespaces[id]!.link(named: name) }
+            try kernel.withNamespace(namespace, nil, "RTM_GETLINK \(name)") { s, id throws(NetlinkError) in
+                s.namespaces[id]!.link(named: name)
+            }
         }
 
         func link(index: Int32) throws(NetlinkError) -> Link? {
-            try kernel.withNamespace(namespace, nil, "RTM_GETLINK \(index)") { s, id throws(NetlinkError) in s.namespaces[id]!.link(index: index) }
+            try kernel.withNamespace(namespace, nil, "RTM_GETLINK \(index)") { s, id throws(NetlinkError) in
+                s.namespaces[id]!.link(index: index)
+            }
         }
 
         func links() throws(NetlinkError) -> [Link] {
-            try kernel.withNamespace(namespace, nil, "RTM_GETLINK") { s, id throws(NetlinkError) in s.namespaces[id]!.links }
+            try kernel.withNamespace(namespace, nil, "RTM_GETLINK") { s, id throws(NetlinkError) in
+                s.namespaces[id]!.links
+            }
         }
 
         func addBridge(name: String, mtu: Int?) throws(NetlinkError) {
@@ -325,11 +359,15 @@ public final class InMemoryKernel: PluginKernel {
             }
         }
 
-        func addVeth(name: String, peerName: String, peerNamespaceFD: Int32?, mtu: Int?, mac: MACAddress?) throws(NetlinkError) {
+        func addVeth(name: String, peerName: String, peerNamespaceFD: Int32?, mtu: Int?, mac: MACAddress?)
+            throws(NetlinkError)
+        {
             let what = "RTM_NEWLINK \(name)"
             let peerNS = peerNamespaceFD.map { kernel.namespaceID(fd: $0) }
             try kernel.withNamespace(namespace, .addVeth, what) { s, id throws(NetlinkError) in
-                guard let peerID = peerNS ?? id else { throw .libnl(.invalid, operation: what, message: "bad namespace handle") }
+                guard let peerID = peerNS ?? id else {
+                    throw .libnl(.invalid, operation: what, message: "bad namespace handle")
+                }
                 if s.namespaces[id]!.link(named: name) != nil || s.namespaces[peerID]!.link(named: peerName) != nil {
                     throw exists(what)
                 }
@@ -338,15 +376,21 @@ public final class InMemoryKernel: PluginKernel {
                 let ea = VethEnd(namespace: id, index: a), eb = VethEnd(namespace: peerID, index: b)
                 s.peers[ea] = eb
                 s.peers[eb] = ea
-                if let i = s.namespaces[id]!.links.firstIndex(where: { $0.index == a }) { s.namespaces[id]!.links[i].parentIndex = b }
-                if let i = s.namespaces[peerID]!.links.firstIndex(where: { $0.index == b }) { s.namespaces[peerID]!.links[i].parentIndex = a }
+                if let i = s.namespaces[id]!.links.firstIndex(where: { $0.index == a }) {
+                    s.namespaces[id]!.links[i].parentIndex = b
+                }
+                if let i = s.namespaces[peerID]!.links.firstIndex(where: { $0.index == b }) {
+                    s.namespaces[peerID]!.links[i].parentIndex = a
+                }
             }
         }
 
         func setLink(_ index: Int32, _ change: LinkChange) throws(NetlinkError) {
             let what = "RTM_SETLINK \(index)"
             try kernel.withNamespace(namespace, .setLink, what) { s, id throws(NetlinkError) in
-                guard let i = s.namespaces[id]!.links.firstIndex(where: { $0.index == index }) else { throw notFound(what) }
+                guard let i = s.namespaces[id]!.links.firstIndex(where: { $0.index == index }) else {
+                    throw notFound(what)
+                }
                 var l = s.namespaces[id]!.links[i]
                 if let name = change.name, name != l.name {
                     if l.isUp { throw .libnl(.busy, operation: what, message: "Device or resource busy") }
@@ -366,7 +410,8 @@ public final class InMemoryKernel: PluginKernel {
                 s.namespaces[id]!.links[i] = l
                 // Bringing lo up gives it the loopback addresses.
                 if l.name == "lo", change.up == true {
-                    for a in InMemoryKernel.loopbackAddresses where !s.namespaces[id]!.addresses[index, default: []].contains(a) {
+                    for a in InMemoryKernel.loopbackAddresses
+                    where !s.namespaces[id]!.addresses[index, default: []].contains(a) {
                         s.namespaces[id]!.addresses[index, default: []].append(a)
                     }
                 }
@@ -378,7 +423,9 @@ public final class InMemoryKernel: PluginKernel {
             let what = "RTM_SETLINK \(index) (AF_BRIDGE)"
             try kernel.withNamespace(namespace, .setBridgePort, what) { s, id throws(NetlinkError) in
                 guard let l = s.namespaces[id]!.link(index: index) else { throw notFound(what) }
-                guard l.master != nil else { throw .libnl(.notSupported, operation: what, message: "Operation not supported") }
+                guard l.master != nil else {
+                    throw .libnl(.notSupported, operation: what, message: "Operation not supported")
+                }
                 if let h = hairpin { s.namespaces[id]!.hairpin[index] = h }
                 if let v = isolated { s.namespaces[id]!.isolated[index] = v }
             }
@@ -434,12 +481,15 @@ public final class InMemoryKernel: PluginKernel {
                 let ns = s.namespaces[id]!
                 if let i = route.interface, ns.link(index: i) == nil { throw notFound(what) }
                 if let gw = route.gateway, !route.onlink,
-                   !ns.routes.contains(where: { $0.gateway == nil && $0.destination.contains(gw) }) {
+                    !ns.routes.contains(where: { $0.gateway == nil && $0.destination.contains(gw) })
+                {
                     throw .libnl(.other(101), operation: what, message: "Network is unreachable")
                 }
                 if ns.staticRoutes.contains(where: {
                     $0.destination == route.destination && $0.table == route.table && $0.priority == route.priority
-                }) { throw exists(what) }
+                }) {
+                    throw exists(what)
+                }
                 s.namespaces[id]!.staticRoutes.append(route)
             }
         }

@@ -105,11 +105,15 @@ public final class InMemoryLeaseRegistry: LeaseRegistry {
     public func expire(_ subnet: IPNetwork) { remove(subnet) }
 
     /// The next `count` calls of `kind` fail (an etcd outage).
-    public func fail(_ kind: Operation.Kind, times count: Int = 1) { state.withLock { $0.failures[kind, default: 0] += count } }
+    public func fail(_ kind: Operation.Kind, times count: Int = 1) {
+        state.withLock { $0.failures[kind, default: 0] += count }
+    }
 
     /// Called before each `create` (with the subnet): a lease it returns is put first, another
     /// node's claim slipped in between a listing and a create.
-    public func setBeforeCreate(_ hook: (@Sendable (IPNetwork) -> Lease?)?) { state.withLock { $0.beforeCreate = hook } }
+    public func setBeforeCreate(_ hook: (@Sendable (IPNetwork) -> Lease?)?) {
+        state.withLock { $0.beforeCreate = hook }
+    }
 
     /// Holds watch deliveries back until `resumeWatches` (or `compact`).
     public func pauseWatches() { state.withLock { $0.paused = true } }
@@ -178,8 +182,9 @@ public final class InMemoryLeaseRegistry: LeaseRegistry {
         return state.withLock { s -> Lease? in
             guard s.entries[key(subnet)] == nil else { return nil }
             s.nextLeaseID += 1
-            let lease = Lease(subnet: subnet, attributes: attributes, etcdLease: s.nextLeaseID,
-                              expiration: Date().addingTimeInterval(Double(ttl.components.seconds)))
+            let lease = Lease(
+                subnet: subnet, attributes: attributes, etcdLease: s.nextLeaseID,
+                expiration: Date().addingTimeInterval(Double(ttl.components.seconds)))
             Self.apply(&s, .put(key: key(subnet), Entry(lease)))
             return lease
         }
@@ -190,8 +195,9 @@ public final class InMemoryLeaseRegistry: LeaseRegistry {
         let lease = state.withLock { s -> Lease in
             guard let ttl else { return Lease(subnet: subnet, attributes: attributes, etcdLease: nil) }
             s.nextLeaseID += 1
-            return Lease(subnet: subnet, attributes: attributes, etcdLease: s.nextLeaseID,
-                         expiration: Date().addingTimeInterval(Double(ttl.components.seconds)))
+            return Lease(
+                subnet: subnet, attributes: attributes, etcdLease: s.nextLeaseID,
+                expiration: Date().addingTimeInterval(Double(ttl.components.seconds)))
         }
         put(lease)
         return lease
@@ -271,7 +277,9 @@ public final class InMemoryLeaseRegistry: LeaseRegistry {
     private static func event(_ change: Change, revision: Int64) -> LeaseEvent {
         switch change {
         case .delete(let key):
-            guard let subnet = SubnetKey.parse(key) else { return .notALease(key: key, subnet: nil, revision: revision) }
+            guard let subnet = SubnetKey.parse(key) else {
+                return .notALease(key: key, subnet: nil, revision: revision)
+            }
             return .delete(subnet, revision: revision)
         case .put(let key, let entry):
             guard let lease = lease(key: key, entry) else {

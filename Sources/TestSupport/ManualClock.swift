@@ -54,7 +54,8 @@ public final class ManualClock: Clock, Sendable {
                 }
             }
         } onCancel: {
-            state.withLock { s in s.sleepers.removeValue(forKey: id)?.continuation.resume(throwing: CancellationError()) }
+            state.withLock { s in s.sleepers.removeValue(forKey: id)?.continuation.resume(throwing: CancellationError())
+            }
         }
     }
 

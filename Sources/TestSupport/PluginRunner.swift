@@ -32,8 +32,10 @@ public struct PluginCall: Sendable {
     public var args: String
     public var path: String
 
-    public init(containerID: String = "c" + String(UInt32.random(in: 0...UInt32.max), radix: 16),
-                netns: String, ifname: String = "eth0", args: String = "", path: String = pluginDirectory) {
+    public init(
+        containerID: String = "c" + String(UInt32.random(in: 0...UInt32.max), radix: 16),
+        netns: String, ifname: String = "eth0", args: String = "", path: String = pluginDirectory
+    ) {
         self.containerID = containerID; self.netns = netns; self.ifname = ifname; self.args = args; self.path = path
     }
 
@@ -46,9 +48,11 @@ public struct PluginCall: Sendable {
 /// plugin runs inside that namespace (`ip netns exec`), which then plays the node's root namespace.
 /// With `timeLimit`, under `timeout -s KILL <seconds>`: when the limit passes, the plugin and every
 /// process it started are killed, and the result has status 137.
-public func runPlugin(_ type: String, _ command: String, _ call: PluginCall, config: String,
-                      host: TestNamespace? = nil, directory: String = pluginDirectory,
-                      extraEnv: [String: String] = [:], timeLimit seconds: Int? = nil) throws -> PluginResult {
+public func runPlugin(
+    _ type: String, _ command: String, _ call: PluginCall, config: String,
+    host: TestNamespace? = nil, directory: String = pluginDirectory,
+    extraEnv: [String: String] = [:], timeLimit seconds: Int? = nil
+) throws -> PluginResult {
     let bin = directory + "/" + type
     guard FileManager.default.isExecutableFile(atPath: bin) else {
         throw TestFailure("plugin binary \(bin) not found: build it first (scripts/test.sh does)")
@@ -56,7 +60,8 @@ public func runPlugin(_ type: String, _ command: String, _ call: PluginCall, con
     var env = call.environment
     env["CNI_COMMAND"] = command
     env.merge(extraEnv) { $1 }
-    let argv = (seconds.map { ["/usr/bin/timeout", "-s", "KILL", String($0)] } ?? [])
+    let argv =
+        (seconds.map { ["/usr/bin/timeout", "-s", "KILL", String($0)] } ?? [])
         + (host.map { ["/usr/sbin/ip", "netns", "exec", $0.name, bin] } ?? [bin])
     let r = try run(argv, env: env, stdin: config)
     return PluginResult(status: r.status, stdout: r.stdout, stderr: r.stderr)

@@ -57,7 +57,8 @@ public struct FakeKernel: Sendable {
     public mutating func addInterface(_ name: String, address: IPNetwork, mtu: Int = 1500) -> Int32 {
         let index = nextIndex
         nextIndex += 1
-        links.append(Link(index: index, name: name, kind: "veth", mtu: mtu, mac: .randomLocal(), flags: 0x1, operState: 6))
+        links.append(
+            Link(index: index, name: name, kind: "veth", mtu: mtu, mac: .randomLocal(), flags: 0x1, operState: 6))
         addresses[index] = [address]
         routes.append(Route(destination: address.network, interface: index, scope: 253, proto: 2))
         return index
@@ -66,7 +67,9 @@ public struct FakeKernel: Sendable {
     public func link(named name: String) -> Link? { links.first { $0.name == name } }
 }
 
-private func notFound(_ what: String) -> NetlinkError { .libnl(.notFound, operation: what, message: "Object not found") }
+private func notFound(_ what: String) -> NetlinkError {
+    .libnl(.notFound, operation: what, message: "Object not found")
+}
 private func exists(_ what: String) -> NetlinkError { .libnl(.exists, operation: what, message: "Object exists") }
 
 public final class RecordingDataPath: DataPath {
@@ -102,7 +105,9 @@ public final class RecordingDataPath: DataPath {
         }
     }
 
-    private typealias Waiter = (condition: @Sendable (FakeKernel) -> Bool, continuation: CheckedContinuation<Void, Never>)
+    private typealias Waiter = (
+        condition: @Sendable (FakeKernel) -> Bool, continuation: CheckedContinuation<Void, Never>
+    )
     /// Taken inside `state`'s lock only.
     private let waiters = Mutex<[Waiter]>([])
 
@@ -116,7 +121,9 @@ public final class RecordingDataPath: DataPath {
         }
     }
 
-    private func record<T: Sendable>(_ call: DataPathCall, _ body: (inout FakeKernel) throws(NetlinkError) -> T) throws(NetlinkError) -> T {
+    private func record<T: Sendable>(_ call: DataPathCall, _ body: (inout FakeKernel) throws(NetlinkError) -> T)
+        throws(NetlinkError) -> T
+    {
         try state.withLock { (s: inout (kernel: FakeKernel, calls: [DataPathCall])) throws(NetlinkError) -> T in
             s.calls.append(call)
             defer { wake(s.kernel) }
@@ -124,10 +131,13 @@ public final class RecordingDataPath: DataPath {
         }
     }
 
-    public func link(named name: String) throws(NetlinkError) -> Link? { try record(.link(name)) { $0.link(named: name) } }
+    public func link(named name: String) throws(NetlinkError) -> Link? {
+        try record(.link(name)) { $0.link(named: name) }
+    }
     public func links() throws(NetlinkError) -> [Link] { try record(.links) { $0.links } }
 
-    public func addVXLAN(name: String, _ attributes: VXLANAttributes, mtu: Int?, mac: MACAddress?) throws(NetlinkError) {
+    public func addVXLAN(name: String, _ attributes: VXLANAttributes, mtu: Int?, mac: MACAddress?) throws(NetlinkError)
+    {
         try record(.addVXLAN(name: name, attributes, mtu: mtu, mac: mac)) { k throws(NetlinkError) in
             var a = attributes
             a.port = a.port ?? 8472
@@ -141,8 +151,10 @@ public final class RecordingDataPath: DataPath {
         }
     }
 
-    private static func addLink(_ k: inout FakeKernel, name: String, kind: String, mtu: Int, mac: MACAddress?,
-                                vxlan: VXLANAttributes? = nil, ipip: IPIPAttributes? = nil) throws(NetlinkError) {
+    private static func addLink(
+        _ k: inout FakeKernel, name: String, kind: String, mtu: Int, mac: MACAddress?,
+        vxlan: VXLANAttributes? = nil, ipip: IPIPAttributes? = nil
+    ) throws(NetlinkError) {
         let op = "RTM_NEWLINK \(kind) \(name)"
         if k.unsupportedKinds.contains(kind) {
             throw .libnl(.notSupported, operation: op, message: "Operation not supported")
@@ -154,7 +166,9 @@ public final class RecordingDataPath: DataPath {
 
     public func setLink(_ index: Int32, _ change: LinkChange) throws(NetlinkError) {
         try record(.setLink(index, change)) { k throws(NetlinkError) in
-            guard let i = k.links.firstIndex(where: { $0.index == index }) else { throw notFound("RTM_NEWLINK change ifindex \(index)") }
+            guard let i = k.links.firstIndex(where: { $0.index == index }) else {
+                throw notFound("RTM_NEWLINK change ifindex \(index)")
+            }
             if let up = change.up {
                 k.links[i].flags = up ? k.links[i].flags | 0x1 : k.links[i].flags & ~0x1
                 if !up { k.routes.removeAll { $0.interface == index } }  // the kernel flushes them
@@ -178,13 +192,17 @@ public final class RecordingDataPath: DataPath {
     }
 
     public func addresses(link index: Int32, family: IPFamily?) throws(NetlinkError) -> [IPNetwork] {
-        try record(.addresses(link: index)) { k in (k.addresses[index] ?? []).filter { family == nil || $0.family == family } }
+        try record(.addresses(link: index)) { k in
+            (k.addresses[index] ?? []).filter { family == nil || $0.family == family }
+        }
     }
 
     public func addAddress(_ address: IPNetwork, link index: Int32) throws(NetlinkError) {
         try record(.addAddress(address, link: index)) { k throws(NetlinkError) in
             let op = "RTM_NEWADDR \(address) ifindex \(index)"
-            guard k.links.contains(where: { $0.index == index }) else { throw .libnl(.noDevice, operation: op, message: "No such device") }
+            guard k.links.contains(where: { $0.index == index }) else {
+                throw .libnl(.noDevice, operation: op, message: "No such device")
+            }
             if k.addresses[index, default: []].contains(where: { $0.address == address.address }) { throw exists(op) }
             k.addresses[index, default: []].append(address)
             if address.prefixLength < address.family.bitWidth {
@@ -196,7 +214,9 @@ public final class RecordingDataPath: DataPath {
     public func deleteAddress(_ address: IPNetwork, link index: Int32) throws(NetlinkError) {
         try record(.deleteAddress(address, link: index)) { k throws(NetlinkError) in
             guard let i = k.addresses[index]?.firstIndex(where: { $0.address == address.address }) else {
-                throw .libnl(.other(99), operation: "RTM_DELADDR \(address) ifindex \(index)", message: "Cannot assign requested address")
+                throw .libnl(
+                    .other(99), operation: "RTM_DELADDR \(address) ifindex \(index)",
+                    message: "Cannot assign requested address")
             }
             k.addresses[index]!.remove(at: i)
             k.routes.removeAll { $0.interface == index && $0.proto == 2 && $0.destination == address.network }
@@ -205,15 +225,17 @@ public final class RecordingDataPath: DataPath {
 
     public func routes(family: IPFamily, table: UInt32, interface: Int32?) throws(NetlinkError) -> [Route] {
         try record(.routes(interface: interface)) { k in
-            k.routes.filter { $0.destination.family == family && $0.table == table && (interface == nil || $0.interface == interface) }
-                .map { r in
-                    // Routes come back from the kernel with protocol, scope and metric filled in.
-                    var r = r
-                    r.proto = r.proto ?? 3
-                    r.scope = r.scope ?? (r.gateway == nil ? 253 : 0)
-                    r.priority = r.priority ?? 0
-                    return r
-                }
+            k.routes.filter {
+                $0.destination.family == family && $0.table == table && (interface == nil || $0.interface == interface)
+            }
+            .map { r in
+                // Routes come back from the kernel with protocol, scope and metric filled in.
+                var r = r
+                r.proto = r.proto ?? 3
+                r.scope = r.scope ?? (r.gateway == nil ? 253 : 0)
+                r.priority = r.priority ?? 0
+                return r
+            }
         }
     }
 
@@ -225,11 +247,15 @@ public final class RecordingDataPath: DataPath {
             }
             if let gw = route.gateway, !route.onlink {
                 let connected = k.routes.contains {
-                    $0.gateway == nil && $0.destination.contains(gw) && (route.interface == nil || $0.interface == route.interface)
+                    $0.gateway == nil && $0.destination.contains(gw)
+                        && (route.interface == nil || $0.interface == route.interface)
                 }
                 if !connected { throw .libnl(.other(22), operation: what, message: "Nexthop has invalid gateway") }
             }
-            let key = { (r: Route) in r.destination == route.destination && r.table == route.table && (r.priority ?? 0) == (route.priority ?? 0) }
+            let key = { (r: Route) in
+                r.destination == route.destination && r.table == route.table
+                    && (r.priority ?? 0) == (route.priority ?? 0)
+            }
             if let i = k.routes.firstIndex(where: key) { k.routes[i] = route } else { k.routes.append(route) }
         }
     }
@@ -258,7 +284,9 @@ public final class RecordingDataPath: DataPath {
             guard k.links.contains(where: { $0.index == neighbour.interface }) else {
                 throw .libnl(.noDevice, operation: "RTM_NEWNEIGH \(neighbour.address)", message: "No such device")
             }
-            if let i = k.neighbours.firstIndex(where: { $0.interface == neighbour.interface && $0.address == neighbour.address }) {
+            if let i = k.neighbours.firstIndex(where: {
+                $0.interface == neighbour.interface && $0.address == neighbour.address
+            }) {
                 k.neighbours[i] = neighbour
             } else {
                 k.neighbours.append(neighbour)
@@ -296,7 +324,8 @@ public final class RecordingDataPath: DataPath {
     public func deleteFDB(_ entry: FDBEntry) throws(NetlinkError) {
         try record(.deleteFDB(entry)) { k throws(NetlinkError) in
             let matches = { (e: FDBEntry) in
-                e.interface == entry.interface && e.mac == entry.mac && (entry.destination == nil || e.destination == entry.destination)
+                e.interface == entry.interface && e.mac == entry.mac
+                    && (entry.destination == nil || e.destination == entry.destination)
             }
             guard k.fdb.contains(where: matches) else { throw notFound("RTM_DELNEIGH fdb \(entry.mac)") }
             k.fdb.removeAll(where: matches)

@@ -10,8 +10,10 @@ public struct CommandResult: Sendable {
 
 /// Runs `argv` with `env` (added to a minimal PATH) and `stdin`, and waits for it.
 @discardableResult
-public func run(_ argv: [String], env: [String: String] = [:], stdin: String = "",
-                inheritEnvironment: Bool = false) throws -> CommandResult {
+public func run(
+    _ argv: [String], env: [String: String] = [:], stdin: String = "",
+    inheritEnvironment: Bool = false
+) throws -> CommandResult {
     let p = Process()
     p.executableURL = URL(fileURLWithPath: argv[0].hasPrefix("/") ? argv[0] : "/usr/bin/env")
     p.arguments = argv[0].hasPrefix("/") ? Array(argv.dropFirst()) : argv
@@ -33,8 +35,9 @@ public func run(_ argv: [String], env: [String: String] = [:], stdin: String = "
     DispatchQueue.global().async(group: group) { err = errPipe.fileHandleForReading.readDataToEndOfFile() }
     group.wait()
     p.waitUntilExit()
-    return CommandResult(status: p.terminationStatus, stdout: String(decoding: out, as: UTF8.self),
-                         stderr: String(decoding: err, as: UTF8.self))
+    return CommandResult(
+        status: p.terminationStatus, stdout: String(decoding: out, as: UTF8.self),
+        stderr: String(decoding: err, as: UTF8.self))
 }
 
 /// Runs a shell command line and returns its stdout; throws when it exits non-zero.

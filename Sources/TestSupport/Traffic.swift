@@ -82,10 +82,12 @@ public final class EchoServer: @unchecked Sendable {
 
 /// Runs `body` with echo servers started as given, and stops them afterwards whatever happens
 /// (a namespace with a process still inside survives `ip netns delete`).
-public func withEchoServers<T>(_ specs: [(ns: TestNamespace, proto: String, port: Int, tag: String)],
-                               _ body: () throws -> T) throws -> T {
+public func withEchoServers<T>(
+    _ specs: [(ns: TestNamespace, proto: String, port: Int, tag: String)],
+    _ body: () throws -> T
+) throws -> T {
     var servers: [EchoServer] = []
-    defer { servers.forEach { $0.stop() } }
+    defer { for s in servers { s.stop() } }
     for s in specs { servers.append(try EchoServer(in: s.ns, proto: s.proto, port: s.port, tag: s.tag)) }
     return try body()
 }
@@ -93,8 +95,10 @@ public func withEchoServers<T>(_ specs: [(ns: TestNamespace, proto: String, port
 /// Sends one request from inside `ns` to `host`:`port` over "tcp" or "udp" (optionally from a
 /// fixed source port) and returns the answer, or nil when none came within `timeout` seconds
 /// (refused, unreachable, dropped).
-public func request(from ns: TestNamespace, _ proto: String, _ host: String, _ port: Int,
-                    sourcePort: Int? = nil, timeout: Double = 2) throws -> String? {
+public func request(
+    from ns: TestNamespace, _ proto: String, _ host: String, _ port: Int,
+    sourcePort: Int? = nil, timeout: Double = 2
+) throws -> String? {
     let script = """
         import socket, sys
         proto, host, port, sport, timeout = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5])
@@ -115,8 +119,10 @@ public func request(from ns: TestNamespace, _ proto: String, _ host: String, _ p
         except OSError as e:
             print("ERROR " + type(e).__name__)
         """
-    let r = try run(["/usr/sbin/ip", "netns", "exec", ns.name, "python3", "-c", script, proto, host, String(port),
-                     String(sourcePort ?? 0), String(timeout)])
+    let r = try run([
+        "/usr/sbin/ip", "netns", "exec", ns.name, "python3", "-c", script, proto, host, String(port),
+        String(sourcePort ?? 0), String(timeout),
+    ])
     let answer = r.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
     return answer.isEmpty || answer.hasPrefix("ERROR") ? nil : answer
 }

@@ -28,7 +28,8 @@ struct Podnetd: AsyncParsableCommand {
     @Option(help: "etcd user name.") var etcdUsername: String?
     @Option(help: "etcd password.") var etcdPassword: String?
     @Option(help: "Interface to use (name); repeatable, the first that exists wins.") var iface: [String] = []
-    @Option(help: "Regular expression over interface names; repeatable, checked after --iface.") var ifaceRegex: [String] = []
+    @Option(help: "Regular expression over interface names; repeatable, checked after --iface.") var ifaceRegex:
+        [String] = []
     @Option(help: "Address to advertise to peers (default: the interface's).") var publicIP: String?
     @Option(help: "Where to write subnet.env.") var subnetFile = "/run/flannel/subnet.env"
     @Option(help: "Minutes before the lease expires to renew it (1-1439).") var subnetLeaseRenewMargin = 60
@@ -37,7 +38,8 @@ struct Podnetd: AsyncParsableCommand {
     @Option(help: "Port of the HTTP server (0: off).") var healthzPort = 0
     @Option(help: "HTTP connections open at once; one more closes the oldest.") var healthzMaxConnections = 64
     @Option(help: "Seconds an HTTP connection may send nothing before it is closed.") var healthzIdleTimeout = 5
-    @Option(help: "Seconds an HTTP connection may take to send its request before it is closed.") var healthzHeaderTimeout = 10
+    @Option(help: "Seconds an HTTP connection may take to send its request before it is closed.")
+    var healthzHeaderTimeout = 10
     @Option(help: "Seconds between repairs of the kernel state.") var reconcileInterval = 10
     @Flag(help: "Exit when this node's lease is deleted, instead of acquiring it again.") var exitOnLeaseLoss = false
 
@@ -49,12 +51,15 @@ struct Podnetd: AsyncParsableCommand {
         guard (1...86_400).contains(reconcileInterval) else {
             throw ValidationError("--reconcile-interval must be between 1 and 86400 seconds")
         }
-        guard (0...65_535).contains(healthzPort) else { throw ValidationError("--healthz-port must be between 0 and 65535") }
+        guard (0...65_535).contains(healthzPort) else {
+            throw ValidationError("--healthz-port must be between 0 and 65535")
+        }
         guard (1...65_536).contains(healthzMaxConnections) else {
             throw ValidationError("--healthz-max-connections must be between 1 and 65536")
         }
         guard (1...86_400).contains(healthzIdleTimeout), (1...86_400).contains(healthzHeaderTimeout) else {
-            throw ValidationError("--healthz-idle-timeout and --healthz-header-timeout must be between 1 and 86400 seconds")
+            throw ValidationError(
+                "--healthz-idle-timeout and --healthz-header-timeout must be between 1 and 86400 seconds")
         }
         if (etcdCertfile == nil) != (etcdKeyfile == nil) {
             throw ValidationError("--etcd-certfile and --etcd-keyfile go together")
@@ -90,10 +95,13 @@ struct Podnetd: AsyncParsableCommand {
         let readiness = Readiness()
         var health: HealthServer.Listening?
         if healthzPort > 0 {
-            let limits = HealthServer.Limits(maxConnections: healthzMaxConnections, idleTimeout: .seconds(healthzIdleTimeout),
-                                             headerTimeout: .seconds(healthzHeaderTimeout))
-            health = try await HealthServer(host: healthzIP, port: healthzPort, readiness: readiness, registry: prometheus,
-                                            limits: limits, logger: logger).start()
+            let limits = HealthServer.Limits(
+                maxConnections: healthzMaxConnections, idleTimeout: .seconds(healthzIdleTimeout),
+                headerTimeout: .seconds(healthzHeaderTimeout))
+            health = try await HealthServer(
+                host: healthzIP, port: healthzPort, readiness: readiness, registry: prometheus,
+                limits: limits, logger: logger
+            ).start()
         }
         var options = NodeAgent.Options()
         options.interfaces = iface
@@ -104,10 +112,12 @@ struct Podnetd: AsyncParsableCommand {
         options.ipMasq = ipMasq
         options.reconcileInterval = .seconds(reconcileInterval)
         options.exitOnLeaseLoss = exitOnLeaseLoss
-        let agent = NodeAgent(options: options, registry: EtcdLeaseRegistry(client: client, prefix: etcdPrefix, logger: logger),
-                              dataPath: try KernelDataPath(), threads: BlockingThreads(), readiness: readiness,
-                              clock: ContinuousClock(), rules: { MasqueradeKeeper(rules: FlannelMasquerade(network: $0, subnet: $1), logger: logger) },
-                              logger: logger)
+        let agent = NodeAgent(
+            options: options, registry: EtcdLeaseRegistry(client: client, prefix: etcdPrefix, logger: logger),
+            dataPath: try KernelDataPath(), threads: BlockingThreads(), readiness: readiness,
+            clock: ContinuousClock(),
+            rules: { MasqueradeKeeper(rules: FlannelMasquerade(network: $0, subnet: $1), logger: logger) },
+            logger: logger)
         var services = try await agent.start()
         if let health { services.append(health) }
         let group = ServiceGroup(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
@@ -124,8 +134,9 @@ struct MasqueradeKeeper: RuleKeeper {
 
     func ensure() throws -> Bool {
         guard try rules.ensure() else { return false }
-        logger.info("installed the masquerade and forward rules",
-                    metadata: ["masq.network": "\(rules.network)", "masq.subnet": "\(rules.subnet)"])
+        logger.info(
+            "installed the masquerade and forward rules",
+            metadata: ["masq.network": "\(rules.network)", "masq.subnet": "\(rules.subnet)"])
         return true
     }
 }

@@ -1,4 +1,5 @@
 import Testing
+
 @testable import Addressing
 
 @Suite struct AddressingTests {

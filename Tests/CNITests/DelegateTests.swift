@@ -1,8 +1,9 @@
 // Delegation: finding the plugin in CNI_PATH, passing its result or error through, the time limit.
 
-import Testing
 import FoundationEssentials
 import Glibc
+import Testing
+
 @testable import CNI
 
 @Suite struct DelegateTests {
@@ -18,16 +19,21 @@ import Glibc
     }
 
     func request(_ path: String, _ extra: [String: String] = [:]) throws -> Request {
-        var e = ["CNI_COMMAND": "ADD", "CNI_CONTAINERID": "c1", "CNI_NETNS": "/run/netns/x", "CNI_IFNAME": "eth0",
-                 "CNI_PATH": "/nonexistent:" + path]
+        var e = [
+            "CNI_COMMAND": "ADD", "CNI_CONTAINERID": "c1", "CNI_NETNS": "/run/netns/x", "CNI_IFNAME": "eth0",
+            "CNI_PATH": "/nonexistent:" + path,
+        ]
         e.merge(extra) { $1 }
-        return try Request(env: CNIEnvironment(e), stdin: Array(#"{"cniVersion":"1.0.0","name":"n"}"#.utf8),
-                           supported: SpecVersion.allCases)
+        return try Request(
+            env: CNIEnvironment(e), stdin: Array(#"{"cniVersion":"1.0.0","name":"n"}"#.utf8),
+            supported: SpecVersion.allCases)
     }
 
     @Test func resultAndEnvironmentPassThrough() throws {
         // The delegate echoes what it was given: CNI_COMMAND overridden, stdin unchanged.
-        try withFakePlugin(#"read -r conf; echo "{\"cniVersion\":\"1.0.0\",\"ips\":[{\"address\":\"10.0.0.9/24\"}],\"dns\":{\"domain\":\"$CNI_COMMAND-$CNI_CONTAINERID\"}}""#) { dir in
+        try withFakePlugin(
+            #"read -r conf; echo "{\"cniVersion\":\"1.0.0\",\"ips\":[{\"address\":\"10.0.0.9/24\"}],\"dns\":{\"domain\":\"$CNI_COMMAND-$CNI_CONTAINERID\"}}""#
+        ) { dir in
             let r = try Delegate.add("fake", request: try request(dir))
             #expect(r.ips.first?.address.description == "10.0.0.9/24")
             #expect(r.dns.domain == "ADD-c1")

@@ -1,16 +1,18 @@
 // The dispatcher in-process: environment validation, config validation, verb gating by version,
 // result printing per version, and the error JSON with the spec's codes.
 
-import Testing
-import FoundationEssentials
-@testable import CNI
 import Addressing
+import FoundationEssentials
+import Testing
+
+@testable import CNI
 
 /// A plugin that returns one fixed result and records nothing: enough to exercise the dispatcher.
 struct FixedPlugin: CNIPlugin {
-    var result = Result(interfaces: [.init(name: "eth0", mac: "0a:00:00:00:00:01", sandbox: "/run/netns/x")],
-                        ips: [.init(address: IPNetwork("10.1.0.5/24")!, gateway: IPAddress("10.1.0.1"), interface: 0)],
-                        routes: [.init(dst: IPNetwork("0.0.0.0/0")!)])
+    var result = Result(
+        interfaces: [.init(name: "eth0", mac: "0a:00:00:00:00:01", sandbox: "/run/netns/x")],
+        ips: [.init(address: IPNetwork("10.1.0.5/24")!, gateway: IPAddress("10.1.0.1"), interface: 0)],
+        routes: [.init(dst: IPNetwork("0.0.0.0/0")!)])
     var failWith: CNIError?
     func add(_ r: Request) throws -> Result { if let failWith { throw failWith }; return result }
     func del(_ r: Request) throws {}
@@ -20,8 +22,10 @@ struct FixedPlugin: CNIPlugin {
 }
 
 func env(_ command: String, _ overrides: [String: String] = [:]) -> [String: String] {
-    var e = ["CNI_COMMAND": command, "CNI_CONTAINERID": "abc123", "CNI_NETNS": "/run/netns/x",
-             "CNI_IFNAME": "eth0", "CNI_PATH": "/opt/cni/bin"]
+    var e = [
+        "CNI_COMMAND": command, "CNI_CONTAINERID": "abc123", "CNI_NETNS": "/run/netns/x",
+        "CNI_IFNAME": "eth0", "CNI_PATH": "/opt/cni/bin",
+    ]
     e.merge(overrides) { $1 }
     return e.filter { !$0.value.isEmpty }
 }
@@ -78,8 +82,10 @@ func decode(_ o: Outcome) throws -> [String: JSON] {
         #expect(try code(env("GC"), conf("1.0.0")) == (1, "config version does not allow GC"))
         #expect(try code(env("STATUS"), conf("0.4.0")) == (1, "config version does not allow STATUS"))
         // 4: missing variables (all named), bad container ID, bad ifname, unknown command, bad CNI_ARGS
-        #expect(try code(["CNI_COMMAND": "ADD"], conf()) ==
-                (4, "required env variables [CNI_CONTAINERID,CNI_NETNS,CNI_IFNAME,CNI_PATH] missing"))
+        #expect(
+            try code(["CNI_COMMAND": "ADD"], conf()) == (
+                4, "required env variables [CNI_CONTAINERID,CNI_NETNS,CNI_IFNAME,CNI_PATH] missing"
+            ))
         #expect(try code(env("ADD", ["CNI_CONTAINERID": "a b"]), conf()) == (4, "invalid characters in containerID"))
         #expect(try code(env("ADD", ["CNI_CONTAINERID": "../etc"]), conf()) == (4, "invalid characters in containerID"))
         #expect(try code(env("ADD", ["CNI_IFNAME": "0123456789abcdef"]), conf()) == (4, "interface name is too long"))
@@ -91,8 +97,10 @@ func decode(_ o: Outcome) throws -> [String: JSON] {
         // 6: not JSON; 7: missing or invalid name, wrongly typed keys
         #expect(try code(env("ADD"), Array("not json".utf8)).0 == 6)
         #expect(try code(env("ADD"), Array(#"{"cniVersion":"1.0.0","type":"x"}"#.utf8)) == (7, "missing network name"))
-        #expect(try code(env("ADD"), Array(#"{"cniVersion":"1.0.0","name":"a/b"}"#.utf8)) ==
-                (7, "invalid characters found in network name"))
+        #expect(
+            try code(env("ADD"), Array(#"{"cniVersion":"1.0.0","name":"a/b"}"#.utf8)) == (
+                7, "invalid characters found in network name"
+            ))
         // Plugin errors keep their own code (50 from STATUS) and anything else becomes 999.
         let unavailable = FixedPlugin(failWith: CNIError(.notAvailable, "no subnet yet"))
         let o = CNIMain.dispatch(unavailable, env: env("STATUS"), stdin: conf("1.1.0"))
@@ -131,13 +139,15 @@ func decode(_ o: Outcome) throws -> [String: JSON] {
 
     @Test func validAttachmentsAcceptsBothSpellings() throws {
         for key in ["cni.dev/valid-attachments", "cni.dev/attachments"] {
-            let r = try Request(env: CNIEnvironment(["CNI_COMMAND": "GC", "CNI_PATH": "/x"]),
-                                stdin: conf("1.1.0", #","\#(key)":[{"containerID":"a","ifname":"eth0"}]"#),
-                                supported: SpecVersion.allCases)
+            let r = try Request(
+                env: CNIEnvironment(["CNI_COMMAND": "GC", "CNI_PATH": "/x"]),
+                stdin: conf("1.1.0", #","\#(key)":[{"containerID":"a","ifname":"eth0"}]"#),
+                supported: SpecVersion.allCases)
             #expect(try r.validAttachments == [Attachment(containerID: "a", ifname: "eth0")])
         }
-        let none = try Request(env: CNIEnvironment(["CNI_COMMAND": "GC", "CNI_PATH": "/x"]), stdin: conf("1.1.0"),
-                               supported: SpecVersion.allCases)
+        let none = try Request(
+            env: CNIEnvironment(["CNI_COMMAND": "GC", "CNI_PATH": "/x"]), stdin: conf("1.1.0"),
+            supported: SpecVersion.allCases)
         #expect(try none.validAttachments == nil)
     }
 }

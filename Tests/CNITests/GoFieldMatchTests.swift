@@ -2,6 +2,7 @@
 // the exact key first, and several case variants without an exact one reported as ambiguous.
 
 import Testing
+
 @testable import CNI
 
 @Suite struct GoFieldMatchTests {
@@ -23,8 +24,10 @@ import Testing
     }
 
     @Test func exactKeyWinsAndSeveralFoldedKeysAreAmbiguous() throws {
-        let o: [String: JSON] = ["hostPort": .int(1), "HostPort": .int(2), "containerport": .int(3),
-                                 "Protocol": .string("tcp"), "PROTOCOL": .string("udp")]
+        let o: [String: JSON] = [
+            "hostPort": .int(1), "HostPort": .int(2), "containerport": .int(3),
+            "Protocol": .string("tcp"), "PROTOCOL": .string("udp"),
+        ]
         #expect(try o.member(goField: "hostPort")?.value == .int(1))
         #expect(try o.member(goField: "containerPort")?.key == "containerport")
         #expect(try o.member(goField: "hostIP") == nil)
@@ -32,8 +35,12 @@ import Testing
             try o.member(goField: "protocol")
         }
         // Through the CNI layer: code 7 naming the keys and where they are.
-        #expect(throws: CNIError(.invalidNetworkConfig,
-                                 #"invalid config: keys "PROTOCOL", "Protocol" in "runtimeConfig.portMappings[0]" all match "protocol" ignoring case; keep one of them"#)) {
+        #expect(
+            throws: CNIError(
+                .invalidNetworkConfig,
+                #"invalid config: keys "PROTOCOL", "Protocol" in "runtimeConfig.portMappings[0]" all match "protocol" ignoring case; keep one of them"#
+            )
+        ) {
             try o.value("protocol", as: String.self, path: "runtimeConfig.portMappings[0].protocol")
         }
     }

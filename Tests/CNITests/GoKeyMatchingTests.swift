@@ -2,9 +2,10 @@
 // first, else a key equal to it ignoring case; a known key of the wrong type is code 7 naming the
 // key; and the dispatcher's own errors carry Go's codes and details.
 
-import Testing
-@testable import CNI
 import Addressing
+import Testing
+
+@testable import CNI
 
 /// Runs `stdin` through the dispatcher and returns the error's (code, msg, details).
 private func failure(_ stdin: String, command: String = "ADD") throws -> (code: Int, msg: String, details: String?) {
@@ -21,15 +22,19 @@ private func request(_ stdin: String, command: String = "ADD") throws -> Request
 @Suite struct GoKeyMatchingTests {
     @Test func wrongTypeNamesTheKeyAsWritten() throws {
         let o: [String: JSON] = ["HostPort": .string("80")]
-        #expect(throws: CNIError(.invalidNetworkConfig,
-                                 #"invalid config: "runtimeConfig.portMappings[0].HostPort" must be an integer, got "80""#)) {
+        #expect(
+            throws: CNIError(
+                .invalidNetworkConfig,
+                #"invalid config: "runtimeConfig.portMappings[0].HostPort" must be an integer, got "80""#)
+        ) {
             try o.value("hostPort", as: Int.self, path: "runtimeConfig.portMappings[0].hostPort")
         }
     }
 
     /// The keys every plugin reads through Request, spelled as Go field names.
     @Test func requestKeysAreMatchedIgnoringCase() throws {
-        let r = try request(#"""
+        let r = try request(
+            #"""
             {"CNIVersion":"1.0.0","Name":"net1","Type":"bridge","IPAM":{"Type":"host-local"},
              "RuntimeConfig":{"portMappings":[]},"Capabilities":{"portMappings":true},
              "PrevResult":{"CNIVersion":"1.0.0","IPs":[{"Address":"10.1.0.5/24","Gateway":"10.1.0.1","Interface":0}],
@@ -42,20 +47,27 @@ private func request(_ stdin: String, command: String = "ADD") throws -> Request
         #expect(r.ipamType == "host-local")
         #expect(r.runtimeConfig["portMappings"] == .array([]))
         let prev = try #require(r.prevResult)
-        #expect(prev.ips == [Result.IPConfig(address: IPNetwork("10.1.0.5/24")!, gateway: IPAddress("10.1.0.1"), interface: 0)])
+        #expect(
+            prev.ips == [
+                Result.IPConfig(address: IPNetwork("10.1.0.5/24")!, gateway: IPAddress("10.1.0.1"), interface: 0)
+            ])
         #expect(prev.interfaces == [Result.Interface(name: "eth0", mac: "0a:00:00:00:00:01", sandbox: "/run/netns/x")])
         #expect(prev.routes == [Result.Route(dst: IPNetwork("0.0.0.0/0")!, gw: IPAddress("10.1.0.1"))])
         #expect(prev.dns.nameservers == ["10.1.0.1"])
 
-        let gc = try Request(env: CNIEnvironment(["CNI_COMMAND": "GC", "CNI_PATH": "/x"]),
-                             stdin: conf("1.1.0", #","CNI.dev/Valid-Attachments":[{"ContainerID":"a","IfName":"eth0"}]"#),
-                             supported: SpecVersion.allCases)
+        let gc = try Request(
+            env: CNIEnvironment(["CNI_COMMAND": "GC", "CNI_PATH": "/x"]),
+            stdin: conf("1.1.0", #","CNI.dev/Valid-Attachments":[{"ContainerID":"a","IfName":"eth0"}]"#),
+            supported: SpecVersion.allCases)
         #expect(try gc.validAttachments == [Attachment(containerID: "a", ifname: "eth0")])
     }
 
     /// A legacy (0.2.0) result with Go's field names.
     @Test func legacyResultKeysAreMatchedIgnoringCase() throws {
-        let j = try JSON.parse(Array(#"{"CNIVersion":"0.2.0","IP4":{"IP":"10.1.0.5/24","Gateway":"10.1.0.1","Routes":[{"Dst":"10.0.0.0/8"}]}}"#.utf8))
+        let j = try JSON.parse(
+            Array(
+                #"{"CNIVersion":"0.2.0","IP4":{"IP":"10.1.0.5/24","Gateway":"10.1.0.1","Routes":[{"Dst":"10.0.0.0/8"}]}}"#
+                    .utf8))
         let r = try Result(json: j, assumedVersion: .v0_2_0)
         #expect(r.ips == [Result.IPConfig(address: IPNetwork("10.1.0.5/24")!, gateway: IPAddress("10.1.0.1"))])
         #expect(r.routes == [Result.Route(dst: IPNetwork("10.0.0.0/8")!)])
@@ -110,11 +122,16 @@ private func request(_ stdin: String, command: String = "ADD") throws -> Request
         let f = try failure(#"{"cniVersion":"9.9.9","name":"n"}"#)
         #expect(f.code == 1)
         #expect(f.msg == "incompatible CNI versions")
-        #expect(f.details == #"config is "9.9.9", plugin supports ["0.1.0" "0.2.0" "0.3.0" "0.3.1" "0.4.0" "1.0.0" "1.1.0"]"#)
+        #expect(
+            f.details
+                == #"config is "9.9.9", plugin supports ["0.1.0" "0.2.0" "0.3.0" "0.3.1" "0.4.0" "1.0.0" "1.1.0"]"#)
         let odd = try failure(#"{"cniVersion":"1\"\n","name":"n"}"#)
         #expect(odd.details?.hasPrefix(#"config is "1\"\n", plugin supports ["#) == true, "\(odd.details ?? "")")
         // Printed once as JSON: the details string holds no backslash before its quotes.
-        let o = CNIMain.dispatch(FixedPlugin(), env: env("ADD"), stdin: Array(#"{"cniVersion":"9.9.9","name":"n"}"#.utf8))
-        #expect(o.stdoutText.contains(#""details" : "config is \"9.9.9\", plugin supports [\"0.1.0\" \"0.2.0\""#), "\(o.stdoutText)")
+        let o = CNIMain.dispatch(
+            FixedPlugin(), env: env("ADD"), stdin: Array(#"{"cniVersion":"9.9.9","name":"n"}"#.utf8))
+        #expect(
+            o.stdoutText.contains(#""details" : "config is \"9.9.9\", plugin supports [\"0.1.0\" \"0.2.0\""#),
+            "\(o.stdoutText)")
     }
 }

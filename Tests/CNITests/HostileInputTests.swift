@@ -2,32 +2,40 @@
 // numbers the kernel cannot hold, delegate time-outs and their rollback, interface names with
 // "%", and files that are FIFOs, devices or too large.
 
+import Addressing
 import FoundationEssentials
 import Glibc
 import Testing
-import Addressing
+
 @testable import CNI
 
 /// A CNI_PATH folder holding the shell script `fake`; DEL only records that it ran (file
 /// `del-called` next to the script), everything else runs `script`.
 private func withFake(_ script: String, _ body: (_ dir: String) throws -> Void) throws {
     var template = Array("/tmp/podnet-hostile-XXXXXX".utf8CString)
-    let dir = try #require(template.withUnsafeMutableBufferPointer { mkdtemp($0.baseAddress!) }.map { String(cString: $0) })
+    let dir = try #require(
+        template.withUnsafeMutableBufferPointer { mkdtemp($0.baseAddress!) }.map { String(cString: $0) })
     defer { for f in ["fake", "del-called", "child.pid", "fifo", "big"] { unlink(dir + "/" + f) }; rmdir(dir) }
-    let text = "#!/bin/sh\nd=$(dirname \"$0\")\nif [ \"$CNI_COMMAND\" = DEL ]; then : > \"$d/del-called\"; exit 0; fi\n"
+    let text =
+        "#!/bin/sh\nd=$(dirname \"$0\")\nif [ \"$CNI_COMMAND\" = DEL ]; then : > \"$d/del-called\"; exit 0; fi\n"
         + script + "\n"
     #expect(FileManager.default.createFile(atPath: dir + "/fake", contents: Data(text.utf8)))
     chmod(dir + "/fake", 0o755)
     try body(dir)
 }
 
-private func request(_ dir: String, command: String = "ADD", ifname: String = "eth0",
-                     _ extra: [String: String] = [:]) throws -> Request {
-    var e = ["CNI_COMMAND": command, "CNI_CONTAINERID": "c1", "CNI_NETNS": "/run/netns/x", "CNI_IFNAME": ifname,
-             "CNI_PATH": dir]
+private func request(
+    _ dir: String, command: String = "ADD", ifname: String = "eth0",
+    _ extra: [String: String] = [:]
+) throws -> Request {
+    var e = [
+        "CNI_COMMAND": command, "CNI_CONTAINERID": "c1", "CNI_NETNS": "/run/netns/x", "CNI_IFNAME": ifname,
+        "CNI_PATH": dir,
+    ]
     e.merge(extra) { $1 }
-    return try Request(env: CNIEnvironment(e), stdin: Array(#"{"cniVersion":"1.0.0","name":"n"}"#.utf8),
-                       supported: SpecVersion.allCases)
+    return try Request(
+        env: CNIEnvironment(e), stdin: Array(#"{"cniVersion":"1.0.0","name":"n"}"#.utf8),
+        supported: SpecVersion.allCases)
 }
 
 private func fileExists(_ path: String) -> Bool { access(path, F_OK) == 0 }
@@ -43,30 +51,45 @@ private let badRouteFields: [(field: String, value: String)] = [
     @Test(arguments: badRouteFields.map { "\($0.field)=\($0.value)" })
     func routeFieldOutOfRangeIsNamed(_ pair: String) throws {
         let (field, value) = (String(pair.split(separator: "=")[0]), String(pair.split(separator: "=")[1]))
-        let json = try JSON.parse(Array(#"{"cniVersion":"1.0.0","routes":[{"dst":"0.0.0.0/0","\#(field)":\#(value)}]}"#.utf8))
+        let json = try JSON.parse(
+            Array(#"{"cniVersion":"1.0.0","routes":[{"dst":"0.0.0.0/0","\#(field)":\#(value)}]}"#.utf8))
         // Parsing keeps the value (a prevResult on DEL must still be readable) ...
         let result = try Result(json: json, assumedVersion: .v1_0_0)
         // ... and the conversion for the kernel names it.
-        #expect(throws: CNIError(.invalidNetworkConfig, "invalid routes[0].\(field): \(value) is out of range "
-                                 + (field == "scope" ? "(0 to 255)" : "(0 to 4294967295)"))) {
+        #expect(
+            throws: CNIError(
+                .invalidNetworkConfig,
+                "invalid routes[0].\(field): \(value) is out of range "
+                    + (field == "scope" ? "(0 to 255)" : "(0 to 4294967295)"))
+        ) {
             try result.checkRouteRanges()
         }
     }
 
     @Test func routeFieldsAtTheirLimitsConvert() throws {
-        let r = Result.Route(dst: IPNetwork("0.0.0.0/0")!, mtu: 4_294_967_295, advmss: 0, priority: 4_294_967_295,
-                             table: 4_294_967_295, scope: 255)
+        let r = Result.Route(
+            dst: IPNetwork("0.0.0.0/0")!, mtu: 4_294_967_295, advmss: 0, priority: 4_294_967_295,
+            table: 4_294_967_295, scope: 255)
         let k = try r.kernelValues(path: "routes[0]")
-        #expect(k == Result.Route.KernelValues(table: UInt32.max, priority: UInt32.max, scope: 255, mtu: UInt32.max, advmss: 0))
+        #expect(
+            k
+                == Result.Route.KernelValues(
+                    table: UInt32.max, priority: UInt32.max, scope: 255, mtu: UInt32.max, advmss: 0))
     }
 
     /// A delegate's result the kernel cannot hold fails ADD with code 7, and its DEL is registered
     /// (it may hold an address).
     @Test func delegateResultWithBadRouteIsRolledBack() throws {
-        try withFake(#"echo '{"cniVersion":"1.0.0","ips":[{"address":"10.0.0.2/24"}],"routes":[{"dst":"0.0.0.0/0","mtu":5000000000}]}'"#) { dir in
+        try withFake(
+            #"echo '{"cniVersion":"1.0.0","ips":[{"address":"10.0.0.2/24"}],"routes":[{"dst":"0.0.0.0/0","mtu":5000000000}]}'"#
+        ) { dir in
             var undo = Rollback()
-            #expect(throws: CNIError(.invalidNetworkConfig,
-                                     "invalid result from plugin fake: invalid routes[0].mtu: 5000000000 is out of range (0 to 4294967295)")) {
+            #expect(
+                throws: CNIError(
+                    .invalidNetworkConfig,
+                    "invalid result from plugin fake: invalid routes[0].mtu: 5000000000 is out of range (0 to 4294967295)"
+                )
+            ) {
                 _ = try Delegate.add("fake", request: try request(dir), undo: &undo)
             }
             #expect(!fileExists(dir + "/del-called"))
@@ -119,9 +142,13 @@ private let badRouteFields: [(field: String, value: String)] = [
     /// A delegate that exits while a process it started still holds its stdout: the result is
     /// used as soon as the delegate has exited, not when the stdout reaches EOF.
     @Test func delegateWhoseChildKeepsStdoutOpen() throws {
-        try withFake(#"sleep 600 & echo $! > "$d/child.pid"; echo '{"cniVersion":"1.0.0","ips":[{"address":"10.0.0.9/24"}]}'"#) { dir in
+        try withFake(
+            #"sleep 600 & echo $! > "$d/child.pid"; echo '{"cniVersion":"1.0.0","ips":[{"address":"10.0.0.9/24"}]}'"#
+        ) { dir in
             defer {
-                if let pid = try? String(contentsOfFile: dir + "/child.pid", encoding: .utf8), let p = Int32(pid.trimmed) {
+                if let pid = try? String(contentsOfFile: dir + "/child.pid", encoding: .utf8),
+                    let p = Int32(pid.trimmed)
+                {
                     kill(p, SIGKILL)
                 }
             }
@@ -148,9 +175,14 @@ private let badRouteFields: [(field: String, value: String)] = [
     @Test(arguments: ["nan", "-nan", "-1", "0", "inf", "1e400", "soon"])
     func badDelegateTimeoutIsNamed(_ value: String) throws {
         try withFake("exit 0") { dir in
-            #expect(throws: CNIError(.invalidEnvironment,
-                                     "invalid PODNET_DELEGATE_TIMEOUT \"\(value)\": must be a positive number of seconds")) {
-                try Delegate.run("fake", command: .del, request: try request(dir, command: "DEL", ["PODNET_DELEGATE_TIMEOUT": value]))
+            #expect(
+                throws: CNIError(
+                    .invalidEnvironment,
+                    "invalid PODNET_DELEGATE_TIMEOUT \"\(value)\": must be a positive number of seconds")
+            ) {
+                try Delegate.run(
+                    "fake", command: .del, request: try request(dir, command: "DEL", ["PODNET_DELEGATE_TIMEOUT": value])
+                )
             }
         }
     }
@@ -165,13 +197,17 @@ private let badRouteFields: [(field: String, value: String)] = [
         }
         for command in ["ADD", "CHECK"] {
             #expect(throws: CNIError(.invalidEnvironment, "interface name contains %", details: "eth%d")) {
-                _ = try CNIEnvironment(["CNI_COMMAND": command, "CNI_CONTAINERID": "c1", "CNI_NETNS": "/run/netns/x",
-                                        "CNI_IFNAME": "eth%d", "CNI_PATH": "/opt/cni/bin"])
+                _ = try CNIEnvironment([
+                    "CNI_COMMAND": command, "CNI_CONTAINERID": "c1", "CNI_NETNS": "/run/netns/x",
+                    "CNI_IFNAME": "eth%d", "CNI_PATH": "/opt/cni/bin",
+                ])
             }
         }
         // DEL takes it, as Go does: there is nothing to find under that name, and the IP goes.
-        let del = try CNIEnvironment(["CNI_COMMAND": "DEL", "CNI_CONTAINERID": "c1", "CNI_IFNAME": "eth%d",
-                                      "CNI_PATH": "/opt/cni/bin"])
+        let del = try CNIEnvironment([
+            "CNI_COMMAND": "DEL", "CNI_CONTAINERID": "c1", "CNI_IFNAME": "eth%d",
+            "CNI_PATH": "/opt/cni/bin",
+        ])
         #expect(del.ifname == "eth%d")
     }
 
@@ -211,10 +247,10 @@ private let badRouteFields: [(field: String, value: String)] = [
     @Test func elfWithNegativeNoteSizeHasNoBuildID() throws {
         var elf = [UInt8](repeating: 0, count: 120)
         elf.replaceSubrange(0..<8, with: [0x7f, 0x45, 0x4c, 0x46, 2, 1, 1, 0])
-        elf[0x20] = 64                       // e_phoff
-        elf[0x36] = 56                       // e_phentsize
-        elf[0x38] = 1                        // e_phnum
-        elf[64] = 4                          // p_type PT_NOTE
+        elf[0x20] = 64  // e_phoff
+        elf[0x36] = 56  // e_phentsize
+        elf[0x38] = 1  // e_phnum
+        elf[64] = 4  // p_type PT_NOTE
         for i in 0..<8 { elf[64 + 32 + i] = 0xff }  // p_filesz
         let path = "/tmp/podnet-elf-\(UInt32.random(in: 0...UInt32.max))"
         #expect(FileManager.default.createFile(atPath: path, contents: Data(elf)))

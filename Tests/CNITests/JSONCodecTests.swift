@@ -3,8 +3,9 @@
 // value, the parser must read every document the same way, except where RFC 8259 or Go differ from
 // JSONDecoder (see `matches`), and must refuse what is not JSON with CNI code 6.
 
-import Testing
 import FoundationEssentials
+import Testing
+
 @testable import CNI
 
 // MARK: - The oracle: Foundation, exactly as JSON.swift used it before
@@ -12,7 +13,8 @@ import FoundationEssentials
 /// JSON.encoded as it was: JSONEncoder, and `null` when JSONEncoder refused the value.
 private func foundationEncoded(_ value: JSON, pretty: Bool) -> [UInt8] {
     let e = JSONEncoder()
-    e.outputFormatting = pretty ? [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes] : [.sortedKeys, .withoutEscapingSlashes]
+    e.outputFormatting =
+        pretty ? [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes] : [.sortedKeys, .withoutEscapingSlashes]
     return Array((try? e.encode(value)) ?? Data("null".utf8))
 }
 
@@ -37,7 +39,9 @@ private func matches(_ ours: JSON, _ oracle: JSON) -> Bool {
     case (.object(let a), .object(let b)):
         guard a.count == b.count else { return false }
         let byKey = { (o: [String: JSON]) in o.sorted { $0.key.utf8.lexicographicallyPrecedes($1.key.utf8) } }
-        return zip(byKey(a), byKey(b)).allSatisfy { $0.key.utf8.elementsEqual($1.key.utf8) && matches($0.value, $1.value) }
+        return zip(byKey(a), byKey(b)).allSatisfy {
+            $0.key.utf8.elementsEqual($1.key.utf8) && matches($0.value, $1.value)
+        }
     default: return false
     }
 }
@@ -108,29 +112,36 @@ private struct ValueGenerator {
                 let d = Double(bitPattern: rng.next())
                 if d.isFinite { return d }
             }
-        case 2: return Double(Int.random(in: -1_000_000...1_000_000, using: &rng)) / pick([1, 10, 100, 1000, 1e7, 1e-5])
+        case 2:
+            return Double(Int.random(in: -1_000_000...1_000_000, using: &rng)) / pick([1, 10, 100, 1000, 1e7, 1e-5])
         case 3: return Double(Int64.random(in: .min ... .max, using: &rng)) * pick([1, 1e-20, 1e20])
         case 4:
             // Around the switches between plain and exponent notation.
             let scale = pick([1e-5, 1e-4, 1e-3, 1e15, 1e16, 1e17, 9_007_199_254_740_992])
             return scale * Double(Int.random(in: 1...99, using: &rng)) / 10
         case 5:
-            return pick([0.0, -0.0, 1.5, 1e20, 1e-7, 0.1, 100.0, 1e16, 1e15, 123_456.789, -2.5e-5,
-                         .leastNonzeroMagnitude, .leastNormalMagnitude, .greatestFiniteMagnitude, -.greatestFiniteMagnitude])
+            return pick([
+                0.0, -0.0, 1.5, 1e20, 1e-7, 0.1, 100.0, 1e16, 1e15, 123_456.789, -2.5e-5,
+                .leastNonzeroMagnitude, .leastNormalMagnitude, .greatestFiniteMagnitude, -.greatestFiniteMagnitude,
+            ])
         default: return pick([.nan, .infinity, -.infinity, -.nan, .signalingNaN])
         }
     }
 
     mutating func scalar() -> Unicode.Scalar {
-        let v: UInt32 = switch below(8) {
-        case 0, 1, 2: UInt32.random(in: 0x20...0x7E, using: &rng)
-        case 3: pick([0x22, 0x5C, 0x2F, 0x7F, 0x08, 0x0C, 0x0A, 0x0D, 0x09])
-        case 4: UInt32.random(in: 0x00...0x1F, using: &rng)
-        case 5: UInt32.random(in: 0x80...0x7FF, using: &rng)
-        case 6: pick([UInt32.random(in: 0x800...0xD7FF, using: &rng), UInt32.random(in: 0xE000...0xFFFF, using: &rng),
-                      0x2028, 0x2029, 0xFEFF, 0x0301, 0xFFFD, 0xFFFF, 0xE000])
-        default: pick([UInt32.random(in: 0x10000...0x10FFFF, using: &rng), 0x1F600, 0x10FFFF, 0x10000])
-        }
+        let v: UInt32 =
+            switch below(8) {
+            case 0, 1, 2: UInt32.random(in: 0x20...0x7E, using: &rng)
+            case 3: pick([0x22, 0x5C, 0x2F, 0x7F, 0x08, 0x0C, 0x0A, 0x0D, 0x09])
+            case 4: UInt32.random(in: 0x00...0x1F, using: &rng)
+            case 5: UInt32.random(in: 0x80...0x7FF, using: &rng)
+            case 6:
+                pick([
+                    UInt32.random(in: 0x800...0xD7FF, using: &rng), UInt32.random(in: 0xE000...0xFFFF, using: &rng),
+                    0x2028, 0x2029, 0xFEFF, 0x0301, 0xFFFD, 0xFFFF, 0xE000,
+                ])
+            default: pick([UInt32.random(in: 0x10000...0x10FFFF, using: &rng), 0x1F600, 0x10FFFF, 0x10000])
+            }
         return Unicode.Scalar(v)!
     }
 
@@ -143,10 +154,16 @@ private struct ValueGenerator {
     mutating func key() -> String {
         switch below(4) {
         case 0: return string()
-        case 1: return pick(["", "a", "A", "b", "B", "a1", "a10", "a2", "_", "~", "é", "e\u{301}", "Z", "z", "aa", "a a", "cniVersion"])
+        case 1:
+            return pick([
+                "", "a", "A", "b", "B", "a1", "a10", "a2", "_", "~", "é", "e\u{301}", "Z", "z", "aa", "a a",
+                "cniVersion",
+            ])
         default:
             var s = ""
-            for _ in 0..<below(6) { s.unicodeScalars.append(Unicode.Scalar(UInt8.random(in: 0x21...0x7E, using: &rng))) }
+            for _ in 0..<below(6) {
+                s.unicodeScalars.append(Unicode.Scalar(UInt8.random(in: 0x21...0x7E, using: &rng)))
+            }
             return s
         }
     }
@@ -207,17 +224,18 @@ private struct DocumentWriter {
             let v = scalar.value
             let mustEscape = v < 0x20 || v == 0x22 || v == 0x5C
             let style = Int.random(in: 0..<4, using: &rng)
-            let short: String? = switch v {
-            case 0x22: "\\\""
-            case 0x5C: "\\\\"
-            case 0x2F: "\\/"
-            case 0x08: "\\b"
-            case 0x0C: "\\f"
-            case 0x0A: "\\n"
-            case 0x0D: "\\r"
-            case 0x09: "\\t"
-            default: nil
-            }
+            let short: String? =
+                switch v {
+                case 0x22: "\\\""
+                case 0x5C: "\\\\"
+                case 0x2F: "\\/"
+                case 0x08: "\\b"
+                case 0x0C: "\\f"
+                case 0x0A: "\\n"
+                case 0x0D: "\\r"
+                case 0x09: "\\t"
+                default: nil
+                }
             if !mustEscape && style > 0 {
                 emit(String(scalar))
             } else if let short, style < 2 {
@@ -260,16 +278,28 @@ private func hasNegativeZero(_ v: JSON) -> Bool {
         .double(1.5), .double(1e20), .double(1e-7), .double(0.1), .double(-0.0), .double(0.0), .double(100.0),
         .double(1e16), .double(1e15), .double(1.2345678901234568e17), .double(.leastNonzeroMagnitude),
         .double(.greatestFiniteMagnitude), .double(0.0001), .double(0.00001), .double(-1.25e-10),
-        .double(.nan), .double(.infinity), .double(-.infinity), .array([.double(.nan)]), .object(["a": .double(.infinity)]),
+        .double(.nan), .double(.infinity), .double(-.infinity), .array([.double(.nan)]),
+        .object(["a": .double(.infinity)]),
         .string(""), .string("q\"b\\s/\u{8}\u{c}\n\r\t\u{0}\u{1f}\u{7f}\u{2028}\u{2029}é😀\u{b}\u{feff}"),
         .string("http://example.com/a/b"), .string("e\u{301}"), .string("\u{10FFFF}\u{FFFF}"),
         .array([]), .object([:]), .array([.array([]), .object([:])]),
         .object(["a": .array([]), "b": .object([:]), "c": .array([.int(1), .object(["x": .null])])]),
-        .object(["b": .null, "a": .null, "B": .null, "é": .null, "z": .null, "a1": .null, "a10": .null, "a2": .null,
-                 "": .null, "~": .null, "_": .null, "\u{1}": .null, "😀": .null, "\u{FFFF}": .null]),
-        .object(["cniVersion": .string("1.0.0"), "name": .string("podnet"), "plugins": .array([
-            .object(["type": .string("bridge"), "mtu": .int(1450), "ipam": .object([
-                "type": .string("host-local"), "ranges": .array([.array([.object(["subnet": .string("10.88.0.0/16")])])])])])])]),
+        .object([
+            "b": .null, "a": .null, "B": .null, "é": .null, "z": .null, "a1": .null, "a10": .null, "a2": .null,
+            "": .null, "~": .null, "_": .null, "\u{1}": .null, "😀": .null, "\u{FFFF}": .null,
+        ]),
+        .object([
+            "cniVersion": .string("1.0.0"), "name": .string("podnet"),
+            "plugins": .array([
+                .object([
+                    "type": .string("bridge"), "mtu": .int(1450),
+                    "ipam": .object([
+                        "type": .string("host-local"),
+                        "ranges": .array([.array([.object(["subnet": .string("10.88.0.0/16")])])]),
+                    ]),
+                ])
+            ]),
+        ]),
         nested(511, object: false), nested(512, object: false), nested(511, object: true), nested(512, object: true),
         nested(511, object: false, mixed: true), nested(512, object: true, mixed: true), nested(600, object: false),
         nested(510, object: false, .array([])), nested(511, object: false, .array([])),
@@ -283,8 +313,10 @@ private func hasNegativeZero(_ v: JSON) -> Bool {
     }
 
     @Test func printsNumbersAsJSONEncoderDid() {
-        let expected: [(Double, String)] = [(1.5, "1.5"), (1e20, "1e+20"), (1e-7, "1e-07"), (0.1, "0.1"), (-0.0, "-0"),
-                                            (100.0, "100"), (1e16, "1e+16"), (.leastNonzeroMagnitude, "5e-324")]
+        let expected: [(Double, String)] = [
+            (1.5, "1.5"), (1e20, "1e+20"), (1e-7, "1e-07"), (0.1, "0.1"), (-0.0, "-0"),
+            (100.0, "100"), (1e16, "1e+16"), (.leastNonzeroMagnitude, "5e-324"),
+        ]
         for (d, s) in expected { #expect(JSON.double(d).text == s) }
         #expect(JSON.int(.min).text == "-9223372036854775808")
         #expect(JSON.double(.nan).text == "null")
@@ -293,20 +325,21 @@ private func hasNegativeZero(_ v: JSON) -> Bool {
 
     @Test func prettyLayout() {
         let v: JSON = .object(["b": .array([.int(1), .object([:])]), "a": .array([]), "c": .string("/")])
-        #expect(String(decoding: v.encoded(pretty: true), as: UTF8.self) == """
-            {
-              "a" : [
-
-              ],
-              "b" : [
-                1,
+        #expect(
+            String(decoding: v.encoded(pretty: true), as: UTF8.self) == """
                 {
+                  "a" : [
 
+                  ],
+                  "b" : [
+                    1,
+                    {
+
+                    }
+                  ],
+                  "c" : "/"
                 }
-              ],
-              "c" : "/"
-            }
-            """)
+                """)
         #expect(v.text == #"{"a":[],"b":[1,{}],"c":"/"}"#)
     }
 
@@ -329,11 +362,15 @@ private func hasNegativeZero(_ v: JSON) -> Bool {
     static let trickyDocuments: [String] = [
         "null", "true", "false", "0", "-0", "1", "-1", "1.0", "-0.0", "1e2", "1E2", "1e+2", "1e-2", "0.1e1", "1.5e3",
         "9223372036854775807", "-9223372036854775808", "9223372036854775808", "-9223372036854775809",
-        "12345678901234567890", "1e19", "1e-400", "4.9e-324", "1.7976931348623157e308", "123.456", "0.30000000000000004",
-        "2.2250738585072011e-308", "9007199254740993", "9007199254740993.0", "1.00000000000000011102230246251565404236316680908203125",
-        #""""#, #""\"\\\/\b\f\n\r\t""#, #""\u0000\u001f\u007F\u00e9\u00E9\u2028\uFEFF\uffff""#, #""\ud83d\ude00\uD83D\uDE00""#,
+        "12345678901234567890", "1e19", "1e-400", "4.9e-324", "1.7976931348623157e308", "123.456",
+        "0.30000000000000004",
+        "2.2250738585072011e-308", "9007199254740993", "9007199254740993.0",
+        "1.00000000000000011102230246251565404236316680908203125",
+        #""""#, #""\"\\\/\b\f\n\r\t""#, #""\u0000\u001f\u007F\u00e9\u00E9\u2028\uFEFF\uffff""#,
+        #""\ud83d\ude00\uD83D\uDE00""#,
         #""\udbff\udfff""#, "\"é😀\u{7f}\"", #""a\/b""#, "\"\u{feff}\"",
-        "[]", "{}", " [ ] ", "\t\n\r {\t\n\r}\t\n\r ", "[1,2,3]", "[ 1 , [ 2 , [ 3 ] ] ]", "[null,true,false,\"\",0,[],{}]",
+        "[]", "{}", " [ ] ", "\t\n\r {\t\n\r}\t\n\r ", "[1,2,3]", "[ 1 , [ 2 , [ 3 ] ] ]",
+        "[null,true,false,\"\",0,[],{}]",
         #"{"a":1,"b":[1,2,{"c":null}],"d":{"e":"f"}}"#, #"{"":0," ":1,"\u0000":2}"#, #"{"a":{"a":{"a":{}}}}"#,
         #"{"cniVersion":"1.0.0","name":"dbnet","type":"bridge","bridge":"cni0","ipam":{"type":"host-local","subnet":"10.1.0.0/16","gateway":"10.1.0.1"},"dns":{"nameservers":["10.1.0.1"]}}"#,
         "\u{feff}{\"a\":1}", "\u{feff}1", "\u{feff} [ ] ",
@@ -376,7 +413,8 @@ private func hasNegativeZero(_ v: JSON) -> Bool {
     }
 
     @Test func stringsDecodeExactly() throws {
-        #expect(try JSON.parse(bytes(#""\ud83d\ude00\u00e9\u0000\/""#)).stringValue.map { Array($0.utf8) }
+        #expect(
+            try JSON.parse(bytes(#""\ud83d\ude00\u00e9\u0000\/""#)).stringValue.map { Array($0.utf8) }
                 == bytes("😀é\u{0}/"))
         // No normalization: the decomposed spelling stays decomposed.
         #expect(try JSON.parse(bytes("\"e\u{301}\"")).stringValue.map { Array($0.utf8) } == [0x65, 0xCC, 0x81])
@@ -388,7 +426,7 @@ private func hasNegativeZero(_ v: JSON) -> Bool {
         let expected: JSON = .object(["a": .array([.int(1), .string("x"), .object(["b": .null])])])
         #expect(try JSON.parse(doc) == expected)
         #expect(try JSON.parse(doc[2...]) == expected)
-        #expect(try JSON.parse(doc.lazy.map { $0 }) == expected)   // not contiguous
+        #expect(try JSON.parse(doc.lazy.map { $0 }) == expected)  // not contiguous
         #expect(try JSON.parse(#"{"a": [1, "x", {"b": null}]}"#.utf8) == expected)
     }
 
@@ -428,7 +466,8 @@ private func hasNegativeZero(_ v: JSON) -> Bool {
     /// Every example config in netconf/: JSONDecoder reads it the same, the printer prints it as
     /// JSONEncoder did, and it survives printing and reading back.
     @Test func netconfFilesRoundTrip() throws {
-        let root = String(#filePath.split(separator: "/", omittingEmptySubsequences: false).dropLast(3).joined(separator: "/"))
+        let root = String(
+            #filePath.split(separator: "/", omittingEmptySubsequences: false).dropLast(3).joined(separator: "/"))
         let dir = root + "/netconf"
         let names = try FileManager.default.contentsOfDirectory(atPath: dir)
             .filter { $0.hasSuffix(".conflist") || $0.hasSuffix(".json") }.sorted()
@@ -535,8 +574,13 @@ private func hasNegativeZero(_ v: JSON) -> Bool {
         .init(name: "bad third byte", bytes: [0x22, 0xE2, 0x82, 0x41, 0x22], offset: 1),
         .init(name: "invalid UTF-8 in a key", bytes: [0x7B, 0x22, 0xC3, 0x28, 0x22, 0x3A, 0x31, 0x7D], offset: 2),
         .init(name: "non-ASCII outside a string", bytes: bytes("é"), offset: 0),
-        .init(name: "513 nested arrays", bytes: bytes(String(repeating: "[", count: 513) + String(repeating: "]", count: 513)), offset: 512),
-        .init(name: "513 nested objects", bytes: bytes(String(repeating: #"{"k":"#, count: 513) + "1" + String(repeating: "}", count: 513)), offset: 512 * 5),
+        .init(
+            name: "513 nested arrays",
+            bytes: bytes(String(repeating: "[", count: 513) + String(repeating: "]", count: 513)), offset: 512),
+        .init(
+            name: "513 nested objects",
+            bytes: bytes(String(repeating: #"{"k":"#, count: 513) + "1" + String(repeating: "}", count: 513)),
+            offset: 512 * 5),
         .init(name: "100000 open brackets", bytes: Array(repeating: UInt8(ascii: "["), count: 100_000), offset: 512),
     ]
 

@@ -1,17 +1,25 @@
 // Result conversion between spec versions, both ways, with the 0.1/0.2 limits.
 
-import Testing
-@testable import CNI
 import Addressing
+import Testing
+
+@testable import CNI
 
 @Suite struct ResultConversionTests {
     let dual = Result(
-        interfaces: [.init(name: "cni0", mac: "0a:58:00:00:00:01"), .init(name: "eth0", mac: "0a:58:00:00:00:02", mtu: 1400, sandbox: "/run/netns/p")],
-        ips: [.init(address: IPNetwork("10.1.0.5/24")!, gateway: IPAddress("10.1.0.1"), interface: 1),
-              .init(address: IPNetwork("10.2.0.5/24")!, interface: 1),
-              .init(address: IPNetwork("fd00::5/64")!, gateway: IPAddress("fd00::1"), interface: 1)],
-        routes: [.init(dst: IPNetwork("0.0.0.0/0")!, gw: IPAddress("10.1.0.1"), priority: 5),
-                 .init(dst: IPNetwork("::/0")!)],
+        interfaces: [
+            .init(name: "cni0", mac: "0a:58:00:00:00:01"),
+            .init(name: "eth0", mac: "0a:58:00:00:00:02", mtu: 1400, sandbox: "/run/netns/p"),
+        ],
+        ips: [
+            .init(address: IPNetwork("10.1.0.5/24")!, gateway: IPAddress("10.1.0.1"), interface: 1),
+            .init(address: IPNetwork("10.2.0.5/24")!, interface: 1),
+            .init(address: IPNetwork("fd00::5/64")!, gateway: IPAddress("fd00::1"), interface: 1),
+        ],
+        routes: [
+            .init(dst: IPNetwork("0.0.0.0/0")!, gw: IPAddress("10.1.0.1"), priority: 5),
+            .init(dst: IPNetwork("::/0")!),
+        ],
         dns: .init(nameservers: ["10.1.0.2"], search: ["svc"]))
 
     @Test(arguments: SpecVersion.allCases)
@@ -22,7 +30,10 @@ import Addressing
             // Only the first address per family; no interfaces; routes only dst/gw.
             #expect(back.ips.map(\.address.description) == ["10.1.0.5/24", "fd00::5/64"])
             #expect(back.interfaces.isEmpty)
-            #expect(back.routes == [.init(dst: IPNetwork("0.0.0.0/0")!, gw: IPAddress("10.1.0.1")), .init(dst: IPNetwork("::/0")!)])
+            #expect(
+                back.routes == [
+                    .init(dst: IPNetwork("0.0.0.0/0")!, gw: IPAddress("10.1.0.1")), .init(dst: IPNetwork("::/0")!),
+                ])
         case .v04, .v1:
             #expect(back.ips == dual.ips)
             #expect(back.routes == dual.routes)
@@ -33,10 +44,12 @@ import Addressing
     }
 
     @Test func legacyInputBecomesIpsList() throws {
-        let j = try JSON.parse(Array(#"""
-        {"cniVersion":"0.2.0","ip4":{"ip":"10.0.0.2/8","gateway":"10.0.0.1","routes":[{"dst":"0.0.0.0/0"}]},
-         "ip6":{"ip":"fd::2/64","routes":[{"dst":"::/0","gw":"fd::1"}]},"dns":{"nameservers":["1.1.1.1"]}}
-        """#.utf8))
+        let j = try JSON.parse(
+            Array(
+                #"""
+                {"cniVersion":"0.2.0","ip4":{"ip":"10.0.0.2/8","gateway":"10.0.0.1","routes":[{"dst":"0.0.0.0/0"}]},
+                 "ip6":{"ip":"fd::2/64","routes":[{"dst":"::/0","gw":"fd::1"}]},"dns":{"nameservers":["1.1.1.1"]}}
+                """#.utf8))
         let r = try Result(json: j, assumedVersion: .v1_0_0)
         #expect(r.ips.map(\.address.description) == ["10.0.0.2/8", "fd::2/64"])
         #expect(r.routes.count == 2)

@@ -6,8 +6,8 @@
 // programmed on every node, and the pods must keep pinging.
 
 import Foundation
-import Testing
 import TestSupport
+import Testing
 
 extension DaemonEndToEnd {
     @Suite struct EtcdCluster {
@@ -36,7 +36,9 @@ extension DaemonEndToEnd {
                 try steady.put(c)
                 try expectConverged(c, within: 10, "a peer before the fault")
                 let leaseIDs = try c.nodes.map { try etcdLeaseID(c, subnet: try $0.subnet()) }
-                let pings = try [(n1, n2), (n2, n1)].map { try $0.0.pods[0].startPing($0.1.pods[0].address, interval: 0.2) }
+                let pings = try [(n1, n2), (n2, n1)].map {
+                    try $0.0.pods[0].startPing($0.1.pods[0].address, interval: 0.2)
+                }
 
                 let faultAt = Date()
                 switch fault {
@@ -50,7 +52,9 @@ extension DaemonEndToEnd {
                 try transient.put(c)
                 try transient.delete(c)
                 let newLeader = try secondsUntil(within: 20) { try c.etcd.leader() != nil }
-                print("[daemon-e2e] \(fault): a new leader after \(newLeader.map { String(format: "%.1f s", $0) } ?? "-"): \(try c.etcd.leader()?.name ?? "none")")
+                print(
+                    "[daemon-e2e] \(fault): a new leader after \(newLeader.map { String(format: "%.1f s", $0) } ?? "-"): \(try c.etcd.leader()?.name ?? "none")"
+                )
 
                 // The lease written during the failover is programmed on every node, and the
                 // state is exactly etcd's.
@@ -59,11 +63,15 @@ extension DaemonEndToEnd {
                     let log = node.currentLog
                     // Every event was delivered by the resumed watch, the transient lease's too;
                     // nothing was recovered by listing again.
-                    #expect(log.contains("peer added or updated") && log.contains("peer.subnet=\(transient.subnet)"),
-                            "\(node.name) never saw the transient lease:\n\(node.logTail(30))")
-                    #expect(log.components(separatedBy: "peer.subnet=\(transient.subnet)").count - 1 >= 2,
-                            "\(node.name) saw the transient lease come but not go:\n\(node.logTail(30))")
-                    #expect(!log.contains("listing again"), "\(node.name) re-listed instead of resuming:\n\(node.logTail(30))")
+                    #expect(
+                        log.contains("peer added or updated") && log.contains("peer.subnet=\(transient.subnet)"),
+                        "\(node.name) never saw the transient lease:\n\(node.logTail(30))")
+                    #expect(
+                        log.components(separatedBy: "peer.subnet=\(transient.subnet)").count - 1 >= 2,
+                        "\(node.name) saw the transient lease come but not go:\n\(node.logTail(30))")
+                    #expect(
+                        !log.contains("listing again"),
+                        "\(node.name) re-listed instead of resuming:\n\(node.logTail(30))")
                 }
 
                 // The lease is renewed, through a survivor: a new etcd lease of a day on the key.
@@ -71,7 +79,9 @@ extension DaemonEndToEnd {
                 let renewed = secondsUntil(within: remaining) {
                     c.nodes.allSatisfy { $0.currentLog.contains("renewed the lease") }
                 }
-                #expect(renewed != nil, "not renewed:\n\(c.nodes.map { "\($0.name): \($0.logTail(10))" }.joined(separator: "\n"))")
+                #expect(
+                    renewed != nil,
+                    "not renewed:\n\(c.nodes.map { "\($0.name): \($0.logTail(10))" }.joined(separator: "\n"))")
                 for (node, old) in zip(c.nodes, leaseIDs) {
                     let now = try etcdLeaseID(c, subnet: try node.subnet())
                     #expect(now != old && now != 0, "\(node.name): the key still has etcd lease \(old)")
@@ -82,12 +92,15 @@ extension DaemonEndToEnd {
                 // The pods kept pinging through all of it.
                 for (i, ping) in pings.enumerated() {
                     let (sent, received) = try ping.stop()
-                    print("[daemon-e2e] \(fault): pings n\(i + 1) -> n\(2 - i) through the failover: \(received)/\(sent)")
+                    print(
+                        "[daemon-e2e] \(fault): pings n\(i + 1) -> n\(2 - i) through the failover: \(received)/\(sent)")
                     #expect(sent >= 20 && sent - received <= 2, "\(received) of \(sent) pings answered")
                 }
                 try expectPingMatrixGreen(c, "\(fault): after the failover")
                 for node in c.nodes { #expect(node.isRunning, "\(node.name) exited:\n\(node.logTail())") }
-                print("[daemon-e2e] \(fault): took \(String(format: "%.1f", Date().timeIntervalSince(faultAt))) s from the fault")
+                print(
+                    "[daemon-e2e] \(fault): took \(String(format: "%.1f", Date().timeIntervalSince(faultAt))) s from the fault"
+                )
             }
         }
 
@@ -95,7 +108,8 @@ extension DaemonEndToEnd {
         func etcdLeaseID(_ c: Cluster, subnet: String) throws -> UInt64 {
             let out = try c.etcd.etcdctl("get", c.etcd.leaseKey(subnet), "-w", "json")
             guard let o = (try? JSONSerialization.jsonObject(with: Data(out.utf8))) as? [String: Any],
-                  let kv = (o["kvs"] as? [[String: Any]])?.first else {
+                let kv = (o["kvs"] as? [[String: Any]])?.first
+            else {
                 throw TestFailure("no key for \(subnet): \(out)")
             }
             return (kv["lease"] as? NSNumber)?.uint64Value ?? 0

@@ -3,8 +3,8 @@
 // username/password auth.
 
 import Foundation
-import Testing
 import TestSupport
+import Testing
 
 extension DaemonEndToEnd {
     @Suite struct EtcdFailures {
@@ -22,7 +22,9 @@ extension DaemonEndToEnd {
                 let down = Date()
                 while Date().timeIntervalSince(down) < 30 {
                     usleep(1_000_000)
-                    for node in c.nodes { #expect(node.isRunning, "\(node.name) exited while etcd was down:\n\(node.logTail())") }
+                    for node in c.nodes {
+                        #expect(node.isRunning, "\(node.name) exited while etcd was down:\n\(node.logTail())")
+                    }
                 }
                 try expectPingMatrixGreen(c, "after 30 s without etcd")
 
@@ -35,17 +37,23 @@ extension DaemonEndToEnd {
                 let leases = try c.leases()
                 usleep(1_000_000)
                 for node in c.nodes {
-                    #expect(try node.kernelEntries() != c.expectedEntries(on: node, leases: leases),
-                            "\(node.name) saw changes made while etcd was out of its reach")
+                    #expect(
+                        try node.kernelEntries() != c.expectedEntries(on: node, leases: leases),
+                        "\(node.name) saw changes made while etcd was out of its reach")
                 }
                 try c.etcd.reconnect()
                 // Reconnecting waits for the watch's backoff (at most 5 s) and ARP on the switch.
-                #expect(try expectConverged(c, leases: leases, within: 20, "changes made while disconnected converged") != nil)
+                #expect(
+                    try expectConverged(c, leases: leases, within: 20, "changes made while disconnected converged")
+                        != nil)
 
                 for (i, ping) in pings.enumerated() {
                     let (sent, received) = try ping.stop()
-                    print("[daemon-e2e] ping \(pods[i].name) -> \(pods[(i + 1) % 3].name) through the outage: \(received)/\(sent)")
-                    #expect(sent >= 150 && sent - received <= 2, "\(pods[i].name): \(received) of \(sent) pings answered")
+                    print(
+                        "[daemon-e2e] ping \(pods[i].name) -> \(pods[(i + 1) % 3].name) through the outage: \(received)/\(sent)"
+                    )
+                    #expect(
+                        sent >= 150 && sent - received <= 2, "\(pods[i].name): \(received) of \(sent) pings answered")
                 }
                 for node in c.nodes { #expect(node.isRunning, "\(node.name) exited:\n\(node.logTail())") }
             }
@@ -54,7 +62,9 @@ extension DaemonEndToEnd {
         @Test func aWatchBehindACompactionEndsWithExactlyEtcdsState() throws {
             try Cluster.with(ClusterOptions(nodes: 3, podsPerNode: 0)) { c in
                 let n1 = c.nodes[0]
-                let (a, b, d, e, f) = (FakePeer(n: 210), FakePeer(n: 211), FakePeer(n: 212), FakePeer(n: 213), FakePeer(n: 214))
+                let (a, b, d, e, f) = (
+                    FakePeer(n: 210), FakePeer(n: 211), FakePeer(n: 212), FakePeer(n: 213), FakePeer(n: 214)
+                )
                 for p in [a, b, d] { try p.put(c) }
                 try expectConverged(c, within: 10, "fake peers programmed")
 
@@ -64,11 +74,11 @@ extension DaemonEndToEnd {
                 try n1.freeze()
                 c.etcd.stop()
                 try c.etcd.start()
-                try a.delete(c)                              // a peer leaves
-                try b.put(c, mac: "02:00:00:00:02:11")       // a peer's VtepMAC changes
-                try e.put(c)                                 // a peer arrives
+                try a.delete(c)  // a peer leaves
+                try b.put(c, mac: "02:00:00:00:02:11")  // a peer's VtepMAC changes
+                try e.put(c)  // a peer arrives
                 try f.put(c)
-                try f.delete(c)                              // one comes and goes unseen
+                try f.delete(c)  // one comes and goes unseen
                 let revision = try c.etcd.revision()
                 try c.etcd.etcdctl("compact", "\(revision)")
                 let leases = try c.leases()
@@ -102,11 +112,15 @@ extension DaemonEndToEnd {
                 #expect(settled != nil, "\(nodes.map { "\($0.name): \($0.logTail(5))" }.joined(separator: "\n"))")
                 let ready = nodes.filter { $0.isRunning && FileManager.default.fileExists(atPath: $0.subnetFile) }
                 let failed = nodes.filter { !$0.isRunning }
-                #expect(ready.count == 3 && failed.count == 1, "\(nodes.map { "\($0.name): \($0.logTail(5))" }.joined(separator: "\n"))")
+                #expect(
+                    ready.count == 3 && failed.count == 1,
+                    "\(nodes.map { "\($0.name): \($0.logTail(5))" }.joined(separator: "\n"))")
                 let subnets = try ready.map { try $0.subnet() }
                 #expect(Set(subnets) == ["10.244.1.0/24", "10.244.2.0/24", "10.244.3.0/24"], "\(subnets)")
                 let leases = try c.leases()
-                #expect(Set(leases.map(\.subnet)) == Set(subnets) && Set(leases.map(\.publicIP)) == Set(ready.map(\.address)))
+                #expect(
+                    Set(leases.map(\.subnet)) == Set(subnets)
+                        && Set(leases.map(\.publicIP)) == Set(ready.map(\.address)))
                 for n in failed {
                     #expect(n.exitStatus != 0)
                     #expect(n.log.contains("out of subnets"), "\(n.logTail())")
@@ -132,7 +146,9 @@ extension DaemonEndToEnd {
                 let n3 = try c.addNode(start: false, arguments: ["--etcd-cafile", other.caFile])
                 try n3.start()
                 let said = secondsUntil(within: 10) { n3.log.lowercased().contains("certificate") || !n3.isRunning }
-                print("[daemon-e2e] podnetd with a wrong CA (\(n3.isRunning ? "still running" : "exited \(n3.exitStatus!)")):\n\(n3.logTail(4))")
+                print(
+                    "[daemon-e2e] podnetd with a wrong CA (\(n3.isRunning ? "still running" : "exited \(n3.exitStatus!)")):\n\(n3.logTail(4))"
+                )
                 #expect(said != nil, "no word about the certificate:\n\(n3.logTail())")
                 #expect(n3.exitStatus ?? 1 != 0)
                 #expect(!FileManager.default.fileExists(atPath: n3.subnetFile))
@@ -149,8 +165,12 @@ extension DaemonEndToEnd {
 
                 let n3 = try c.addNode(start: false, arguments: ["--etcd-password", "wrong"])
                 try n3.start()
-                let said = secondsUntil(within: 10) { n3.log.contains("etcd authentication of user \"podnet\"") || !n3.isRunning }
-                print("[daemon-e2e] podnetd with a wrong password (\(n3.isRunning ? "still running" : "exited \(n3.exitStatus!)")):\n\(n3.logTail(4))")
+                let said = secondsUntil(within: 10) {
+                    n3.log.contains("etcd authentication of user \"podnet\"") || !n3.isRunning
+                }
+                print(
+                    "[daemon-e2e] podnetd with a wrong password (\(n3.isRunning ? "still running" : "exited \(n3.exitStatus!)")):\n\(n3.logTail(4))"
+                )
                 #expect(said != nil, "no word about authentication:\n\(n3.logTail())")
                 #expect(n3.exitStatus ?? 1 != 0)
                 #expect(!FileManager.default.fileExists(atPath: n3.subnetFile))

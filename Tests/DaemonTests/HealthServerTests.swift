@@ -4,8 +4,8 @@
 // following etcd.
 
 import Foundation
-import Testing
 import TestSupport
+import Testing
 
 extension DaemonEndToEnd {
     @Suite struct HealthServer {
@@ -13,9 +13,11 @@ extension DaemonEndToEnd {
 
         @Test func anIdleConnectionFloodIsClosedAndHealthzKeepsAnswering() throws {
             var options = ClusterOptions(nodes: 2, podsPerNode: 0)
-            options.daemonArguments = ["--healthz-ip", "127.0.0.1", "--healthz-port", "\(Self.port)",
-                                       "--healthz-max-connections", "32", "--healthz-idle-timeout", "3",
-                                       "--healthz-header-timeout", "6"]
+            options.daemonArguments = [
+                "--healthz-ip", "127.0.0.1", "--healthz-port", "\(Self.port)",
+                "--healthz-max-connections", "32", "--healthz-idle-timeout", "3",
+                "--healthz-header-timeout", "6",
+            ]
             try Cluster.with(options) { c in
                 let n1 = c.nodes[0]
                 let pid = try #require(n1.pid)
@@ -27,19 +29,26 @@ extension DaemonEndToEnd {
                 // 3000 idle connections and 4 that trickle a request head.
                 let script = c.directory + "/flood.py", log = c.directory + "/flood.log"
                 try Self.flooder.write(toFile: script, atomically: true, encoding: .utf8)
-                let flood = try n1.background(["/usr/bin/env", "python3", script, "\(Self.port)", "3000", "4", "120"],
-                                              log: log)
+                let flood = try n1.background(
+                    ["/usr/bin/env", "python3", script, "\(Self.port)", "3000", "4", "120"],
+                    log: log)
                 defer { if flood.isRunning { kill(flood.processIdentifier, SIGKILL) } }
-                let opened = secondsUntil(within: 60) { ((try? String(contentsOfFile: log, encoding: .utf8)) ?? "").contains("opened ") }
+                let opened = secondsUntil(within: 60) {
+                    ((try? String(contentsOfFile: log, encoding: .utf8)) ?? "").contains("opened ")
+                }
                 #expect(opened != nil, "the flooder did not connect: \(Self.tail(log))")
-                let opening = Self.tail(log).split(separator: "\n").first { $0.hasPrefix("opened ") || $0.hasPrefix("connect failed") }
+                let opening = Self.tail(log).split(separator: "\n").first {
+                    $0.hasPrefix("opened ") || $0.hasPrefix("connect failed")
+                }
                 print("[daemon-e2e] flooder: \(opening ?? "?")")
 
                 // While the flood holds what it could: /healthz answers, descriptors stay bounded.
                 for _ in 0..<5 { #expect(try healthz(n1) == "podnetd is running") }
                 let during = try openDescriptors(pid)
-                print("[daemon-e2e] podnetd during the flood: \(during) descriptors, \(try residentKB(pid)) kB resident")
-                #expect(during <= baseline.fds + 32 + 8, "\(during) descriptors open (cap 32, baseline \(baseline.fds))")
+                print(
+                    "[daemon-e2e] podnetd during the flood: \(during) descriptors, \(try residentKB(pid)) kB resident")
+                #expect(
+                    during <= baseline.fds + 32 + 8, "\(during) descriptors open (cap 32, baseline \(baseline.fds))")
 
                 // Every connection is closed by the daemon: the oldest by the cap, the rest idle,
                 // the trickling ones by the header timeout.
@@ -77,14 +86,16 @@ extension DaemonEndToEnd {
         func residentKB(_ pid: Int32) throws -> Int {
             let status = try String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)
             guard let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmRSS:") }),
-                  let kb = line.split(separator: " ").dropFirst().first.flatMap({ Int($0) }) else {
+                let kb = line.split(separator: " ").dropFirst().first.flatMap({ Int($0) })
+            else {
                 throw TestFailure("no VmRSS in /proc/\(pid)/status")
             }
             return kb
         }
 
         static func tail(_ log: String) -> String {
-            ((try? String(contentsOfFile: log, encoding: .utf8)) ?? "").split(separator: "\n").suffix(3).joined(separator: "\n")
+            ((try? String(contentsOfFile: log, encoding: .utf8)) ?? "").split(separator: "\n").suffix(3).joined(
+                separator: "\n")
         }
 
         /// python3 flood.py PORT IDLE SLOW SECONDS: opens IDLE connections that send nothing and

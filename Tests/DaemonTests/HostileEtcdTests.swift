@@ -4,8 +4,8 @@
 // clear log line until it is fixed.
 
 import Foundation
-import Testing
 import TestSupport
+import Testing
 
 extension DaemonEndToEnd {
     @Suite struct HostileEtcd {
@@ -39,26 +39,37 @@ extension DaemonEndToEnd {
                 #expect(withFake.count == good.count + 1)
                 let claimingN1 = all.filter { $0.subnet == "10.244.202.0/24" }
                 try expectConverged(c, [n1], leases: withFake, within: 10, "n1 programs only the good leases")
-                try expectConverged(c, [n2], leases: withFake + claimingN1, within: 10, "n2 programs only the good leases")
+                try expectConverged(
+                    c, [n2], leases: withFake + claimingN1, within: 10, "n2 programs only the good leases")
                 for node in c.nodes {
-                    #expect(try node.namespace.sh("ip route show \(ClusterEtcd.address)").isEmpty, "\(node.name) routes etcd's address")
+                    #expect(
+                        try node.namespace.sh("ip route show \(ClusterEtcd.address)").isEmpty,
+                        "\(node.name) routes etcd's address")
                     #expect(try node.namespace.sh("ip route show 169.254.169.254").isEmpty)
                     #expect(try node.namespace.sh("ip route get \(ClusterEtcd.address)").contains("dev eth0"))
                 }
                 let ours = try n1.namespace.sh("ip route show proto 98")
                 #expect(ours.split(separator: "\n").count == 2, "n1: \(ours)")
                 let log = n1.log
-                for reason in ["outside_network", "unusable_public_ip", "unusable_vtep_mac", "own_public_ip", "wrong_subnet_length"] {
+                for reason in [
+                    "outside_network", "unusable_public_ip", "unusable_vtep_mac", "own_public_ip",
+                    "wrong_subnet_length",
+                ] {
                     #expect(log.contains("lease.rejected=\(reason)"), "no log line for \(reason):\n\(n1.logTail(30))")
                 }
-                #expect(log.contains("ignoring a lease: its subnet \(ClusterEtcd.address)/32 is not inside the Network 10.244.0.0/16"))
-                #expect(try n1.namespace.sh("curl -s http://127.0.0.1:9102/metrics")
-                            .contains(#"podnet_leases_rejected_total{reason="outside_network"} 2"#))
+                #expect(
+                    log.contains(
+                        "ignoring a lease: its subnet \(ClusterEtcd.address)/32 is not inside the Network 10.244.0.0/16"
+                    ))
+                #expect(
+                    try n1.namespace.sh("curl -s http://127.0.0.1:9102/metrics")
+                        .contains(#"podnet_leases_rejected_total{reason="outside_network"} 2"#))
 
                 // A lease that was good turns hostile: its entries go.
                 try c.etcd.putLease(subnet: fake.subnet, publicIP: "127.0.0.2", vtepMAC: fake.mac)
                 try expectConverged(c, [n1], leases: good, within: 10, "a lease that turned hostile is unprogrammed")
-                try expectConverged(c, [n2], leases: good + claimingN1, within: 10, "a lease that turned hostile is unprogrammed")
+                try expectConverged(
+                    c, [n2], leases: good + claimingN1, within: 10, "a lease that turned hostile is unprogrammed")
                 try fake.delete(c)
                 for h in hostile { try c.etcd.delete(c.etcd.leaseKey(h.subnet)) }
 
@@ -67,12 +78,16 @@ extension DaemonEndToEnd {
                 let mine = try #require(lease(of: n1, in: good))
                 try c.etcd.putLease(subnet: s1, publicIP: "\(Cluster.underlayPrefix).99", vtepMAC: "02:00:00:00:00:99")
                 let back = try secondsUntil(within: 15) {
-                    try c.leases().contains { $0.subnet == s1 && $0.publicIP == n1.address && $0.vtepMAC == mine.vtepMAC }
+                    try c.leases().contains {
+                        $0.subnet == s1 && $0.publicIP == n1.address && $0.vtepMAC == mine.vtepMAC
+                    }
                 }
                 #expect(back != nil, "n1 did not put its lease back:\n\(n1.logTail())")
                 #expect(n1.log.contains("this node's lease was overwritten by another writer"))
                 #expect(try n1.subnet() == s1, "n1 kept its subnet")
-                #expect(try n1.namespace.sh("curl -s http://127.0.0.1:9102/metrics").contains("podnet_own_lease_overwritten_total 1"))
+                #expect(
+                    try n1.namespace.sh("curl -s http://127.0.0.1:9102/metrics").contains(
+                        "podnet_own_lease_overwritten_total 1"))
                 try expectConverged(c, within: 10, "the own lease back everywhere")
                 try expectPingMatrixGreen(c, "after the hostile leases")
             }
@@ -86,15 +101,22 @@ extension DaemonEndToEnd {
                 try c.etcd.put(key, #"{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","MTU":5000000000}}"#)
                 let node = try c.addNode(start: false)
                 try node.start()
-                func expectWaiting(_ fragments: [String], _ what: String, sourceLocation: SourceLocation = #_sourceLocation) throws {
+                func expectWaiting(
+                    _ fragments: [String], _ what: String, sourceLocation: SourceLocation = #_sourceLocation
+                ) throws {
                     let logged = secondsUntil(within: 10) { fragments.allSatisfy { node.currentLog.contains($0) } }
-                    #expect(logged != nil, "\(what): no log line with \(fragments):\n\(node.logTail())", sourceLocation: sourceLocation)
-                    #expect(node.isRunning, "\(what): podnetd exited: \(node.logTail())", sourceLocation: sourceLocation)
+                    #expect(
+                        logged != nil, "\(what): no log line with \(fragments):\n\(node.logTail())",
+                        sourceLocation: sourceLocation)
+                    #expect(
+                        node.isRunning, "\(what): podnetd exited: \(node.logTail())", sourceLocation: sourceLocation)
                     #expect(!FileManager.default.fileExists(atPath: node.subnetFile), sourceLocation: sourceLocation)
                     #expect(try c.leases().isEmpty, sourceLocation: sourceLocation)
                     #expect(try node.tunnelDevices().isEmpty, sourceLocation: sourceLocation)
                 }
-                try expectWaiting(["invalid network config (waiting for a valid one)", "Backend.MTU", "118...65535"], "MTU 5000000000")
+                try expectWaiting(
+                    ["invalid network config (waiting for a valid one)", "Backend.MTU", "118...65535"], "MTU 5000000000"
+                )
                 // While it waits, as flanneld: alive, not ready, and the config check visible in /metrics.
                 func get(_ path: String) throws -> String {
                     try node.namespace.sh("curl -s -w ' %{http_code}' http://127.0.0.1:9102\(path)")

@@ -2,8 +2,8 @@
 // cluster between vxlan and host-gw, and ipip (which needs a kernel with the ipip module).
 
 import Foundation
-import Testing
 import TestSupport
+import Testing
 
 extension DaemonEndToEnd {
     @Suite struct RouteModes {
@@ -50,7 +50,8 @@ extension DaemonEndToEnd {
                 let subnets = try c.nodes.map { try $0.subnet() }
 
                 for backend in ["host-gw", "vxlan"] {
-                    try c.etcd.put(c.options.prefix + "/config", Cluster.configJSON(network: c.options.network, backend: backend))
+                    try c.etcd.put(
+                        c.options.prefix + "/config", Cluster.configJSON(network: c.options.network, backend: backend))
                     // A rolling restart, one node after the other.
                     for node in c.nodes { try node.restart() }
                     let leases = try c.leases()
@@ -60,7 +61,10 @@ extension DaemonEndToEnd {
                         let expected = try c.expectedEntries(on: node, leases: leases, backend: backend)
                         let took = try secondsUntil(within: 10) { try node.kernelEntries() == expected }
                         let actual = try node.kernelEntries()
-                        #expect(took != nil, "\(node.name) after moving to \(backend):\n\(actual)\nexpected:\n\(expected)\n\(node.logTail())")
+                        #expect(
+                            took != nil,
+                            "\(node.name) after moving to \(backend):\n\(actual)\nexpected:\n\(expected)\n\(node.logTail())"
+                        )
                         #expect(try node.tunnelDevices() == (backend == "vxlan" ? ["flannel.1"] : []))
                         #expect(try node.subnetEnv()["FLANNEL_MTU"] == (backend == "vxlan" ? "1450" : "1500"))
                     }
@@ -83,7 +87,10 @@ extension DaemonEndToEnd {
             }
         }
 
-        @Test(.enabled(if: kernelHasIPIP, "this kernel has no ipip module (modprobe ipip fails): the end-to-end ipip run cannot happen here"))
+        @Test(
+            .enabled(
+                if: kernelHasIPIP,
+                "this kernel has no ipip module (modprobe ipip fails): the end-to-end ipip run cannot happen here"))
         func ipipPodsPingAcrossNodes() throws {
             try Cluster.with(ClusterOptions(backend: "ipip", nodes: 3, podsPerNode: 1)) { c in
                 try expectPingMatrixGreen(c, "ipip, 3 nodes")

@@ -2,8 +2,8 @@
 // timing what the tests promise ("within 2 s"), and the fake peers some tests put into etcd.
 
 import Foundation
-import Testing
 import TestSupport
+import Testing
 
 /// Every end-to-end suite nests in this one, so that they run one after the other: each builds a
 /// cluster of several daemons and an etcd, and the timing promises ("within 2 s") should not
@@ -31,9 +31,11 @@ func report(_ what: String, _ seconds: Double?) {
 /// call for, and records an issue naming the differences and the daemon's log otherwise. Returns
 /// the seconds it took the slowest node.
 @discardableResult
-func expectConverged(_ cluster: Cluster, _ nodes: [ClusterNode]? = nil, leases: [ClusterLease]? = nil,
-                     within seconds: Double, _ what: String,
-                     sourceLocation: SourceLocation = #_sourceLocation) throws -> Double? {
+func expectConverged(
+    _ cluster: Cluster, _ nodes: [ClusterNode]? = nil, leases: [ClusterLease]? = nil,
+    within seconds: Double, _ what: String,
+    sourceLocation: SourceLocation = #_sourceLocation
+) throws -> Double? {
     let leases = try leases ?? cluster.leases()
     let start = Date()
     var slowest: Double? = 0
@@ -43,7 +45,8 @@ func expectConverged(_ cluster: Cluster, _ nodes: [ClusterNode]? = nil, leases: 
         let took = try secondsUntil(within: remaining) { try node.kernelEntries() == expected }
         if took == nil {
             let actual = try node.kernelEntries()
-            Issue.record("""
+            Issue.record(
+                """
                 \(what): \(node.name) (\(try node.subnet())) does not hold exactly etcd's state after \(seconds) s
                 expected:
                 \(expected)
@@ -67,15 +70,18 @@ func expectConverged(_ cluster: Cluster, _ nodes: [ClusterNode]? = nil, leases: 
 /// of `start`, counting only changes up to `end`. The changes' times are the kernel's
 /// notifications (`KernelMonitor`), so how long polling for the final state took does not count.
 @discardableResult
-func expectKernelChanged(_ monitors: [(node: ClusterNode, monitor: KernelMonitor)], subnet: String, from start: Date,
-                         to end: Date = Date(), within limit: Double, _ what: String,
-                         sourceLocation: SourceLocation = #_sourceLocation) -> Double? {
+func expectKernelChanged(
+    _ monitors: [(node: ClusterNode, monitor: KernelMonitor)], subnet: String, from start: Date,
+    to end: Date = Date(), within limit: Double, _ what: String,
+    sourceLocation: SourceLocation = #_sourceLocation
+) -> Double? {
     let texts = [subnet + " ", " " + gateway(of: subnet) + " "]
     var slowest: Double? = 0
     for (node, monitor) in monitors {
         guard let last = monitor.lastEvent(containing: texts, from: start, to: end) else {
-            Issue.record("\(what): \(node.name) made no change for \(subnet); its events:\n\(monitor.events().map(\.line))",
-                         sourceLocation: sourceLocation)
+            Issue.record(
+                "\(what): \(node.name) made no change for \(subnet); its events:\n\(monitor.events().map(\.line))",
+                sourceLocation: sourceLocation)
             slowest = nil
             continue
         }
@@ -91,13 +97,18 @@ func expectKernelChanged(_ monitors: [(node: ClusterNode, monitor: KernelMonitor
 func gateway(of subnet: String) -> String { String(subnet.split(separator: "/")[0]) }
 
 /// Expects a green ping matrix between all pods of the cluster.
-func expectPingMatrixGreen(_ cluster: Cluster, _ what: String, sourceLocation: SourceLocation = #_sourceLocation) throws {
+func expectPingMatrixGreen(_ cluster: Cluster, _ what: String, sourceLocation: SourceLocation = #_sourceLocation) throws
+{
     let start = Date()
     let failures = try cluster.pingMatrixFailures()
     let pods = cluster.nodes.flatMap(\.pods).count
-    #expect(failures.isEmpty, "\(what): pings failed: \(failures)\n\(cluster.nodes.map { "\($0.name): \($0.logTail(8))" }.joined(separator: "\n"))",
-            sourceLocation: sourceLocation)
-    print("[daemon-e2e] \(what): ping matrix \(pods)x\(pods - 1) \(failures.isEmpty ? "green" : "FAILED") in \(String(format: "%.2f", Date().timeIntervalSince(start))) s")
+    #expect(
+        failures.isEmpty,
+        "\(what): pings failed: \(failures)\n\(cluster.nodes.map { "\($0.name): \($0.logTail(8))" }.joined(separator: "\n"))",
+        sourceLocation: sourceLocation)
+    print(
+        "[daemon-e2e] \(what): ping matrix \(pods)x\(pods - 1) \(failures.isEmpty ? "green" : "FAILED") in \(String(format: "%.2f", Date().timeIntervalSince(start))) s"
+    )
 }
 
 /// The lease of `node` in `leases`.
@@ -126,5 +137,6 @@ let kernelHasIPIP: Bool = {
     let ns = "podnet-t-ipip-probe-\(getpid())"
     defer { _ = try? run(["/usr/sbin/ip", "netns", "delete", ns]) }
     guard (try? run(["/usr/sbin/ip", "netns", "add", ns]))?.status == 0 else { return false }
-    return (try? run(["/usr/sbin/ip", "-n", ns, "link", "add", "probe0", "type", "ipip", "local", "192.0.2.1"]))?.status == 0
+    return (try? run(["/usr/sbin/ip", "-n", ns, "link", "add", "probe0", "type", "ipip", "local", "192.0.2.1"]))?.status
+        == 0
 }()

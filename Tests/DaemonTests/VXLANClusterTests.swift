@@ -3,8 +3,8 @@
 // cluster and tears it down, whatever happens.
 
 import Foundation
-import Testing
 import TestSupport
+import Testing
 
 extension DaemonEndToEnd {
     @Suite struct VXLAN {
@@ -67,12 +67,16 @@ extension DaemonEndToEnd {
                 // By default the node acquires its lease again (the same subnet: its subnet file's).
                 let thawed = Date()
                 try n3.thaw()
-                let back = try secondsUntil(within: 10) { try c.leases().contains { $0.subnet == s3 && $0.publicIP == n3.address } }
+                let back = try secondsUntil(within: 10) {
+                    try c.leases().contains { $0.subnet == s3 && $0.publicIP == n3.address }
+                }
                 report("deleted node re-acquired its lease", back)
                 #expect(back != nil, "n3 did not acquire its lease again:\n\(n3.logTail())")
                 #expect(n3.currentLog.contains("this node's lease was deleted; acquiring it again"))
                 try expectConverged(c, within: 10, "re-acquired lease back on the peers")
-                expectKernelChanged(monitors, subnet: s3, from: thawed, within: 2, "re-acquired lease back on the peers (from the thaw)")
+                expectKernelChanged(
+                    monitors, subnet: s3, from: thawed, within: 2, "re-acquired lease back on the peers (from the thaw)"
+                )
 
                 // A new node: on the peers within 2 s (timed from its daemon's start), and it
                 // programs all of them.
@@ -80,8 +84,9 @@ extension DaemonEndToEnd {
                 let started = Date()
                 let n4 = try c.addNode()
                 try expectConverged(c, within: 10, "new node on the peers")
-                expectKernelChanged(monitors, subnet: try n4.subnet(), from: started, within: 2,
-                                    "new node on the peers (from its daemon's start)")
+                expectKernelChanged(
+                    monitors, subnet: try n4.subnet(), from: started, within: 2,
+                    "new node on the peers (from its daemon's start)")
                 #expect(try n4.kernelEntries().routes.count == 3)
 
                 // With --exit-on-lease-loss the node exits instead, and stays gone.
@@ -93,10 +98,13 @@ extension DaemonEndToEnd {
                 let deleted2 = Date()
                 try c.etcd.delete(c.etcd.leaseKey(s2))
                 let status = n2.waitForExit(timeout: 10)
-                #expect(status != nil && status != 0, "n2 did not exit with an error: \(status.map(String.init) ?? "still running")")
+                #expect(
+                    status != nil && status != 0,
+                    "n2 did not exit with an error: \(status.map(String.init) ?? "still running")")
                 #expect(n2.currentLog.contains("was deleted (--exit-on-lease-loss)"), "\(n2.logTail())")
                 try expectConverged(c, [n1, n3, n4], within: 10, "lease of an exited node gone from the peers")
-                expectKernelChanged(monitors, subnet: s2, from: deleted2, within: 2, "lease of an exited node gone from the peers")
+                expectKernelChanged(
+                    monitors, subnet: s2, from: deleted2, within: 2, "lease of an exited node gone from the peers")
                 #expect(try !c.leases().contains { $0.subnet == s2 })
             }
         }
@@ -121,14 +129,21 @@ extension DaemonEndToEnd {
                 usleep(500_000)
                 let (inSent, inReceived) = try inbound.stop()
                 let (outSent, outReceived) = try outbound.stop()
-                print("[daemon-e2e] pings across a restart: into the node \(inReceived)/\(inSent), out of it \(outReceived)/\(outSent)")
-                #expect(inSent >= 20 && inSent - inReceived <= 3, "lost \(inSent - inReceived) of \(inSent) pings into the restarted node")
-                #expect(outSent >= 20 && outSent - outReceived <= 3, "lost \(outSent - outReceived) of \(outSent) pings out of it")
+                print(
+                    "[daemon-e2e] pings across a restart: into the node \(inReceived)/\(inSent), out of it \(outReceived)/\(outSent)"
+                )
+                #expect(
+                    inSent >= 20 && inSent - inReceived <= 3,
+                    "lost \(inSent - inReceived) of \(inSent) pings into the restarted node")
+                #expect(
+                    outSent >= 20 && outSent - outReceived <= 3,
+                    "lost \(outSent - outReceived) of \(outSent) pings out of it")
 
                 // Same subnet, same device (not recreated), same MAC, same lease value.
                 #expect(try n1.subnet() == subnet)
                 let after = try n1.link("flannel.1")
-                #expect(after.index == device.index && after.mac == device.mac, "device before \(device), after \(after)")
+                #expect(
+                    after.index == device.index && after.mac == device.mac, "device before \(device), after \(after)")
                 let leaseAfter = try #require(lease(of: n1, in: try c.leases()))
                 #expect(leaseAfter == leaseBefore)
                 // The restart found everything in place: it changed nothing in the kernel.
@@ -147,18 +162,21 @@ extension DaemonEndToEnd {
                 let gateway3 = gateway(of: l3.subnet)
 
                 // One route, one neighbour, one FDB entry deleted by hand: back with a repair.
-                try n1.namespace.sh("""
+                try n1.namespace.sh(
+                    """
                     ip route del \(l2.subnet) && ip neigh del \(gateway3) dev flannel.1 && \
                     bridge fdb del \(l2.vtepMAC!) dev flannel.1 dst \(n2.address)
                     """)
-                #expect(try expectConverged(c, [n1], leases: leases, within: 10, "hand-deleted entries put back") != nil)
+                #expect(
+                    try expectConverged(c, [n1], leases: leases, within: 10, "hand-deleted entries put back") != nil)
                 #expect(n1.log.contains("repaired the kernel state"))
                 try expectPingMatrixGreen(c, "after the repair")
 
                 // The device deleted by hand: created again with its MAC, everything on it again.
                 let device = try n1.link("flannel.1")
                 try n1.namespace.sh("ip link del flannel.1")
-                #expect(try expectConverged(c, [n1], leases: leases, within: 10, "device deleted by hand recreated") != nil)
+                #expect(
+                    try expectConverged(c, [n1], leases: leases, within: 10, "device deleted by hand recreated") != nil)
                 #expect(try n1.link("flannel.1").mac == device.mac)
                 try expectPingMatrixGreen(c, "after the device was recreated")
 
@@ -166,7 +184,8 @@ extension DaemonEndToEnd {
                 // extra remote for a live peer's MAC, a host-gw route of an earlier mode) are removed
                 // by the start-up reconcile, not by a later repair.
                 n1.stop()
-                try n1.namespace.sh("""
+                try n1.namespace.sh(
+                    """
                     ip neigh replace 10.244.250.0 lladdr 02:00:00:00:00:fa dev flannel.1 nud permanent && \
                     bridge fdb append 02:00:00:00:00:fa dev flannel.1 dst 192.168.50.250 self permanent && \
                     ip route replace 10.244.250.0/24 via 10.244.250.0 dev flannel.1 onlink && \
@@ -177,7 +196,8 @@ extension DaemonEndToEnd {
                 try n1.start(extra: ["--reconcile-interval", "3600"])
                 try n1.waitUntilReady()
                 // The subnet file is written after the start-up reconcile: no waiting needed.
-                #expect(try expectConverged(c, [n1], leases: leases, within: 0, "stale entries removed at start-up") != nil)
+                #expect(
+                    try expectConverged(c, [n1], leases: leases, within: 0, "stale entries removed at start-up") != nil)
                 #expect(!n1.currentLog.contains("repaired the kernel state"))
                 try expectPingMatrixGreen(c, "after the restart with stale entries")
             }

@@ -11,11 +11,13 @@ import Testing
     /// A client for every member, m1 first; the watch's own liveness check is out of the picture
     /// (an hour), so what moves the watch is the client's endpoint handling.
     func withClusterClient<T>(_ members: [EtcdServer], _ body: (EtcdClient) async throws -> T) async throws -> T {
-        try await withClient(members.map(\.clientURL), configure: {
-            $0.requestTimeout = .seconds(2)
-            $0.watchPingInterval = .seconds(3600)
-            $0.reconnectBackoff = .init(initial: .milliseconds(50), maximum: .milliseconds(500))
-        }, body)
+        try await withClient(
+            members.map(\.clientURL),
+            configure: {
+                $0.requestTimeout = .seconds(2)
+                $0.watchPingInterval = .seconds(3600)
+                $0.reconnectBackoff = .init(initial: .milliseconds(50), maximum: .milliseconds(500))
+            }, body)
     }
 
     /// Puts until a put succeeds (a write during an election fails until there is a leader) or
@@ -57,7 +59,9 @@ import Testing
                     w.events.contains { $0.kv.keyString == "k/2" }
                 }
                 let keys = watch.events.map(\.kv.keyString)
-                #expect(keys.first == "k/1" && keys.last == "k/2" && Set(keys).count == keys.count, "\(watch.events.map(\.summary))")
+                #expect(
+                    keys.first == "k/1" && keys.last == "k/2" && Set(keys).count == keys.count,
+                    "\(watch.events.map(\.summary))")
                 // The lease is still kept alive, through a survivor.
                 let ttl = try await keepAlive.next()
                 #expect(ttl != nil)
@@ -88,7 +92,9 @@ import Testing
                 for i in 1...5 {
                     #expect(await putEventually(etcd, "k/\(i)", "\(i)") == nil, "k/\(i) was not written")
                 }
-                await watch.wait(within: .seconds(30), "every event after the leader was killed") { $0.events.count >= 6 }
+                await watch.wait(within: .seconds(30), "every event after the leader was killed") {
+                    $0.events.count >= 6
+                }
                 #expect(watch.events.map(\.kv.keyString) == (0...5).map { "k/\($0)" }, "\(watch.events.map(\.summary))")
                 let revisions = watch.events.map(\.kv.modRevision)
                 #expect(revisions == revisions.sorted() && Set(revisions).count == revisions.count)
@@ -101,11 +107,14 @@ import Testing
         try await EtcdServer.withCluster(members: 3) { members in
             // Only m1 is given: the watch cannot move, but it must not sit silently on a member
             // that has no leader (the others are frozen, so it cannot have one).
-            try await withClient([members[0].clientURL], configure: {
-                $0.requestTimeout = .seconds(2)
-                $0.watchPingInterval = .seconds(3600)
-                $0.reconnectBackoff = .init(initial: .milliseconds(50), maximum: .milliseconds(500))
-            }) { etcd in
+            try await withClient(
+                [members[0].clientURL],
+                configure: {
+                    $0.requestTimeout = .seconds(2)
+                    $0.watchPingInterval = .seconds(3600)
+                    $0.reconnectBackoff = .init(initial: .milliseconds(50), maximum: .milliseconds(500))
+                }
+            ) { etcd in
                 let start = try await etcd.range(.all).header.revision
                 let watch = WatchRecorder(etcd.watch(.prefix("k/"), fromRevision: start + 1))
                 try await etcd.put("k/1", value: "1")
@@ -131,10 +140,13 @@ import Testing
             // keepalives with an error line ("no leader", or a timeout): the sequence must retry
             // through it, not end.
             // The request timeout is longer than etcd's own (7 s), so that etcd's answer comes first.
-            try await withClient([members[0].clientURL], configure: {
-                $0.requestTimeout = .seconds(10)
-                $0.reconnectBackoff = .init(initial: .milliseconds(50), maximum: .milliseconds(500))
-            }) { etcd in
+            try await withClient(
+                [members[0].clientURL],
+                configure: {
+                    $0.requestTimeout = .seconds(10)
+                    $0.reconnectBackoff = .init(initial: .milliseconds(50), maximum: .milliseconds(500))
+                }
+            ) { etcd in
                 let lease = try await etcd.grantLease(ttl: .seconds(120))
                 var keepAlive = etcd.keepAlive(lease.id, interval: .milliseconds(200)).makeAsyncIterator()
                 _ = try await keepAlive.next()
@@ -148,7 +160,7 @@ import Testing
                 }
                 var ttls = 0
                 do {
-                    while ttls < 10, let _ = try await keepAlive.next() { ttls += 1 }
+                    while ttls < 10, (try await keepAlive.next()) != nil { ttls += 1 }
                 } catch {
                     Issue.record("the keepalive sequence ended with \(error)")
                 }

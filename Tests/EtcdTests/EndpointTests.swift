@@ -30,8 +30,10 @@ import Testing
         try await EtcdServer.with { server in
             let dead = "http://127.0.0.1:\(try freePort())"
             // The dead endpoint comes first and the client has not learnt otherwise yet.
-            try await withClient([dead, server.clientURL],
-                                 configure: { $0.reconnectBackoff = .init(initial: .milliseconds(50)) }) { etcd in
+            try await withClient(
+                [dead, server.clientURL],
+                configure: { $0.reconnectBackoff = .init(initial: .milliseconds(50)) }
+            ) { etcd in
                 let watch = WatchRecorder(etcd.watch(.key("w"), fromRevision: 1))
                 await watch.wait("the refused connection") { !$0.interruptions.isEmpty }
                 guard case .connection(let reason, _, let endpoint)? = watch.interruptions.first else {
@@ -71,7 +73,9 @@ import Testing
             // bound, not a performance claim: CI machines are loaded).
             let (readError, readTook) = await measure { await etcdError { try await etcd.range(.all) } }
             #expect(readTook < .seconds(30), "a read against a silent endpoint hung for \(readTook)")
-            guard case .unavailable(_, let failures)? = readError, case .timeout(let after, _, let endpoint)? = failures.first else {
+            guard case .unavailable(_, let failures)? = readError,
+                case .timeout(let after, _, let endpoint)? = failures.first
+            else {
                 Issue.record("\(String(describing: readError))")
                 return
             }
@@ -98,7 +102,8 @@ import Testing
         let silent = try SilentTCPListener()
         defer { silent.close() }
         try await EtcdServer.with { server in
-            try await withClient([silent.url, server.clientURL], configure: { $0.requestTimeout = .milliseconds(500) }) { etcd in
+            try await withClient([silent.url, server.clientURL], configure: { $0.requestTimeout = .milliseconds(500) })
+            { etcd in
                 let (response, took) = try await measure { try await etcd.range(.all) }
                 #expect(response.kvs.isEmpty)
                 #expect(took < .seconds(30), "the failover past a silent endpoint hung for \(took)")

@@ -7,8 +7,10 @@ import TestSupport
 import Testing
 
 /// Runs `body` with a client for `endpoints`, shutting the client down afterwards.
-func withClient<T>(_ endpoints: [String], configure: (inout EtcdClient.Configuration) -> Void = { _ in },
-                   _ body: (EtcdClient) async throws -> T) async throws -> T {
+func withClient<T>(
+    _ endpoints: [String], configure: (inout EtcdClient.Configuration) -> Void = { _ in },
+    _ body: (EtcdClient) async throws -> T
+) async throws -> T {
     var configuration = EtcdClient.Configuration(endpoints: endpoints)
     configuration.requestTimeout = .seconds(3)
     configure(&configuration)
@@ -24,9 +26,11 @@ func withClient<T>(_ endpoints: [String], configure: (inout EtcdClient.Configura
 }
 
 /// Runs `body` with a fresh etcd and a client for it.
-func withEtcd<T>(_ options: EtcdServer.Options = .init(),
-                 configure: (inout EtcdClient.Configuration) -> Void = { _ in },
-                 _ body: (EtcdServer, EtcdClient) async throws -> T) async throws -> T {
+func withEtcd<T>(
+    _ options: EtcdServer.Options = .init(),
+    configure: (inout EtcdClient.Configuration) -> Void = { _ in },
+    _ body: (EtcdServer, EtcdClient) async throws -> T
+) async throws -> T {
     try await EtcdServer.with(options) { server in
         try await withClient([server.clientURL], configure: configure) { client in try await body(server, client) }
     }
@@ -85,11 +89,14 @@ final class WatchRecorder: Sendable {
     }
 
     /// Waits until `condition` holds for the recorder, or fails the test after `timeout`.
-    func wait(within timeout: Duration = .seconds(10), _ what: String,
-              sourceLocation: SourceLocation = #_sourceLocation, until condition: (WatchRecorder) -> Bool) async {
+    func wait(
+        within timeout: Duration = .seconds(10), _ what: String,
+        sourceLocation: SourceLocation = #_sourceLocation, until condition: (WatchRecorder) -> Bool
+    ) async {
         let held = await eventually(within: timeout) { condition(self) }
-        #expect(held, "timed out waiting for \(what); updates: \(updates), end: \(String(describing: end))",
-                sourceLocation: sourceLocation)
+        #expect(
+            held, "timed out waiting for \(what); updates: \(updates), end: \(String(describing: end))",
+            sourceLocation: sourceLocation)
     }
 
     func cancel() async {
@@ -116,8 +123,10 @@ func measure<T>(_ body: () async throws -> T) async rethrows -> (T, Duration) {
 }
 
 /// The error `body` throws, or nil (and a test failure) when it does not throw an EtcdError.
-func etcdError<T>(sourceLocation: SourceLocation = #_sourceLocation,
-                  _ body: () async throws -> T) async -> EtcdError? {
+func etcdError<T>(
+    sourceLocation: SourceLocation = #_sourceLocation,
+    _ body: () async throws -> T
+) async -> EtcdError? {
     do {
         let value = try await body()
         Issue.record("expected an EtcdError, got \(value)", sourceLocation: sourceLocation)

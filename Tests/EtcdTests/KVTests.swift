@@ -18,7 +18,9 @@ import Testing
             let second = try await etcd.put(key, value: "text", prevKV: true)
             #expect(second.prevKV?.value == value)
             let updated = try #require(try await etcd.get(key))
-            #expect(updated.valueString == "text" && updated.version == 2 && updated.createRevision == first.header.revision)
+            #expect(
+                updated.valueString == "text" && updated.version == 2 && updated.createRevision == first.header.revision
+            )
 
             let empty = try await etcd.put("empty", value: "")
             #expect(try await etcd.get("empty")?.value == [] && empty.header.revision > second.header.revision)
@@ -83,9 +85,10 @@ import Testing
         try await withEtcd { _, etcd in
             try await etcd.put("a", value: "1")
             try await etcd.put("b", value: "2")
-            let txn = try await etcd.txn(if: [.value("a", .equal, "1"), .version("b", .greater, 0)],
-                                         then: [.put("c", "3"), .delete(.key("a"), prevKV: true), .range(.prefix(""))],
-                                         else: [.put("failed", "yes")])
+            let txn = try await etcd.txn(
+                if: [.value("a", .equal, "1"), .version("b", .greater, 0)],
+                then: [.put("c", "3"), .delete(.key("a"), prevKV: true), .range(.prefix(""))],
+                else: [.put("failed", "yes")])
             #expect(txn.succeeded && txn.responses.count == 3)
             guard case .delete(let deleted) = txn.responses[1], case .range(let range) = txn.responses[2] else {
                 Issue.record("unexpected responses \(txn.responses)")

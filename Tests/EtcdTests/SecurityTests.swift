@@ -13,7 +13,8 @@ import Testing
         let other = try EtcdTLSFiles.generate(in: dir, name: "other")
         try await EtcdServer.with(.init(tls: files)) { server in
             #expect(server.clientURL.hasPrefix("https://"))
-            let tls = EtcdClient.TLS(caFile: files.caFile, certificateFile: files.clientCertFile, keyFile: files.clientKeyFile)
+            let tls = EtcdClient.TLS(
+                caFile: files.caFile, certificateFile: files.clientCertFile, keyFile: files.clientKeyFile)
             try await withClient([server.clientURL], configure: { $0.tls = tls }) { etcd in
                 let start = try await etcd.put("k", value: "v").header.revision
                 #expect(try await etcd.get("k")?.valueString == "v")
@@ -24,8 +25,9 @@ import Testing
             }
 
             // A CA that did not sign the server's certificate.
-            let wrongCA = EtcdClient.TLS(caFile: other.caFile, certificateFile: files.clientCertFile,
-                                         keyFile: files.clientKeyFile)
+            let wrongCA = EtcdClient.TLS(
+                caFile: other.caFile, certificateFile: files.clientCertFile,
+                keyFile: files.clientKeyFile)
             try await withClient([server.clientURL], configure: { $0.tls = wrongCA }) { etcd in
                 let error = await etcdError { try await etcd.get("k") }
                 guard case .unavailable(_, let failures)? = error, case .tls(let reason, _, _)? = failures.first else {
@@ -86,8 +88,10 @@ import Testing
             }
 
             // A wrong password is an error of its own, not retried.
-            try await withClient([server.clientURL],
-                                 configure: { $0.credentials = .init(username: "root", password: "wrong") }) { etcd in
+            try await withClient(
+                [server.clientURL],
+                configure: { $0.credentials = .init(username: "root", password: "wrong") }
+            ) { etcd in
                 let error = await etcdError { try await etcd.get("k") }
                 guard case .authenticationFailed(let user, let message, _)? = error else {
                     Issue.record("\(String(describing: error))")

@@ -4,8 +4,8 @@
 import CNI
 import Flannel
 import Foundation
-import Testing
 import TestSupport
+import Testing
 
 @Suite struct FlannelConfigReadingTests {
     /// Its own keys as Go field names (NetConf's struct fields); the delegate's keys stay as they
@@ -19,7 +19,10 @@ import TestSupport
             """#
         let add = node.run("ADD", conf)
         #expect(add.exitCode == 0, "\(add.stdoutText)")
-        #expect(node.saved() == #"{"cniVersion":"1.0.0","hairpinMode":true,"ipMasq":false,"ipam":{"ranges":[[{"subnet":"10.244.1.0/24"}]],"routes":[{"dst":"10.96.0.0/12"},{"dst":"10.244.0.0/16"}],"type":"host-local"},"isGateway":true,"mtu":1450,"name":"cbr0","runtimeConfig":{"portMappings":[]},"type":"bridge"}"#)
+        #expect(
+            node.saved()
+                == #"{"cniVersion":"1.0.0","hairpinMode":true,"ipMasq":false,"ipam":{"ranges":[[{"subnet":"10.244.1.0/24"}]],"routes":[{"dst":"10.96.0.0/12"},{"dst":"10.244.0.0/16"}],"type":"host-local"},"isGateway":true,"mtu":1450,"name":"cbr0","runtimeConfig":{"portMappings":[]},"type":"bridge"}"#
+        )
     }
 
     /// Item 12: known keys of the wrong type are code 7 naming the key, and nothing is saved.

@@ -4,8 +4,8 @@
 // Everything is deleted afterwards, whatever happens.
 
 import Foundation
-import Testing
 import TestSupport
+import Testing
 
 private let allVersions = ["0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"]
 
@@ -26,8 +26,10 @@ private struct FlannelNode {
 
     /// netconf/40-flannel.conflist's flannel entry, pointed at this node's files.
     func config(version: String = "1.1.0", extra: [String: Any] = [:]) throws -> String {
-        var set: [String: Any] = ["cniVersion": version, "subnetFile": subnetFile, "dataDir": dataDir,
-                                  "ipam": ["dataDir": ipamDir]]
+        var set: [String: Any] = [
+            "cniVersion": version, "subnetFile": subnetFile, "dataDir": dataDir,
+            "ipam": ["dataDir": ipamDir],
+        ]
         set.merge(extra) { $1 }
         return try conflistFlannelConfig(set)
     }
@@ -110,7 +112,9 @@ struct FlannelEndToEndTests {
             try node.writeSubnetEnv()
             let wrapDir = node.root + "/wrap", marker = node.root + "/fail-next-del"
             try FileManager.default.createDirectory(atPath: wrapDir, withIntermediateDirectories: true)
-            try writeExecutable(wrapDir + "/bridge", """
+            try writeExecutable(
+                wrapDir + "/bridge",
+                """
                 #!/bin/sh
                 if [ "$CNI_COMMAND" = DEL ] && [ -e '\(marker)' ]; then
                   rm -f '\(marker)'
@@ -192,7 +196,8 @@ struct FlannelEndToEndTests {
             #expect(gc.status == 0, "\(gc.stdout) \(gc.stderr)")
             let left = reservations(in: node.store)
             #expect(left.count == 1)
-            #expect(try String(contentsOfFile: node.store + "/" + (left.first ?? ""), encoding: .utf8) == "keep\r\neth0")
+            #expect(
+                try String(contentsOfFile: node.store + "/" + (left.first ?? ""), encoding: .utf8) == "keep\r\neth0")
             #expect(files(in: node.dataDir) == ["keep"])
             let nat = try node.host.sh("iptables-save -t nat")
             #expect(nat.contains(#"id: \"keep\""#))
@@ -208,7 +213,8 @@ struct FlannelEndToEndTests {
             let call = PluginCall(containerID: "pod1", netns: pods[0].path)
             let conf = try node.config()
             #expect(try node.run("ADD", call, conf).status == 0)
-            try #"{"cniVersion":"1.1.0","hairpinMode":tr"#.write(toFile: node.dataDir + "/pod1", atomically: false, encoding: .utf8)
+            try #"{"cniVersion":"1.1.0","hairpinMode":tr"#.write(
+                toFile: node.dataDir + "/pod1", atomically: false, encoding: .utf8)
             let del = try node.run("DEL", call, conf)
             #expect(del.status == 0, "\(del.stdout) \(del.stderr)")
             #expect(reservations(in: node.store).isEmpty)
@@ -231,7 +237,8 @@ struct FlannelEndToEndTests {
 
             // A file next to dataDir that looks like a saved config is not replayed or removed.
             let victim = node.root + "/victim"
-            try #"{"cniVersion":"1.1.0","name":"cbr0","type":"bridge"}"#.write(toFile: victim, atomically: false, encoding: .utf8)
+            try #"{"cniVersion":"1.1.0","name":"cbr0","type":"bridge"}"#.write(
+                toFile: victim, atomically: false, encoding: .utf8)
             let del = try node.run("DEL", PluginCall(containerID: "../victim", netns: pods[0].path), conf)
             #expect(del.errorCode == 4, "\(del.stdout)")
             #expect(FileManager.default.fileExists(atPath: victim))

@@ -4,8 +4,8 @@
 import CNI
 import Flannel
 import Foundation
-import Testing
 import TestSupport
+import Testing
 
 @Suite struct FlannelPluginTests {
     @Test(arguments: ["0.3.1", "1.0.0", "1.1.0"])
@@ -23,7 +23,10 @@ import TestSupport
         #expect(node.savedBeforeAdd)
         let saved = try #require(node.saved())
         #expect(node.calls.first?.stdin == saved)
-        #expect(saved == #"{"cniVersion":"\#(version)","hairpinMode":true,"ipMasq":false,"ipam":{"ranges":[[{"subnet":"10.244.1.0/24"}]],"routes":[{"dst":"10.244.0.0/16"}],"type":"host-local"},"isGateway":true,"mtu":1450,"name":"cbr0","type":"bridge"}"#)
+        #expect(
+            saved
+                == #"{"cniVersion":"\#(version)","hairpinMode":true,"ipMasq":false,"ipam":{"ranges":[[{"subnet":"10.244.1.0/24"}]],"routes":[{"dst":"10.244.0.0/16"}],"type":"host-local"},"isGateway":true,"mtu":1450,"name":"cbr0","type":"bridge"}"#
+        )
 
         let fm = FileManager.default
         #expect(try fm.attributesOfItem(atPath: node.dataDir)[.posixPermissions] as? Int == 0o700)
@@ -35,7 +38,8 @@ import TestSupport
         let node = try FakeNode()
         let add = node.run("ADD", node.config())
         #expect(add.code == 11)
-        #expect(add.msg == "failed to load flannel 'subnet.env' file: open \(node.subnetFile): no such file or directory. "
+        #expect(
+            add.msg == "failed to load flannel 'subnet.env' file: open \(node.subnetFile): no such file or directory. "
                 + "Check the flannel pod log for this node.")
         #expect(node.calls.isEmpty)
         #expect(files(in: node.dataDir).isEmpty)
@@ -134,7 +138,9 @@ import TestSupport
         let sent = jsonObject(try #require(node.calls.last?.stdin))
         #expect(node.calls.last?.command == "CHECK")
         #expect(sent["type"] as? String == "bridge")
-        #expect(((sent["prevResult"] as? [String: Any])?["ips"] as? [[String: Any]])?.first?["address"] as? String == "10.244.1.2/24")
+        #expect(
+            ((sent["prevResult"] as? [String: Any])?["ips"] as? [[String: Any]])?.first?["address"] as? String
+                == "10.244.1.2/24")
         // A container flannel never added fails CHECK without calling the delegate.
         let unknown = node.run("CHECK", node.config(), containerID: "other")
         #expect(unknown.exitCode != 0)
@@ -180,12 +186,14 @@ import TestSupport
         for id in ["keep", "drop"] { #expect(node.run("ADD", node.config(), containerID: id).exitCode == 0) }
         #expect(node.run("ADD", node.config(name: "other-net"), containerID: "othernet").exitCode == 0)
         try node.write(node.dataDir + "/.crashed.tmp", "{")
-        let valid = #","cni.dev/valid-attachments":[{"containerID":"keep","ifname":"eth0"}],"cni.dev/attachments":[{"containerID":"keep","ifname":"eth0"}]"#
+        let valid =
+            #","cni.dev/valid-attachments":[{"containerID":"keep","ifname":"eth0"}],"cni.dev/attachments":[{"containerID":"keep","ifname":"eth0"}]"#
         let gc = node.run("GC", node.config(extra: valid))
         #expect(gc.exitCode == 0, "\(gc.stdoutText)")
         let sent = jsonObject(try #require(node.calls.last?.stdin))
         #expect(node.calls.last?.command == "GC")
-        #expect((sent["cni.dev/valid-attachments"] as? [[String: String]]) == [["containerID": "keep", "ifname": "eth0"]])
+        #expect(
+            (sent["cni.dev/valid-attachments"] as? [[String: String]]) == [["containerID": "keep", "ifname": "eth0"]])
         #expect((sent["cni.dev/attachments"] as? [[String: String]]) == [["containerID": "keep", "ifname": "eth0"]])
         #expect(sent["name"] as? String == "cbr0")
         #expect(files(in: node.dataDir) == ["keep", "othernet"])

@@ -4,8 +4,8 @@
 import CNI
 import Flannel
 import Foundation
-import Testing
 import TestSupport
+import Testing
 
 /// The subnet.env of §5.3's example (flanneld with --ip-masq on a vxlan overlay).
 let exampleSubnetEnv = """
@@ -26,7 +26,8 @@ func netconfFile(_ name: String) throws -> String {
 /// The flannel entry of netconf/40-flannel.conflist as the runtime hands it to the plugin (name and
 /// cniVersion copied in), with `set` merged on top (test paths, another cniVersion).
 func conflistFlannelConfig(_ set: [String: Any] = [:]) throws -> String {
-    let list = try #require(try JSONSerialization.jsonObject(with: Data(netconfFile("40-flannel.conflist").utf8)) as? [String: Any])
+    let list = try #require(
+        try JSONSerialization.jsonObject(with: Data(netconfFile("40-flannel.conflist").utf8)) as? [String: Any])
     let plugins = try #require(list["plugins"] as? [[String: Any]])
     var conf = try #require(plugins.first { $0["type"] as? String == "flannel" })
     conf["name"] = list["name"]
@@ -37,8 +38,10 @@ func conflistFlannelConfig(_ set: [String: Any] = [:]) throws -> String {
 
 /// A request as the dispatcher would build it, for testing FlannelConfig directly.
 func request(_ config: String, command: String = "ADD", containerID: String = "c1") throws -> Request {
-    let env = try CNIEnvironment(["CNI_COMMAND": command, "CNI_CONTAINERID": containerID, "CNI_NETNS": "/run/netns/x",
-                                  "CNI_IFNAME": "eth0", "CNI_PATH": "/nonexistent"])
+    let env = try CNIEnvironment([
+        "CNI_COMMAND": command, "CNI_CONTAINERID": containerID, "CNI_NETNS": "/run/netns/x",
+        "CNI_IFNAME": "eth0", "CNI_PATH": "/nonexistent",
+    ])
     return try Request(env: env, stdin: Array(config.utf8), supported: SpecVersion.allCases)
 }
 

@@ -3,8 +3,8 @@
 
 import Addressing
 import IPAM
-import Testing
 import TestSupport
+import Testing
 
 @Suite struct AllocatorTests {
     func set(_ subnets: String...) throws -> IPRangeSet {
@@ -30,8 +30,9 @@ import TestSupport
 
     @Test func wrapsFromRangeEndToStartSkippingTheGateway() throws {
         // /29: candidates .1-.6, gateway .1; the last reservation was .6.
-        let store = FakeStore([Reservation(ip: ip("10.0.0.3"), containerID: "other", ifname: "eth0")],
-                              lastReserved: [0: ip("10.0.0.6")])
+        let store = FakeStore(
+            [Reservation(ip: ip("10.0.0.3"), containerID: "other", ifname: "eth0")],
+            lastReserved: [0: ip("10.0.0.6")])
         let alloc = try Allocator(rangeSet: set("10.0.0.0/29"), index: 0, store: store)
         #expect(try alloc.allocate(id: "c1", ifname: "eth0").address.address == ip("10.0.0.2"))
         #expect(try alloc.allocate(id: "c2", ifname: "eth0").address.address == ip("10.0.0.4"))
@@ -41,19 +42,24 @@ import TestSupport
     @Test func walkVisitsEveryRangeInOrderAndEndsWhereItBegan() throws {
         let rs = try IPRangeSet([
             IPRange(subnet: cidr("10.0.0.0/24"), rangeStart: ip("10.0.0.1"), rangeEnd: ip("10.0.0.3")),
-            IPRange(subnet: cidr("10.0.1.0/24"), rangeStart: ip("10.0.1.5"), rangeEnd: ip("10.0.1.6"),
-                    gateway: ip("10.0.1.6")),
+            IPRange(
+                subnet: cidr("10.0.1.0/24"), rangeStart: ip("10.0.1.5"), rangeEnd: ip("10.0.1.6"),
+                gateway: ip("10.0.1.6")),
         ])
         #expect(RoundRobin(rs, after: nil).map(\.0) == [ip("10.0.0.2"), ip("10.0.0.3"), ip("10.0.1.5")])
         #expect(RoundRobin(rs, after: ip("10.0.0.3")).map(\.0) == [ip("10.0.1.5"), ip("10.0.0.2"), ip("10.0.0.3")])
         // A last address outside the set (the ranges changed) restarts at the first rangeStart.
         #expect(RoundRobin(rs, after: ip("192.168.0.1")).map(\.0).first == ip("10.0.0.2"))
-        #expect(RoundRobin(rs, after: nil).map(\.1.subnet) == [cidr("10.0.0.0/24"), cidr("10.0.0.0/24"), cidr("10.0.1.0/24")])
+        #expect(
+            RoundRobin(rs, after: nil).map(\.1.subnet) == [
+                cidr("10.0.0.0/24"), cidr("10.0.0.0/24"), cidr("10.0.1.0/24"),
+            ])
     }
 
     @Test func gatewayInsideTheRangeIsSkipped() throws {
         let rs = try IPRangeSet([IPRange(subnet: cidr("10.0.0.0/29"), gateway: ip("10.0.0.3"))])
-        #expect(RoundRobin(rs, after: nil).map(\.0) == ["10.0.0.1", "10.0.0.2", "10.0.0.4", "10.0.0.5", "10.0.0.6"].map(ip))
+        #expect(
+            RoundRobin(rs, after: nil).map(\.0) == ["10.0.0.1", "10.0.0.2", "10.0.0.4", "10.0.0.5", "10.0.0.6"].map(ip))
     }
 
     @Test func exhaustionReportsTheRangeSet() throws {
@@ -62,7 +68,8 @@ import TestSupport
         for i in 0..<5 { _ = try alloc.allocate(id: "c\(i)", ifname: "eth0") }
         #expect(store.reservedIPs == ["10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.5", "10.0.0.6"].map(ip))
         #expect(throws: IPAMError.exhausted(try set("10.0.0.0/29"))) { try alloc.allocate(id: "c9", ifname: "eth0") }
-        #expect(IPAMError.exhausted(try set("10.0.0.0/29")).description
+        #expect(
+            IPAMError.exhausted(try set("10.0.0.0/29")).description
                 == "no IP addresses available in range set: 10.0.0.1-10.0.0.6")
     }
 
@@ -70,12 +77,14 @@ import TestSupport
         let store = FakeStore()
         let rs = try set("10.0.0.0/24")
         let alloc = Allocator(rangeSet: rs, index: 0, store: store)
-        #expect(try alloc.allocate(id: "c1", ifname: "eth0", requested: ip("10.0.0.77")).address == cidr("10.0.0.77/24"))
+        #expect(
+            try alloc.allocate(id: "c1", ifname: "eth0", requested: ip("10.0.0.77")).address == cidr("10.0.0.77/24"))
         #expect(store.lastReserved[0] == ip("10.0.0.77"))
         #expect(throws: IPAMError.requestedNotAvailable(ip("10.0.0.77"), rs)) {
             try alloc.allocate(id: "c2", ifname: "eth0", requested: ip("10.0.0.77"))
         }
-        #expect(IPAMError.requestedNotAvailable(ip("10.0.0.77"), rs).description
+        #expect(
+            IPAMError.requestedNotAvailable(ip("10.0.0.77"), rs).description
                 == "requested IP address 10.0.0.77 is not available in range set 10.0.0.1-10.0.0.254")
         #expect(throws: IPAMError.requestedIsGateway(ip("10.0.0.1"))) {
             try alloc.allocate(id: "c3", ifname: "eth0", requested: ip("10.0.0.1"))
@@ -93,7 +102,8 @@ import TestSupport
         #expect(throws: IPAMError.duplicateAllocation(first.address.address, containerID: "c1")) {
             try alloc.allocate(id: "c1", ifname: "eth0")
         }
-        #expect(IPAMError.duplicateAllocation(ip("10.0.0.2"), containerID: "c1").description
+        #expect(
+            IPAMError.duplicateAllocation(ip("10.0.0.2"), containerID: "c1").description
                 == "10.0.0.2 has been allocated to c1, duplicate allocation is not allowed")
         // Another interface of the same container is another attachment.
         #expect(try alloc.allocate(id: "c1", ifname: "eth1").address.address == ip("10.0.0.3"))
@@ -102,7 +112,8 @@ import TestSupport
     @Test func oneAddressPerRangeSetWithRequestsRoutedToTheirSet() throws {
         let store = FakeStore()
         let sets = [try set("10.0.0.0/24"), try set("fd00::/64")]
-        let got = try Allocator.allocate(rangeSets: sets, requested: [ip("fd00::99")], id: "c1", ifname: "eth0", store: store)
+        let got = try Allocator.allocate(
+            rangeSets: sets, requested: [ip("fd00::99")], id: "c1", ifname: "eth0", store: store)
         #expect(got.map(\.address) == [cidr("10.0.0.2/24"), cidr("fd00::99/64")])
         #expect(got.map(\.gateway) == [ip("10.0.0.1"), ip("fd00::1")])
         #expect(got.map(\.rangeSetIndex) == [0, 1])
@@ -114,16 +125,19 @@ import TestSupport
         let sets = [try set("10.0.0.0/24"), try set("fd00::/64")]
         #expect(throws: IPAMError.requestedNotAllocated([ip("192.168.0.5"), ip("10.0.0.9")])) {
             // Two requests for one set: the second one is left over too.
-            try Allocator.allocate(rangeSets: sets, requested: [ip("10.0.0.8"), ip("192.168.0.5"), ip("10.0.0.9")],
-                                   id: "c1", ifname: "eth0", store: store)
+            try Allocator.allocate(
+                rangeSets: sets, requested: [ip("10.0.0.8"), ip("192.168.0.5"), ip("10.0.0.9")],
+                id: "c1", ifname: "eth0", store: store)
         }
         #expect(store.reservedIPs.isEmpty)
-        #expect(IPAMError.requestedNotAllocated([ip("192.168.0.5"), ip("10.0.0.9")]).description
+        #expect(
+            IPAMError.requestedNotAllocated([ip("192.168.0.5"), ip("10.0.0.9")]).description
                 == "failed to allocate all requested IPs: 192.168.0.5 10.0.0.9")
     }
 
     @Test func failureInALaterSetReleasesOnlyWhatThisCallReserved() throws {
-        let v6 = try IPRangeSet([IPRange(subnet: cidr("fd00::/64"), rangeStart: ip("fd00::5"), rangeEnd: ip("fd00::5"))])
+        let v6 = try IPRangeSet([IPRange(subnet: cidr("fd00::/64"), rangeStart: ip("fd00::5"), rangeEnd: ip("fd00::5"))]
+        )
         let earlier = Reservation(ip: ip("192.168.0.50"), containerID: "c1", ifname: nil)  // legacy, kept
         let store = FakeStore([Reservation(ip: ip("fd00::5"), containerID: "other", ifname: "eth0"), earlier])
         let sets = [try set("10.0.0.0/24"), v6]
@@ -131,7 +145,8 @@ import TestSupport
             try Allocator.allocate(rangeSets: sets, requested: [], id: "c1", ifname: "eth0", store: store)
         }
         #expect(store.reservedIPs == [ip("192.168.0.50"), ip("fd00::5")])
-        #expect(IPAMError.rangeSetFailed(index: 1, .exhausted(v6)).description
+        #expect(
+            IPAMError.rangeSetFailed(index: 1, .exhausted(v6)).description
                 == "failed to allocate for range 1: no IP addresses available in range set: fd00::5-fd00::5")
     }
 
@@ -148,10 +163,10 @@ import TestSupport
     @Test func garbageCollectionReleasesOnlyInvalidOwners() throws {
         let store = FakeStore([
             Reservation(ip: ip("10.0.0.2"), containerID: "live", ifname: "eth0"),
-            Reservation(ip: ip("10.0.0.3"), containerID: "live", ifname: "eth1"),   // other ifname: stale
+            Reservation(ip: ip("10.0.0.3"), containerID: "live", ifname: "eth1"),  // other ifname: stale
             Reservation(ip: ip("10.0.0.4"), containerID: "dead", ifname: "eth0"),
-            Reservation(ip: ip("10.0.0.5"), containerID: "live", ifname: nil),      // legacy, container live
-            Reservation(ip: ip("10.0.0.6"), containerID: "gone", ifname: nil),      // legacy, container gone
+            Reservation(ip: ip("10.0.0.5"), containerID: "live", ifname: nil),  // legacy, container live
+            Reservation(ip: ip("10.0.0.6"), containerID: "gone", ifname: nil),  // legacy, container gone
         ])
         let released = try store.releaseAll(notHeldBy: [Reservation.Owner(containerID: "live", ifname: "eth0")])
         #expect(released.map(\.ip).sorted() == ["10.0.0.3", "10.0.0.4", "10.0.0.6"].map(ip))

@@ -43,10 +43,22 @@ import Testing
     @Test(arguments: [
         (#""ipam":"x""#, "ipam"),
         (#""ipam":{"type":"host-local","dataDir":"DATADIR","ranges":{"subnet":"10.9.0.0/24"}}"#, "ipam.ranges"),
-        (#""ipam":{"type":"host-local","dataDir":"DATADIR","Routes":"10.0.0.0/8","subnet":"10.9.0.0/24"}"#, "ipam.Routes"),
-        (#""ipam":{"type":"host-local","dataDir":"DATADIR","ranges":[[{"subnet":"10.9.0.0/24","RangeStart":5}]]}"#, "RangeStart"),
-        (#""ipam":{"type":"host-local","dataDir":"DATADIR","subnet":"10.9.0.0/24"},"args":{"cni":{"ips":"10.9.0.5"}}"#, "args.cni.ips"),
-        (#""ipam":{"type":"host-local","dataDir":"DATADIR","subnet":"10.9.0.0/24"},"runtimeConfig":{"ips":[5]}"#, "runtimeConfig.ips"),
+        (
+            #""ipam":{"type":"host-local","dataDir":"DATADIR","Routes":"10.0.0.0/8","subnet":"10.9.0.0/24"}"#,
+            "ipam.Routes"
+        ),
+        (
+            #""ipam":{"type":"host-local","dataDir":"DATADIR","ranges":[[{"subnet":"10.9.0.0/24","RangeStart":5}]]}"#,
+            "RangeStart"
+        ),
+        (
+            #""ipam":{"type":"host-local","dataDir":"DATADIR","subnet":"10.9.0.0/24"},"args":{"cni":{"ips":"10.9.0.5"}}"#,
+            "args.cni.ips"
+        ),
+        (
+            #""ipam":{"type":"host-local","dataDir":"DATADIR","subnet":"10.9.0.0/24"},"runtimeConfig":{"ips":[5]}"#,
+            "runtimeConfig.ips"
+        ),
     ])
     func wrongTypesAreCode7AndReserveNothing(_ body: String, key: String) throws {
         try withTempDir { tmp in

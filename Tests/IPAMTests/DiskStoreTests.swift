@@ -1,12 +1,13 @@
 // The disk store's files, byte for byte and mode for mode, as the Go host-local writes them, and
 // its lock, which must be a flock(2) on `<dir>/lock`.
 
-#if canImport(Glibc)
-import Glibc
-#endif
 import Addressing
 import IPAM
 import Testing
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 @Suite struct DiskStoreTests {
     @Test func reservationFilesMatchTheReferenceFormat() throws {
@@ -64,7 +65,8 @@ import Testing
             #expect(store.getByID(id: "a", ifname: "eth0").sorted() == ["10.0.0.2", "192.168.9.9", "fd00::2"].map(ip))
             let released = try store.release(id: "a", ifname: "eth0")
             #expect(released.sorted() == ["10.0.0.2", "192.168.9.9", "fd00::2"].map(ip))
-            #expect(listDir(dir) == ["10.0.0.3", "10.0.0.4", "last_reserved_ip.0", "last_reserved_ip.1", "lock", "notes"])
+            #expect(
+                listDir(dir) == ["10.0.0.3", "10.0.0.4", "last_reserved_ip.0", "last_reserved_ip.1", "lock", "notes"])
             // Releasing again is not an error.
             #expect(try store.release(id: "a", ifname: "eth0").isEmpty)
         }
@@ -101,11 +103,12 @@ import Testing
             writeFile(dir + "/garbage", "x\r\ny")
             mkdir(dir + "/10.0.0.5", 0o755)
             let rs = try store.reservations().sorted { $0.ip < $1.ip }
-            #expect(rs == [
-                Reservation(ip: ip("10.0.0.2"), containerID: "a", ifname: "eth0"),
-                Reservation(ip: ip("10.0.0.3"), containerID: "legacy", ifname: nil),
-                Reservation(ip: ip("10.0.0.4"), containerID: "", ifname: nil),
-            ])
+            #expect(
+                rs == [
+                    Reservation(ip: ip("10.0.0.2"), containerID: "a", ifname: "eth0"),
+                    Reservation(ip: ip("10.0.0.3"), containerID: "legacy", ifname: nil),
+                    Reservation(ip: ip("10.0.0.4"), containerID: "", ifname: nil),
+                ])
             let released = try store.withLock { () throws(IPAMError) in
                 try store.releaseAll(notHeldBy: [Reservation.Owner(containerID: "legacy", ifname: "eth3")])
             }

@@ -3,32 +3,41 @@
 // other's reservations, continue each other's round robin, and exclude each other with the flock.
 // These tests fail, not skip, when the Go binary is missing.
 
-#if canImport(Glibc)
-import Glibc
-#endif
 import Addressing
 import CNI
 import Spawn
 import Testing
 
+#if canImport(Glibc)
+    import Glibc
+#endif
+
 let goHostLocal = "/usr/lib/cni/host-local"
 let goVersions: [SpecVersion] = [.v0_1_0, .v0_2_0, .v0_3_0, .v0_3_1, .v0_4_0, .v1_0_0]
 
 /// Runs the Go host-local as a runtime would: CNI_* in the environment, the config on stdin.
-func runGo(_ command: String, _ config: [UInt8], id: String = "ctr1", ifname: String = "eth0",
-           sourceLocation: SourceLocation = #_sourceLocation) throws -> Spawn.Output {
-    try #require(access(goHostLocal, X_OK) == 0,
-                 "the Go reference plugin \(goHostLocal) is missing: run scripts/deps.sh bench to install it",
-                 sourceLocation: sourceLocation)
-    return try Spawn.run(goHostLocal, argv: ["host-local"], environment: cniEnv(command, id: id, ifname: ifname).map { "\($0.key)=\($0.value)" },
-                         stdin: config, timeout: 30)
+func runGo(
+    _ command: String, _ config: [UInt8], id: String = "ctr1", ifname: String = "eth0",
+    sourceLocation: SourceLocation = #_sourceLocation
+) throws -> Spawn.Output {
+    try #require(
+        access(goHostLocal, X_OK) == 0,
+        "the Go reference plugin \(goHostLocal) is missing: run scripts/deps.sh bench to install it",
+        sourceLocation: sourceLocation)
+    return try Spawn.run(
+        goHostLocal, argv: ["host-local"],
+        environment: cniEnv(command, id: id, ifname: ifname).map { "\($0.key)=\($0.value)" },
+        stdin: config, timeout: 30)
 }
 
 /// Go's ADD result; records an issue if the Go plugin failed.
-func goAdd(_ config: [UInt8], version: SpecVersion, id: String, sourceLocation: SourceLocation = #_sourceLocation) throws -> Result {
+func goAdd(_ config: [UInt8], version: SpecVersion, id: String, sourceLocation: SourceLocation = #_sourceLocation)
+    throws -> Result
+{
     let out = try runGo("ADD", config, id: id, sourceLocation: sourceLocation)
-    try #require(out.status == 0, "Go ADD failed: \(String(decoding: out.stdout + out.stderr, as: UTF8.self))",
-                 sourceLocation: sourceLocation)
+    try #require(
+        out.status == 0, "Go ADD failed: \(String(decoding: out.stdout + out.stderr, as: UTF8.self))",
+        sourceLocation: sourceLocation)
     return try Result(json: JSON.parse(out.stdout), assumedVersion: version)
 }
 
@@ -37,8 +46,9 @@ func goAdd(_ config: [UInt8], version: SpecVersion, id: String, sourceLocation: 
     func reservationsAreSharedBothWays(_ version: SpecVersion) throws {
         try withTempDir { tmp in
             let dir = tmp + "/testnet"
-            let conf = hostLocalConfig(version: version, dataDir: tmp,
-                                       ipam: ["ranges": ranges([["10.40.0.0/24"], ["fd00:40::/64"]])])
+            let conf = hostLocalConfig(
+                version: version, dataDir: tmp,
+                ipam: ["ranges": ranges([["10.40.0.0/24"], ["fd00:40::/64"]])])
 
             // Go allocates first; we continue its round robin and see its reservation.
             let go = try goAdd(conf, version: version, id: "go-ctr")
@@ -52,7 +62,7 @@ func goAdd(_ config: [UInt8], version: SpecVersion, id: String, sourceLocation: 
             }
             // Neither hands out the other's address to a requester.
             let stolen = try runGo("ADD", conf, id: "thief", ifname: "eth9")
-            #expect(stolen.status == 0)   // sanity: Go can allocate...
+            #expect(stolen.status == 0)  // sanity: Go can allocate...
             let goAgain = try Result(json: JSON.parse(stolen.stdout), assumedVersion: version)
             #expect(goAgain.ips.map(\.address) == [cidr("10.40.0.4/24"), cidr("fd00:40::4/64")])
 
@@ -77,9 +87,13 @@ func goAdd(_ config: [UInt8], version: SpecVersion, id: String, sourceLocation: 
             let goConf = hostLocalConfig(version: .v1_0_0, dataDir: tmp, ipam: ["ranges": ranges([["10.41.0.0/24"]])])
             _ = try goAdd(goConf, version: .v1_0_0, id: "keep")
             _ = try goAdd(goConf, version: .v1_0_0, id: "stale")
-            let gcConf = hostLocalConfig(version: .v1_1_0, dataDir: tmp, ipam: ["ranges": ranges([["10.41.0.0/24"]])],
-                                         extra: ["cni.dev/valid-attachments": .array([
-                                             .object(["containerID": .string("keep"), "ifname": .string("eth0")])])])
+            let gcConf = hostLocalConfig(
+                version: .v1_1_0, dataDir: tmp, ipam: ["ranges": ranges([["10.41.0.0/24"]])],
+                extra: [
+                    "cni.dev/valid-attachments": .array([
+                        .object(["containerID": .string("keep"), "ifname": .string("eth0")])
+                    ])
+                ])
             #expect(invoke("GC", gcConf).exitCode == 0)
             #expect(reservedIPs(dir) == [ip("10.41.0.2")])
             #expect(try runGo("CHECK", goConf, id: "keep").status == 0)
@@ -101,10 +115,12 @@ func goAdd(_ config: [UInt8], version: SpecVersion, id: String, sourceLocation: 
                     guard out.exitCode == 0 else { return failures.append("swift \(id): \(out.stdoutText)") }
                     stdout = out.stdout
                 } else {
-                    guard let out = try? Spawn.run(goHostLocal, argv: ["host-local"],
-                                                   environment: cniEnv("ADD", id: id).map { "\($0.key)=\($0.value)" },
-                                                   stdin: conf, timeout: 30),
-                          out.status == 0
+                    guard
+                        let out = try? Spawn.run(
+                            goHostLocal, argv: ["host-local"],
+                            environment: cniEnv("ADD", id: id).map { "\($0.key)=\($0.value)" },
+                            stdin: conf, timeout: 30),
+                        out.status == 0
                     else { return failures.append("go \(id) failed") }
                     stdout = out.stdout
                 }

@@ -1,15 +1,16 @@
 // Test helpers for IPAM and host-local: literals, temporary data directories, in-process plugin
 // invocations, file inspection and threads.
 
-#if canImport(Glibc)
-import Glibc
-#endif
 import Addressing
 import CNI
 import HostLocal
 import IPAM
 import Synchronization
 import Testing
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 func ip(_ s: String) -> IPAddress { IPAddress(s)! }
 func cidr(_ s: String) -> IPNetwork { IPNetwork(s)! }
@@ -19,7 +20,8 @@ func cidr(_ s: String) -> IPNetwork { IPNetwork(s)! }
 /// Runs `body` with a fresh directory under /tmp and removes it afterwards, whatever happens.
 func withTempDir<T>(_ body: (String) throws -> T) throws -> T {
     var template = Array("/tmp/podnet-ipam-XXXXXX".utf8CString)
-    let dir = try #require(template.withUnsafeMutableBufferPointer { mkdtemp($0.baseAddress!) }.map { String(cString: $0) })
+    let dir = try #require(
+        template.withUnsafeMutableBufferPointer { mkdtemp($0.baseAddress!) }.map { String(cString: $0) })
     defer { removeTree(dir) }
     return try body(dir)
 }
@@ -93,8 +95,10 @@ func reservedIPs(_ dir: String) -> [IPAddress] { listDir(dir).compactMap(IPAddre
 // MARK: - Plugin invocations
 
 /// A network config for host-local. `ipam` keys are merged over `{type, dataDir}`.
-func hostLocalConfig(version: SpecVersion?, dataDir: String, name: String = "testnet",
-                     ipam: [String: JSON], extra: [String: JSON] = [:]) -> [UInt8] {
+func hostLocalConfig(
+    version: SpecVersion?, dataDir: String, name: String = "testnet",
+    ipam: [String: JSON], extra: [String: JSON] = [:]
+) -> [UInt8] {
     var i = ipam
     i["type"] = i["type"] ?? .string("host-local")
     i["dataDir"] = i["dataDir"] ?? .string(dataDir)
@@ -109,8 +113,10 @@ func ranges(_ sets: [[String]]) -> JSON {
 }
 
 /// The environment a runtime passes. `netns: nil` leaves CNI_NETNS out (DEL after the netns is gone).
-func cniEnv(_ command: String, id: String = "ctr1", ifname: String = "eth0", netns: String? = "/var/run/netns/test",
-            args: String? = nil) -> [String: String] {
+func cniEnv(
+    _ command: String, id: String = "ctr1", ifname: String = "eth0", netns: String? = "/var/run/netns/test",
+    args: String? = nil
+) -> [String: String] {
     var env = ["CNI_COMMAND": command, "CNI_PATH": "/usr/lib/cni"]
     if command != "GC" && command != "STATUS" {
         env["CNI_CONTAINERID"] = id
@@ -121,14 +127,18 @@ func cniEnv(_ command: String, id: String = "ctr1", ifname: String = "eth0", net
     return env
 }
 
-func invoke(_ command: String, _ config: [UInt8], id: String = "ctr1", ifname: String = "eth0",
-            netns: String? = "/var/run/netns/test", args: String? = nil) -> Outcome {
+func invoke(
+    _ command: String, _ config: [UInt8], id: String = "ctr1", ifname: String = "eth0",
+    netns: String? = "/var/run/netns/test", args: String? = nil
+) -> Outcome {
     CNIMain.dispatch(HostLocal(), env: cniEnv(command, id: id, ifname: ifname, netns: netns, args: args), stdin: config)
 }
 
 /// Runs ADD and parses the result; records an issue and returns nil if ADD failed.
-func add(_ config: [UInt8], version: SpecVersion, id: String = "ctr1", ifname: String = "eth0", args: String? = nil,
-         sourceLocation: SourceLocation = #_sourceLocation) throws -> Result {
+func add(
+    _ config: [UInt8], version: SpecVersion, id: String = "ctr1", ifname: String = "eth0", args: String? = nil,
+    sourceLocation: SourceLocation = #_sourceLocation
+) throws -> Result {
     let out = invoke("ADD", config, id: id, ifname: ifname, args: args)
     try #require(out.exitCode == 0, "ADD failed: \(out.stdoutText)", sourceLocation: sourceLocation)
     return try Result(json: JSON.parse(out.stdout), assumedVersion: version)
@@ -154,11 +164,13 @@ func onThreads(_ n: Int, _ body: @escaping @Sendable (Int) -> Void) {
     for i in 0..<n {
         var t = pthread_t()
         let box = Unmanaged.passRetained(Box(i, body)).toOpaque()
-        let rc = pthread_create(&t, nil, { p in
-            let b = Unmanaged<Box>.fromOpaque(p!).takeRetainedValue()
-            b.body(b.i)
-            return nil
-        }, box)
+        let rc = pthread_create(
+            &t, nil,
+            { p in
+                let b = Unmanaged<Box>.fromOpaque(p!).takeRetainedValue()
+                b.body(b.i)
+                return nil
+            }, box)
         precondition(rc == 0, "pthread_create")
         threads.append(t)
     }

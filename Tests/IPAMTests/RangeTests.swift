@@ -21,8 +21,9 @@ import Testing
     }
 
     @Test func explicitValuesAreKept() throws {
-        let r = try IPRange(subnet: cidr("192.168.1.0/24"), rangeStart: ip("192.168.1.100"),
-                            rangeEnd: ip("192.168.1.200"), gateway: ip("192.168.1.254"))
+        let r = try IPRange(
+            subnet: cidr("192.168.1.0/24"), rangeStart: ip("192.168.1.100"),
+            rangeEnd: ip("192.168.1.200"), gateway: ip("192.168.1.254"))
         #expect(r.rangeStart == ip("192.168.1.100"))
         #expect(r.rangeEnd == ip("192.168.1.200"))
         #expect(r.gateway == ip("192.168.1.254"))
@@ -48,7 +49,8 @@ import Testing
         #expect(throws: IPAMError.hostBitsSet(prefixLength: 24, network: ip("10.0.0.0"))) {
             try IPRange(subnet: cidr("10.0.0.5/24"))
         }
-        #expect(IPAMError.hostBitsSet(prefixLength: 24, network: ip("10.0.0.0")).description
+        #expect(
+            IPAMError.hostBitsSet(prefixLength: 24, network: ip("10.0.0.0")).description
                 == "Network has host bits set. For a subnet mask of length 24 the network address is 10.0.0.0")
         #expect(throws: IPAMError.hostBitsSet(prefixLength: 64, network: ip("fd00::"))) {
             try IPRange(subnet: cidr("fd00::1/64"))
@@ -69,9 +71,11 @@ import Testing
         #expect(throws: IPAMError.rangeStartAfterEnd(start: ip("10.0.0.20"), end: ip("10.0.0.10"))) {
             try IPRange(subnet: subnet, rangeStart: ip("10.0.0.20"), rangeEnd: ip("10.0.0.10"))
         }
-        #expect(IPAMError.rangeStartOutside(ip("10.0.1.1"), subnet: subnet).description
+        #expect(
+            IPAMError.rangeStartOutside(ip("10.0.1.1"), subnet: subnet).description
                 == "RangeStart 10.0.1.1 not in network 10.0.0.0/24")
-        #expect(IPAMError.rangeEndOutside(ip("10.0.1.1"), subnet: subnet).description
+        #expect(
+            IPAMError.rangeEndOutside(ip("10.0.1.1"), subnet: subnet).description
                 == "RangeEnd 10.0.1.1 not in network 10.0.0.0/24")
     }
 
@@ -93,7 +97,8 @@ import Testing
         #expect(IPAMError.mixedAddressFamilies.description == "mixed address families")
         let inner = try IPRange(subnet: cidr("10.0.0.0/25"))
         #expect(throws: IPAMError.rangesOverlap(v4, inner)) { try IPRangeSet([v4, inner]) }
-        #expect(IPAMError.rangesOverlap(v4, inner).description
+        #expect(
+            IPAMError.rangesOverlap(v4, inner).description
                 == "subnets 10.0.0.1-10.0.0.254 and 10.0.0.1-10.0.0.126 overlap")
     }
 

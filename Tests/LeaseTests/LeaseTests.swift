@@ -7,6 +7,7 @@ import Foundation
 import Logging
 import TestSupport
 import Testing
+
 @testable import Overlay
 
 let logger = Logger(label: "test")
@@ -36,8 +37,10 @@ func config(_ json: String) throws -> NetworkConfig { try NetworkConfig(json: Da
             (#"{"Network":"10.5.0.0/16","SubnetLen":17,"Backend":{"Type":"vxlan"}}"#, "at least four subnets"),
             (#"{"Network":"10.5.0.0/16","SubnetMin":"10.6.0.0","Backend":{"Type":"vxlan"}}"#, "not in the range"),
             (#"{"Network":"10.5.0.0/16","SubnetMin":"10.5.1.7","Backend":{"Type":"vxlan"}}"#, "SubnetLen boundary"),
-            (#"{"Network":"10.5.0.0/16","EnableIPv6":true,"IPv6Network":"fd00::/56","Backend":{"Type":"vxlan"}}"#,
-             "EnableIPv6 is not supported"),
+            (
+                #"{"Network":"10.5.0.0/16","EnableIPv6":true,"IPv6Network":"fd00::/56","Backend":{"Type":"vxlan"}}"#,
+                "EnableIPv6 is not supported"
+            ),
             (#"{"Network":"10.5.0.0/16"}"#, "backend type \"udp\" is not supported"),
             ("[1]", "not a JSON object"),
         ]
@@ -59,20 +62,27 @@ func config(_ json: String) throws -> NetworkConfig { try NetworkConfig(json: Da
         #expect(SubnetKey.parse("/coreos.com/network/subnets/10.5.34.0-24") == n)
         #expect(SubnetKey.parse("/coreos.com/network/subnets/10.5.34.0-24&fd00::-64") == nil)
         #expect(SubnetKey.parse("/coreos.com/network/subnets/garbage") == nil)
-        let flanneld = #"{"PublicIP":"192.168.64.3","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"c6:d2:32:6f:8f:44"}}"#
+        let flanneld =
+            #"{"PublicIP":"192.168.64.3","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"c6:d2:32:6f:8f:44"}}"#
         let a = try #require(LeaseAttributes(json: Data(flanneld.utf8)))
-        #expect(a == LeaseAttributes(publicIP: IPAddress("192.168.64.3")!, backendType: "vxlan", vni: 1,
-                                     vtepMAC: MACAddress("c6:d2:32:6f:8f:44")))
+        #expect(
+            a
+                == LeaseAttributes(
+                    publicIP: IPAddress("192.168.64.3")!, backendType: "vxlan", vni: 1,
+                    vtepMAC: MACAddress("c6:d2:32:6f:8f:44")))
         let round = try #require(JSONSerialization.jsonObject(with: a.json()) as? [String: Any])
         #expect(round["PublicIPv6"] is NSNull)
         #expect((round["BackendData"] as? [String: Any])?["VtepMAC"] as? String == "c6:d2:32:6f:8f:44")
         let hostgw = #"{"PublicIP":"192.168.77.12","PublicIPv6":null,"BackendType":"host-gw"}"#
         #expect(LeaseAttributes(json: Data(hostgw.utf8))?.backendType == "host-gw")
         // The exact bytes podnetd writes: flanneld's fields, keys sorted.
-        #expect(String(decoding: a.json(), as: UTF8.self)
-                == #"{"BackendData":{"VNI":1,"VtepMAC":"c6:d2:32:6f:8f:44"},"BackendType":"vxlan","PublicIP":"192.168.64.3","PublicIPv6":null}"#)
+        #expect(
+            String(decoding: a.json(), as: UTF8.self)
+                == #"{"BackendData":{"VNI":1,"VtepMAC":"c6:d2:32:6f:8f:44"},"BackendType":"vxlan","PublicIP":"192.168.64.3","PublicIPv6":null}"#
+        )
         // Go reads field names case-insensitively and a whole number written as 1.0 into an int.
-        let spelled = #"{"publicip":"192.168.64.3","backendtype":"VXLAN","backenddata":{"vni":1.0,"vtepmac":"c6:d2:32:6f:8f:44"}}"#
+        let spelled =
+            #"{"publicip":"192.168.64.3","backendtype":"VXLAN","backenddata":{"vni":1.0,"vtepmac":"c6:d2:32:6f:8f:44"}}"#
         #expect(LeaseAttributes(json: Data(spelled.utf8)) == a)
         for bad in [#"{"PublicIP":"fd00::1"}"#, #"{"PublicIP":7}"#, "[]", "{", ""] {
             #expect(LeaseAttributes(json: Data(bad.utf8)) == nil, "\(bad)")
@@ -80,8 +90,11 @@ func config(_ json: String) throws -> NetworkConfig { try NetworkConfig(json: Da
     }
 
     @Test func subnetFileAsFlanneldWritesIt() throws {
-        let text = SubnetFile.render(network: IPNetwork("10.5.0.0/16")!, subnet: IPNetwork("10.5.34.0/24")!, mtu: 1450, ipMasq: false)
-        #expect(text == "FLANNEL_NETWORK=10.5.0.0/16\nFLANNEL_SUBNET=10.5.34.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=false\n")
+        let text = SubnetFile.render(
+            network: IPNetwork("10.5.0.0/16")!, subnet: IPNetwork("10.5.34.0/24")!, mtu: 1450, ipMasq: false)
+        #expect(
+            text == "FLANNEL_NETWORK=10.5.0.0/16\nFLANNEL_SUBNET=10.5.34.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=false\n"
+        )
         let path = NSTemporaryDirectory() + "podnet-subnet-\(UInt32.random(in: 0...UInt32.max))/subnet.env"
         defer { try? FileManager.default.removeItem(atPath: (path as NSString).deletingLastPathComponent) }
         try SubnetFile.write(text, to: path)
@@ -98,7 +111,8 @@ func config(_ json: String) throws -> NetworkConfig { try NetworkConfig(json: Da
     @Test func newNodeGetsAFreeSubnetInRange() async throws {
         let r = InMemoryLeaseRegistry(config: nil)
         r.put(Lease(subnet: IPNetwork("10.5.1.0/24")!, attributes: attrs("192.0.2.9"), etcdLease: 1))
-        let l = try await SubnetManager(registry: r, logger: logger).acquire(config: conf, attributes: attrs("192.0.2.1"), previous: nil)
+        let l = try await SubnetManager(registry: r, logger: logger).acquire(
+            config: conf, attributes: attrs("192.0.2.1"), previous: nil)
         #expect(conf.accepts(l.subnet))
         #expect(l.subnet != IPNetwork("10.5.1.0/24"))
         #expect(l.etcdLease != nil)
@@ -107,7 +121,8 @@ func config(_ json: String) throws -> NetworkConfig { try NetworkConfig(json: Da
     @Test func nodeKeepsItsLeaseByPublicIP() async throws {
         let r = InMemoryLeaseRegistry(config: nil)
         r.put(Lease(subnet: IPNetwork("10.5.77.0/24")!, attributes: attrs("192.0.2.1"), etcdLease: 1))
-        let l = try await SubnetManager(registry: r, logger: logger).acquire(config: conf, attributes: attrs("192.0.2.1"), previous: nil)
+        let l = try await SubnetManager(registry: r, logger: logger).acquire(
+            config: conf, attributes: attrs("192.0.2.1"), previous: nil)
         #expect(l.subnet == IPNetwork("10.5.77.0/24"))
         #expect(l.etcdLease != 1)  // re-put with a fresh etcd lease
     }
@@ -125,7 +140,8 @@ func config(_ json: String) throws -> NetworkConfig { try NetworkConfig(json: Da
     @Test func incompatibleOwnLeaseIsReplaced() async throws {
         let r = InMemoryLeaseRegistry(config: nil)
         r.put(Lease(subnet: IPNetwork("10.9.1.0/24")!, attributes: attrs("192.0.2.1"), etcdLease: 1))
-        let l = try await SubnetManager(registry: r, logger: logger).acquire(config: conf, attributes: attrs("192.0.2.1"), previous: nil)
+        let l = try await SubnetManager(registry: r, logger: logger).acquire(
+            config: conf, attributes: attrs("192.0.2.1"), previous: nil)
         #expect(conf.accepts(l.subnet))
         #expect(try await r.leases().leases.count == 1)
     }
@@ -147,7 +163,8 @@ func config(_ json: String) throws -> NetworkConfig { try NetworkConfig(json: Da
         r.setBeforeCreate { subnet in
             raced.increment() == 0 ? Lease(subnet: subnet, attributes: attrs("192.0.2.99"), etcdLease: 7) : nil
         }
-        let l = try await SubnetManager(registry: r, logger: logger).acquire(config: conf, attributes: attrs("192.0.2.1"), previous: nil)
+        let l = try await SubnetManager(registry: r, logger: logger).acquire(
+            config: conf, attributes: attrs("192.0.2.1"), previous: nil)
         #expect(raced.value == 2)
         let all = try await r.leases().leases
         #expect(all.count == 2)
@@ -177,7 +194,11 @@ func config(_ json: String) throws -> NetworkConfig { try NetworkConfig(json: Da
 final class Counter: @unchecked Sendable {
     private var n = 0
     private let lock = NSLock()
-    func increment() -> Int { lock.withLock { defer { n += 1 }; return n } }
+    func increment() -> Int {
+        lock.withLock {
+            defer { n += 1 }; return n
+        }
+    }
     var value: Int { lock.withLock { n } }
 }
 
@@ -205,7 +226,8 @@ final class Counter: @unchecked Sendable {
         #expect(try backend(#","VNI":3,"vni":2"#).vxlan.vni == 3)
         // 0 means the default for Port and MTU, as in flanneld; null means absent.
         #expect(try backend(#","Port":0,"MTU":0,"VNI":null"#).vxlan == VXLANConfig())
-        #expect(try config(#"{"Network":"10.5.0.0/16","backend":{"type":"ipip","directRouting":true}}"#).ipip.directRouting)
+        #expect(
+            try config(#"{"Network":"10.5.0.0/16","backend":{"type":"ipip","directRouting":true}}"#).ipip.directRouting)
     }
 
     @Test func outOfRangeBackendNumbersAreConfigErrorsNamingKeyAndRange() {
@@ -226,11 +248,13 @@ final class Counter: @unchecked Sendable {
         for (options, fragments) in cases {
             expectError(#"{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"\#(options)}}"#, fragments)
         }
-        expectError(#"{"Network":"10.5.0.0/16","Backend":{"Type":"ipip","DirectRouting":"no"}}"#, ["Backend.DirectRouting"])
+        expectError(
+            #"{"Network":"10.5.0.0/16","Backend":{"Type":"ipip","DirectRouting":"no"}}"#, ["Backend.DirectRouting"])
         expectError(#"{"Network":"10.5.0.0/16","Backend":5}"#, ["Backend must be an object"])
         expectError(#"{"Network":"10.5.0.0/16","Backend":{"Type":7}}"#, ["Backend.Type must be a string"])
         expectError(#"{"Network":"10.5.0.0/16","SubnetLen":"26","Backend":{"Type":"vxlan"}}"#, ["SubnetLen"])
-        expectError(#"{"Network":"10.5.0.0/16","EnableNFTables":"true","Backend":{"Type":"vxlan"}}"#, ["EnableNFTables"])
+        expectError(
+            #"{"Network":"10.5.0.0/16","EnableNFTables":"true","Backend":{"Type":"vxlan"}}"#, ["EnableNFTables"])
     }
 
     @Test func networksOverReservedRangesAreRefused() {
@@ -254,19 +278,28 @@ final class Counter: @unchecked Sendable {
     @Test func hostilePeerLeasesAreRejectedWithAReason() throws {
         let c = try config(#"{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}"#)
         let me = [IPAddress("192.168.50.11")!]
-        func lease(_ key: String, _ publicIP: String = "192.168.50.12", backend: String = "vxlan",
-                   mac: String? = "02:00:00:00:00:12") -> Lease {
-            Lease(subnet: SubnetKey.parse(key)!, attributes: LeaseAttributes(
-                publicIP: IPAddress(publicIP)!, backendType: backend, vni: 1, vtepMAC: mac.flatMap { MACAddress($0) }), etcdLease: 1)
+        func lease(
+            _ key: String, _ publicIP: String = "192.168.50.12", backend: String = "vxlan",
+            mac: String? = "02:00:00:00:00:12"
+        ) -> Lease {
+            Lease(
+                subnet: SubnetKey.parse(key)!,
+                attributes: LeaseAttributes(
+                    publicIP: IPAddress(publicIP)!, backendType: backend, vni: 1,
+                    vtepMAC: mac.flatMap { MACAddress($0) }), etcdLease: 1)
         }
-        func reason(_ l: Lease) -> LeaseRejection.Reason? { c.check(peer: l, backendType: "vxlan", nodeAddresses: me)?.reason }
+        func reason(_ l: Lease) -> LeaseRejection.Reason? {
+            c.check(peer: l, backendType: "vxlan", nodeAddresses: me)?.reason
+        }
         #expect(reason(lease("10.5.7.0-24")) == nil)
         #expect(reason(lease("192.168.77.2-32")) == .outsideNetwork)
         #expect(reason(lease("169.254.169.254-32")) == .outsideNetwork)
         #expect(reason(lease("10.0.0.0-8")) == .outsideNetwork)
         #expect(reason(lease("10.5.7.0-25")) == .wrongSubnetLength)
         #expect(reason(lease("10.5.0.0-16")) == .wrongSubnetLength)
-        for bad in ["127.0.0.1", "127.8.9.10", "0.0.0.0", "255.255.255.255", "224.0.0.1", "239.1.1.1", "240.0.0.1", "10.5.9.9"] {
+        for bad in [
+            "127.0.0.1", "127.8.9.10", "0.0.0.0", "255.255.255.255", "224.0.0.1", "239.1.1.1", "240.0.0.1", "10.5.9.9",
+        ] {
             #expect(reason(lease("10.5.7.0-24", bad)) == .unusablePublicIP, "\(bad)")
         }
         #expect(reason(lease("10.5.7.0-24", "192.168.50.11")) == .ownPublicIP)
@@ -275,10 +308,13 @@ final class Counter: @unchecked Sendable {
         }
         #expect(reason(lease("10.5.7.0-24", backend: "host-gw", mac: nil)) == .otherBackend)
         // host-gw leases need no VtepMAC.
-        #expect(c.check(peer: lease("10.5.7.0-24", backend: "host-gw", mac: nil), backendType: "host-gw", nodeAddresses: me) == nil)
+        #expect(
+            c.check(peer: lease("10.5.7.0-24", backend: "host-gw", mac: nil), backendType: "host-gw", nodeAddresses: me)
+                == nil)
         let wide = try config(#"{"Network":"192.168.0.0/16","SubnetMin":"192.168.60.0","Backend":{"Type":"vxlan"}}"#)
-        #expect(wide.check(peer: lease("192.168.50.0-24", "192.168.60.1"), backendType: "vxlan", nodeAddresses: me)?.reason
-                    == .coversThisNode)
+        #expect(
+            wide.check(peer: lease("192.168.50.0-24", "192.168.60.1"), backendType: "vxlan", nodeAddresses: me)?.reason
+                == .coversThisNode)
     }
 }
 
@@ -333,8 +369,11 @@ final class Counter: @unchecked Sendable {
         var events = r.watch(fromRevision: start).makeAsyncIterator()
         #expect(try await events.next() == .put(a, revision: start))
         #expect(try await events.next() == .delete(a.subnet, revision: start + 1))
-        #expect(try await events.next() == .notALease(key: "/coreos.com/network/subnets/10.5.2.0-24",
-                                                      subnet: IPNetwork("10.5.2.0/24"), revision: start + 2))
+        #expect(
+            try await events.next()
+                == .notALease(
+                    key: "/coreos.com/network/subnets/10.5.2.0-24",
+                    subnet: IPNetwork("10.5.2.0/24"), revision: start + 2))
         r.compact()
         var old = r.watch(fromRevision: start).makeAsyncIterator()
         #expect(try await old.next() == .compacted(revision: start + 2))

@@ -2,13 +2,15 @@
 // be in, and what `ensure` runs against a recording fake. No root needed.
 
 import Addressing
-import Testing
-@testable import Netfilter
 import TestSupport
+import Testing
+
+@testable import Netfilter
 
 @Suite struct FlannelMasqueradeTests {
-    let masq = FlannelMasquerade(network: IPNetwork("10.244.0.0/16")!, subnet: IPNetwork("10.244.3.1/24")!,
-                                 runner: RecordingCommandRunner())
+    let masq = FlannelMasquerade(
+        network: IPNetwork("10.244.0.0/16")!, subnet: IPNetwork("10.244.3.1/24")!,
+        runner: RecordingCommandRunner())
 
     /// Both chains with every rule flanneld writes, and the jumps to them, as `iptables -S` prints them.
     static let installedNAT = """
@@ -38,60 +40,68 @@ import TestSupport
         """
 
     @Test func emptyTablesGetBothChainsAndBothJumps() {
-        #expect(masq.restoreScript(nat: IPTablesListing(), filter: IPTablesListing()) == """
-            *nat
-            :FLANNEL-POSTRTG - [0:0]
-            -A FLANNEL-POSTRTG -m mark --mark 0x4000/0x4000 -m comment --comment "flanneld masq" -j RETURN
-            -A FLANNEL-POSTRTG -s 10.244.3.0/24 -d 10.244.0.0/16 -m comment --comment "flanneld masq" -j RETURN
-            -A FLANNEL-POSTRTG -s 10.244.0.0/16 -d 10.244.3.0/24 -m comment --comment "flanneld masq" -j RETURN
-            -A FLANNEL-POSTRTG ! -s 10.244.0.0/16 -d 10.244.3.0/24 -m comment --comment "flanneld masq" -j RETURN
-            -A FLANNEL-POSTRTG -s 10.244.0.0/16 ! -d 224.0.0.0/4 -m comment --comment "flanneld masq" -j MASQUERADE --random-fully
-            -A FLANNEL-POSTRTG ! -s 10.244.0.0/16 -d 10.244.0.0/16 -m comment --comment "flanneld masq" -j MASQUERADE --random-fully
-            -A POSTROUTING -m comment --comment "flanneld masq" -j FLANNEL-POSTRTG
-            COMMIT
-            *filter
-            :FLANNEL-FWD - [0:0]
-            -A FLANNEL-FWD -s 10.244.0.0/16 -m comment --comment "flanneld forward" -j ACCEPT
-            -A FLANNEL-FWD -d 10.244.0.0/16 -m comment --comment "flanneld forward" -j ACCEPT
-            -A FORWARD -m comment --comment "flanneld forward" -j FLANNEL-FWD
-            COMMIT
+        #expect(
+            masq.restoreScript(nat: IPTablesListing(), filter: IPTablesListing()) == """
+                *nat
+                :FLANNEL-POSTRTG - [0:0]
+                -A FLANNEL-POSTRTG -m mark --mark 0x4000/0x4000 -m comment --comment "flanneld masq" -j RETURN
+                -A FLANNEL-POSTRTG -s 10.244.3.0/24 -d 10.244.0.0/16 -m comment --comment "flanneld masq" -j RETURN
+                -A FLANNEL-POSTRTG -s 10.244.0.0/16 -d 10.244.3.0/24 -m comment --comment "flanneld masq" -j RETURN
+                -A FLANNEL-POSTRTG ! -s 10.244.0.0/16 -d 10.244.3.0/24 -m comment --comment "flanneld masq" -j RETURN
+                -A FLANNEL-POSTRTG -s 10.244.0.0/16 ! -d 224.0.0.0/4 -m comment --comment "flanneld masq" -j MASQUERADE --random-fully
+                -A FLANNEL-POSTRTG ! -s 10.244.0.0/16 -d 10.244.0.0/16 -m comment --comment "flanneld masq" -j MASQUERADE --random-fully
+                -A POSTROUTING -m comment --comment "flanneld masq" -j FLANNEL-POSTRTG
+                COMMIT
+                *filter
+                :FLANNEL-FWD - [0:0]
+                -A FLANNEL-FWD -s 10.244.0.0/16 -m comment --comment "flanneld forward" -j ACCEPT
+                -A FLANNEL-FWD -d 10.244.0.0/16 -m comment --comment "flanneld forward" -j ACCEPT
+                -A FORWARD -m comment --comment "flanneld forward" -j FLANNEL-FWD
+                COMMIT
 
-            """)
+                """)
     }
 
     @Test func everythingInPlaceWritesNothing() {
-        #expect(masq.restoreScript(nat: IPTablesListing(parsing: Self.installedNAT),
-                                   filter: IPTablesListing(parsing: Self.installedFilter)) == nil)
+        #expect(
+            masq.restoreScript(
+                nat: IPTablesListing(parsing: Self.installedNAT),
+                filter: IPTablesListing(parsing: Self.installedFilter)) == nil)
     }
 
     /// A missing rule rewrites both chains whole; the jumps that are there are not added again.
     @Test func aMissingRuleRewritesTheChainsButNotTheJumps() {
         let nat = Self.installedNAT.droppingLines { $0.hasPrefix("-A FLANNEL-POSTRTG -s 10.244.3.0/24") }
-        #expect(masq.restoreScript(nat: IPTablesListing(parsing: nat),
-                                   filter: IPTablesListing(parsing: Self.installedFilter)) == """
-            *nat
-            :FLANNEL-POSTRTG - [0:0]
-            -A FLANNEL-POSTRTG -m mark --mark 0x4000/0x4000 -m comment --comment "flanneld masq" -j RETURN
-            -A FLANNEL-POSTRTG -s 10.244.3.0/24 -d 10.244.0.0/16 -m comment --comment "flanneld masq" -j RETURN
-            -A FLANNEL-POSTRTG -s 10.244.0.0/16 -d 10.244.3.0/24 -m comment --comment "flanneld masq" -j RETURN
-            -A FLANNEL-POSTRTG ! -s 10.244.0.0/16 -d 10.244.3.0/24 -m comment --comment "flanneld masq" -j RETURN
-            -A FLANNEL-POSTRTG -s 10.244.0.0/16 ! -d 224.0.0.0/4 -m comment --comment "flanneld masq" -j MASQUERADE --random-fully
-            -A FLANNEL-POSTRTG ! -s 10.244.0.0/16 -d 10.244.0.0/16 -m comment --comment "flanneld masq" -j MASQUERADE --random-fully
-            COMMIT
-            *filter
-            :FLANNEL-FWD - [0:0]
-            -A FLANNEL-FWD -s 10.244.0.0/16 -m comment --comment "flanneld forward" -j ACCEPT
-            -A FLANNEL-FWD -d 10.244.0.0/16 -m comment --comment "flanneld forward" -j ACCEPT
-            COMMIT
+        #expect(
+            masq.restoreScript(
+                nat: IPTablesListing(parsing: nat),
+                filter: IPTablesListing(parsing: Self.installedFilter)) == """
+                    *nat
+                    :FLANNEL-POSTRTG - [0:0]
+                    -A FLANNEL-POSTRTG -m mark --mark 0x4000/0x4000 -m comment --comment "flanneld masq" -j RETURN
+                    -A FLANNEL-POSTRTG -s 10.244.3.0/24 -d 10.244.0.0/16 -m comment --comment "flanneld masq" -j RETURN
+                    -A FLANNEL-POSTRTG -s 10.244.0.0/16 -d 10.244.3.0/24 -m comment --comment "flanneld masq" -j RETURN
+                    -A FLANNEL-POSTRTG ! -s 10.244.0.0/16 -d 10.244.3.0/24 -m comment --comment "flanneld masq" -j RETURN
+                    -A FLANNEL-POSTRTG -s 10.244.0.0/16 ! -d 224.0.0.0/4 -m comment --comment "flanneld masq" -j MASQUERADE --random-fully
+                    -A FLANNEL-POSTRTG ! -s 10.244.0.0/16 -d 10.244.0.0/16 -m comment --comment "flanneld masq" -j MASQUERADE --random-fully
+                    COMMIT
+                    *filter
+                    :FLANNEL-FWD - [0:0]
+                    -A FLANNEL-FWD -s 10.244.0.0/16 -m comment --comment "flanneld forward" -j ACCEPT
+                    -A FLANNEL-FWD -d 10.244.0.0/16 -m comment --comment "flanneld forward" -j ACCEPT
+                    COMMIT
 
-            """)
+                    """)
     }
 
     @Test func aMissingJumpOrAStrayRuleIsRepaired() {
         let filter = IPTablesListing(parsing: Self.installedFilter)
         let noJump = Self.installedNAT.droppingLines { $0.hasPrefix("-A POSTROUTING ") }
         let script = masq.restoreScript(nat: IPTablesListing(parsing: noJump), filter: filter)
-        #expect(script?.contains("\n-A POSTROUTING -m comment --comment \"flanneld masq\" -j FLANNEL-POSTRTG\nCOMMIT\n*filter\n") == true)
+        #expect(
+            script?.contains(
+                "\n-A POSTROUTING -m comment --comment \"flanneld masq\" -j FLANNEL-POSTRTG\nCOMMIT\n*filter\n") == true
+        )
         #expect(script?.contains("-A FORWARD ") == false)
 
         // Someone else's rule in flanneld's chain: the chain is rewritten without it.
@@ -108,9 +118,11 @@ import TestSupport
         #expect(fresh.commands[2].stdin == masq.restoreScript(nat: IPTablesListing(), filter: IPTablesListing()))
 
         let installed = RecordingCommandRunner { c in
-            c.arguments.starts(with: ["-w", "-t", "nat", "-S"]) ? CommandOutput(status: 0, stdout: Self.installedNAT)
-                : c.arguments.starts(with: ["-w", "-t", "filter", "-S"]) ? CommandOutput(status: 0, stdout: Self.installedFilter)
-                : nil
+            c.arguments.starts(with: ["-w", "-t", "nat", "-S"])
+                ? CommandOutput(status: 0, stdout: Self.installedNAT)
+                : c.arguments.starts(with: ["-w", "-t", "filter", "-S"])
+                    ? CommandOutput(status: 0, stdout: Self.installedFilter)
+                    : nil
         }
         #expect(try !FlannelMasquerade(network: masq.network, subnet: masq.subnet, runner: installed).ensure())
         #expect(installed.lines == ["iptables -w -t nat -S", "iptables -w -t filter -S"])
@@ -118,10 +130,14 @@ import TestSupport
 
     @Test func aFailedRestoreIsReportedWithWhatItPrinted() {
         let failing = RecordingCommandRunner { c in
-            c.executable == "iptables-restore" ? CommandOutput(status: 1, stderr: "iptables-restore: line 4 failed\n") : nil
+            c.executable == "iptables-restore"
+                ? CommandOutput(status: 1, stderr: "iptables-restore: line 4 failed\n") : nil
         }
-        #expect(throws: NetfilterError.commandFailed(command: "iptables-restore --noflush -w", status: 1,
-                                                     stderr: "iptables-restore: line 4 failed")) {
+        #expect(
+            throws: NetfilterError.commandFailed(
+                command: "iptables-restore --noflush -w", status: 1,
+                stderr: "iptables-restore: line 4 failed")
+        ) {
             try FlannelMasquerade(network: masq.network, subnet: masq.subnet, runner: failing).ensure()
         }
         // No retry: the repair loop calls ensure again.

@@ -2,9 +2,10 @@
 // bridge writes the iptables layout): podnet must remove what the Go bridge added, and write
 // byte-identical rules.
 
-import Spawn
 import Addressing
+import Spawn
 import Testing
+
 @testable import Netfilter
 
 @Suite(.enabled(if: TestNamespace.available, "needs root and iproute2 to create network namespaces"))
@@ -13,17 +14,22 @@ struct ReferenceInteropTests {
     let network = "podnet-interop"
 
     /// Runs the reference bridge with `command` in `host`, its container end in `container`.
-    func reference(_ command: String, host: TestNamespace, container: TestNamespace, containerID: String,
-                   dataDir: String) throws -> String {
+    func reference(
+        _ command: String, host: TestNamespace, container: TestNamespace, containerID: String,
+        dataDir: String
+    ) throws -> String {
         let config = """
             {"cniVersion":"0.4.0","name":"\(network)","type":"bridge","bridge":"podnetnf0","isGateway":true,
              "ipMasq":true,"ipam":{"type":"host-local","dataDir":"\(dataDir)",
              "ranges":[[{"subnet":"10.66.0.0/24"}],[{"subnet":"fd66::/64"}]]}}
             """
-        return try host.runner.succeed(Command("env", [
-            "CNI_COMMAND=\(command)", "CNI_CONTAINERID=\(containerID)", "CNI_NETNS=\(container.path)",
-            "CNI_IFNAME=eth0", "CNI_PATH=/usr/lib/cni", Self.bridge,
-        ], stdin: config))
+        return try host.runner.succeed(
+            Command(
+                "env",
+                [
+                    "CNI_COMMAND=\(command)", "CNI_CONTAINERID=\(containerID)", "CNI_NETNS=\(container.path)",
+                    "CNI_IFNAME=eth0", "CNI_PATH=/usr/lib/cni", Self.bridge,
+                ], stdin: config))
     }
 
     @Test func teardownAndGCRemoveRulesOfTheReferenceBridge() throws {
@@ -46,7 +52,9 @@ struct ReferenceInteropTests {
 
             // What the reference wrote for ref-1 is exactly what podnet writes for the same addresses.
             let ours = [IPNetwork("10.66.0.2/24")!, IPNetwork("fd66::2/64")!]
-            #expect(try m.check(backend: .iptables, network: network, containerID: "ref-1", ifname: "eth0", addresses: ours))
+            #expect(
+                try m.check(backend: .iptables, network: network, containerID: "ref-1", ifname: "eth0", addresses: ours)
+            )
 
             // GC with only ref-2 valid removes ref-1's chains and jumps in both families.
             try m.gc(network: network, valid: [.init(containerID: "ref-2", ifname: "eth0")])

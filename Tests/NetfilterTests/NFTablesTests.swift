@@ -3,6 +3,7 @@
 
 import Addressing
 import Testing
+
 @testable import Netfilter
 
 @Suite struct NFTablesTests {
@@ -49,24 +50,26 @@ import Testing
     }
 
     @Test func setupScript() {
-        #expect(m.setupScript(addresses: addresses, stale: [6, 7]) == """
-            add table inet cni_plugins_masquerade { comment "Masquerading for plugins from github.com/containernetworking/plugins" ; }
-            add chain inet cni_plugins_masquerade masq_checks { comment "Masquerade traffic from certain IPs to any (non-multicast) IP outside their subnet" ; }
-            add chain inet cni_plugins_masquerade postrouting { type nat hook postrouting priority srcnat ; }
-            flush chain inet cni_plugins_masquerade postrouting
-            add rule inet cni_plugins_masquerade postrouting ip daddr 224.0.0.0/4 return
-            add rule inet cni_plugins_masquerade postrouting ip6 daddr ff00::/8 return
-            add rule inet cni_plugins_masquerade postrouting goto masq_checks
-            delete rule inet cni_plugins_masquerade masq_checks handle 6
-            delete rule inet cni_plugins_masquerade masq_checks handle 7
-            add rule inet cni_plugins_masquerade masq_checks ip saddr 10.99.0.2 ip daddr != 10.99.0.0/24 masquerade comment "d23676b4f2d9fe04-ebce0e3dd4dafae3, net: mynet, if: eth0, id: abc123"
-            add rule inet cni_plugins_masquerade masq_checks ip6 saddr fd99::2 ip6 daddr != fd99::/64 masquerade comment "d23676b4f2d9fe04-ebce0e3dd4dafae3, net: mynet, if: eth0, id: abc123"
+        #expect(
+            m.setupScript(addresses: addresses, stale: [6, 7]) == """
+                add table inet cni_plugins_masquerade { comment "Masquerading for plugins from github.com/containernetworking/plugins" ; }
+                add chain inet cni_plugins_masquerade masq_checks { comment "Masquerade traffic from certain IPs to any (non-multicast) IP outside their subnet" ; }
+                add chain inet cni_plugins_masquerade postrouting { type nat hook postrouting priority srcnat ; }
+                flush chain inet cni_plugins_masquerade postrouting
+                add rule inet cni_plugins_masquerade postrouting ip daddr 224.0.0.0/4 return
+                add rule inet cni_plugins_masquerade postrouting ip6 daddr ff00::/8 return
+                add rule inet cni_plugins_masquerade postrouting goto masq_checks
+                delete rule inet cni_plugins_masquerade masq_checks handle 6
+                delete rule inet cni_plugins_masquerade masq_checks handle 7
+                add rule inet cni_plugins_masquerade masq_checks ip saddr 10.99.0.2 ip daddr != 10.99.0.0/24 masquerade comment "d23676b4f2d9fe04-ebce0e3dd4dafae3, net: mynet, if: eth0, id: abc123"
+                add rule inet cni_plugins_masquerade masq_checks ip6 saddr fd99::2 ip6 daddr != fd99::/64 masquerade comment "d23676b4f2d9fe04-ebce0e3dd4dafae3, net: mynet, if: eth0, id: abc123"
 
-            """)
-        #expect(NFTMasquerade.deleteScript(handles: [3, 4]) == """
-            delete rule inet cni_plugins_masquerade masq_checks handle 3
-            delete rule inet cni_plugins_masquerade masq_checks handle 4
+                """)
+        #expect(
+            NFTMasquerade.deleteScript(handles: [3, 4]) == """
+                delete rule inet cni_plugins_masquerade masq_checks handle 3
+                delete rule inet cni_plugins_masquerade masq_checks handle 4
 
-            """)
+                """)
     }
 }

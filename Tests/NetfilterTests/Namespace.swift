@@ -4,12 +4,14 @@
 // root namespace's tables: if the namespace is gone, `ip netns exec` fails.
 // (TestSupport is growing a similar fixture; this one needs only Netfilter.)
 
-#if canImport(Glibc)
-import Spawn
-import Glibc
-#endif
 import Testing
+
 @testable import Netfilter
+
+#if canImport(Glibc)
+    import Spawn
+    import Glibc
+#endif
 
 /// Runs every command inside the named network namespace.
 struct NamespacedRunner: CommandRunner {
@@ -17,8 +19,10 @@ struct NamespacedRunner: CommandRunner {
     let base = SystemCommandRunner(timeout: 30)
 
     func run(_ command: Command) throws(NetfilterError) -> CommandOutput {
-        try base.run(Command("ip", ["netns", "exec", netns, command.executable] + command.arguments,
-                             stdin: command.stdin))
+        try base.run(
+            Command(
+                "ip", ["netns", "exec", netns, command.executable] + command.arguments,
+                stdin: command.stdin))
     }
 }
 

@@ -2,6 +2,7 @@
 
 import Addressing
 import Testing
+
 @testable import Netfilter
 
 @Suite(.enabled(if: TestNamespace.available, "needs root and iproute2 to create network namespaces"))
@@ -17,27 +18,33 @@ struct PrivilegedMasqueradeTests {
             let comment = #"--comment "name: \"podnet-test\" id: \"ctr-1\"""#
             try m.setup(backend: .iptables, network: network, containerID: "ctr-1", ifname: "eth0", addresses: dual)
             try m.setup(backend: .iptables, network: network, containerID: "ctr-1", ifname: "eth0", addresses: dual)
-            #expect(try ns.natRules() == [
-                "-N \(chain)",
-                "-A POSTROUTING -s 10.77.0.5/32 -m comment \(comment) -j \(chain)",
-                "-A \(chain) -d 10.77.0.0/24 -m comment \(comment) -j ACCEPT",
-                "-A \(chain) ! -d 224.0.0.0/4 -m comment \(comment) -j MASQUERADE",
-                "-N \(chain)",
-                "-A POSTROUTING -s fd77::5/128 -m comment \(comment) -j \(chain)",
-                "-A \(chain) -d fd77::/64 -m comment \(comment) -j ACCEPT",
-                "-A \(chain) ! -d ff00::/8 -m comment \(comment) -j MASQUERADE",
-            ])
-            #expect(try m.check(backend: .iptables, network: network, containerID: "ctr-1", ifname: "eth0", addresses: dual))
+            #expect(
+                try ns.natRules() == [
+                    "-N \(chain)",
+                    "-A POSTROUTING -s 10.77.0.5/32 -m comment \(comment) -j \(chain)",
+                    "-A \(chain) -d 10.77.0.0/24 -m comment \(comment) -j ACCEPT",
+                    "-A \(chain) ! -d 224.0.0.0/4 -m comment \(comment) -j MASQUERADE",
+                    "-N \(chain)",
+                    "-A POSTROUTING -s fd77::5/128 -m comment \(comment) -j \(chain)",
+                    "-A \(chain) -d fd77::/64 -m comment \(comment) -j ACCEPT",
+                    "-A \(chain) ! -d ff00::/8 -m comment \(comment) -j MASQUERADE",
+                ])
+            #expect(
+                try m.check(backend: .iptables, network: network, containerID: "ctr-1", ifname: "eth0", addresses: dual)
+            )
 
             // A new address for the same attachment replaces the old jump.
-            try m.setup(backend: .iptables, network: network, containerID: "ctr-1", ifname: "eth0",
-                        addresses: [IPNetwork("10.77.0.6/24")!])
+            try m.setup(
+                backend: .iptables, network: network, containerID: "ctr-1", ifname: "eth0",
+                addresses: [IPNetwork("10.77.0.6/24")!])
             let v4 = try ns.run("iptables", "-w", "-t", "nat", "-S", "POSTROUTING")
             #expect(v4.contains("-s 10.77.0.6/32") && !v4.contains("-s 10.77.0.5/32"))
 
             try m.teardown(network: network, containerID: "ctr-1", ifname: "eth0")
             #expect(try ns.natRules() == [])
-            #expect(try !m.check(backend: .iptables, network: network, containerID: "ctr-1", ifname: "eth0", addresses: dual))
+            #expect(
+                try !m.check(
+                    backend: .iptables, network: network, containerID: "ctr-1", ifname: "eth0", addresses: dual))
             try m.teardown(network: network, containerID: "ctr-1", ifname: "eth0")
         }
     }
@@ -49,23 +56,31 @@ struct PrivilegedMasqueradeTests {
             let comment = MasqueradeNames.nftComment(network: network, ifname: "eth0", containerID: "ctr-1")
             try m.setup(backend: .nftables, network: network, containerID: "ctr-1", ifname: "eth0", addresses: dual)
             try m.setup(backend: .nftables, network: network, containerID: "ctr-1", ifname: "eth0", addresses: dual)
-            try m.setup(backend: .nftables, network: network, containerID: "ctr-2", ifname: "eth0",
-                        addresses: [IPNetwork("10.77.0.9/24")!])
+            try m.setup(
+                backend: .nftables, network: network, containerID: "ctr-2", ifname: "eth0",
+                addresses: [IPNetwork("10.77.0.9/24")!])
             let listing = try ns.run("nft", "list", "table", "inet", "cni_plugins_masquerade")
             let rules = listing.split(separator: "\n").map { $0.trimmingBlanks }
-            #expect(rules.filter { $0.contains(comment) } == [
-                "ip saddr 10.77.0.5 ip daddr != 10.77.0.0/24 masquerade comment \"\(comment)\"",
-                "ip6 saddr fd77::5 ip6 daddr != fd77::/64 masquerade comment \"\(comment)\"",
-            ])
+            #expect(
+                rules.filter { $0.contains(comment) } == [
+                    "ip saddr 10.77.0.5 ip daddr != 10.77.0.0/24 masquerade comment \"\(comment)\"",
+                    "ip6 saddr fd77::5 ip6 daddr != fd77::/64 masquerade comment \"\(comment)\"",
+                ])
             #expect(rules.contains("type nat hook postrouting priority srcnat; policy accept;"))
             #expect(rules.filter { $0 == "goto masq_checks" }.count == 1)
-            #expect(rules.filter { $0.hasSuffix("masquerade comment \"\(comment)\"") || $0.contains("id: ctr-2") }.count == 3)
-            #expect(try m.check(backend: .nftables, network: network, containerID: "ctr-1", ifname: "eth0", addresses: dual))
+            #expect(
+                rules.filter { $0.hasSuffix("masquerade comment \"\(comment)\"") || $0.contains("id: ctr-2") }.count
+                    == 3)
+            #expect(
+                try m.check(backend: .nftables, network: network, containerID: "ctr-1", ifname: "eth0", addresses: dual)
+            )
 
             try m.teardown(network: network, containerID: "ctr-1", ifname: "eth0")
             let after = try ns.run("nft", "list", "chain", "inet", "cni_plugins_masquerade", "masq_checks")
             #expect(!after.contains("id: ctr-1") && after.contains("id: ctr-2"))
-            #expect(try !m.check(backend: .nftables, network: network, containerID: "ctr-1", ifname: "eth0", addresses: dual))
+            #expect(
+                try !m.check(
+                    backend: .nftables, network: network, containerID: "ctr-1", ifname: "eth0", addresses: dual))
             try m.teardown(network: network, containerID: "ctr-1", ifname: "eth0")
         }
     }
@@ -84,15 +99,18 @@ struct PrivilegedMasqueradeTests {
             let m = Masquerade(runner: ns.runner)
             for (i, backend) in [Masquerade.Backend.iptables, .nftables].enumerated() {
                 for (j, cid) in ["keep", "drop"].enumerated() {
-                    try m.setup(backend: backend, network: network, containerID: cid, ifname: "eth0",
-                                addresses: [IPNetwork("10.77.\(i).\(j + 2)/24")!, IPNetwork("fd77:\(i)::\(j + 2)/64")!])
+                    try m.setup(
+                        backend: backend, network: network, containerID: cid, ifname: "eth0",
+                        addresses: [IPNetwork("10.77.\(i).\(j + 2)/24")!, IPNetwork("fd77:\(i)::\(j + 2)/64")!])
                 }
             }
             // Another network's rules are never touched.
-            try m.setup(backend: .iptables, network: "other", containerID: "drop", ifname: "eth0",
-                        addresses: [IPNetwork("10.78.0.2/24")!])
-            try m.setup(backend: .nftables, network: "other", containerID: "drop", ifname: "eth0",
-                        addresses: [IPNetwork("10.78.0.2/24")!])
+            try m.setup(
+                backend: .iptables, network: "other", containerID: "drop", ifname: "eth0",
+                addresses: [IPNetwork("10.78.0.2/24")!])
+            try m.setup(
+                backend: .nftables, network: "other", containerID: "drop", ifname: "eth0",
+                addresses: [IPNetwork("10.78.0.2/24")!])
 
             try m.gc(network: network, valid: [.init(containerID: "keep", ifname: "eth0")])
 
@@ -105,8 +123,10 @@ struct PrivilegedMasqueradeTests {
             #expect(!nft.contains("net: podnet-test, if: eth0, id: drop"))
             #expect(nft.contains("net: other, if: eth0, id: drop"))
             for backend in [Masquerade.Backend.iptables, .nftables] {
-                #expect(try m.check(backend: backend, network: network, containerID: "keep", ifname: "eth0",
-                                    addresses: [IPNetwork(backend == .iptables ? "10.77.0.2/24" : "10.77.1.2/24")!]))
+                #expect(
+                    try m.check(
+                        backend: backend, network: network, containerID: "keep", ifname: "eth0",
+                        addresses: [IPNetwork(backend == .iptables ? "10.77.0.2/24" : "10.77.1.2/24")!]))
             }
         }
     }
@@ -130,7 +150,9 @@ struct PrivilegedFlannelMasqueradeTests {
             #expect(try masq.ensure())
             let installed = try rules(ns)
             // The renderer's exact rules are what iptables lists back, jumps included.
-            let expected = ["-N FLANNEL-POSTRTG", FlannelMasquerade.postroutingJump.line()] + masq.postroutingRules.map { $0.line() }
+            let expected =
+                ["-N FLANNEL-POSTRTG", FlannelMasquerade.postroutingJump.line()]
+                + masq.postroutingRules.map { $0.line() }
                 + ["-N FLANNEL-FWD", FlannelMasquerade.forwardJump.line()] + masq.forwardRules.map { $0.line() }
             #expect(installed == expected)
 
@@ -138,10 +160,12 @@ struct PrivilegedFlannelMasqueradeTests {
             #expect(try rules(ns) == installed)
 
             // A rule deleted by hand (and the jump to the forward chain) comes back, once.
-            try ns.run("iptables", "-w", "-t", "nat", "-D", "FLANNEL-POSTRTG", "-s", "10.244.0.0/16", "!", "-d", "224.0.0.0/4",
-                       "-m", "comment", "--comment", "flanneld masq", "-j", "MASQUERADE", "--random-fully")
-            try ns.run("iptables", "-w", "-t", "filter", "-D", "FORWARD", "-m", "comment", "--comment", "flanneld forward",
-                       "-j", "FLANNEL-FWD")
+            try ns.run(
+                "iptables", "-w", "-t", "nat", "-D", "FLANNEL-POSTRTG", "-s", "10.244.0.0/16", "!", "-d", "224.0.0.0/4",
+                "-m", "comment", "--comment", "flanneld masq", "-j", "MASQUERADE", "--random-fully")
+            try ns.run(
+                "iptables", "-w", "-t", "filter", "-D", "FORWARD", "-m", "comment", "--comment", "flanneld forward",
+                "-j", "FLANNEL-FWD")
             #expect(try rules(ns) != installed)
             #expect(try masq.ensure())
             #expect(try rules(ns) == installed)

@@ -128,7 +128,9 @@ import Testing
         let own = try #require(node.ownLease)
         try await withServices(services) {
             await node.registry.waitUntil { $0.watchers == 1 }
-            node.registry.put(Lease(subnet: own.subnet, attributes: peerLease("10.5.9.0/24", "192.168.77.9").attributes, etcdLease: 9))
+            node.registry.put(
+                Lease(subnet: own.subnet, attributes: peerLease("10.5.9.0/24", "192.168.77.9").attributes, etcdLease: 9)
+            )
             await node.registry.waitUntil { $0.leases[own.subnet]?.attributes == own.attributes }
         }
     }
@@ -142,14 +144,19 @@ import Testing
         try await withServices(services) {
             await node.registry.waitUntil { $0.watchers == 1 }
             node.registry.put(peerLease("10.5.7.0/24", "192.168.77.7", mac: "02:00:00:00:00:07"))
-            await dp.waitUntil { TestNode.routes($0, "10.5.7.0/24") && $0.fdb.contains { $0.mac == MACAddress("02:00:00:00:00:07") } }
+            await dp.waitUntil {
+                TestNode.routes($0, "10.5.7.0/24") && $0.fdb.contains { $0.mac == MACAddress("02:00:00:00:00:07") }
+            }
             // A new VtepMAC: the FDB entry follows it.
             node.registry.put(peerLease("10.5.7.0/24", "192.168.77.7", mac: "02:00:00:00:00:77"))
             await dp.waitUntil { k in
-                k.fdb.contains { $0.mac == MACAddress("02:00:00:00:00:77") } && !k.fdb.contains { $0.mac == MACAddress("02:00:00:00:00:07") }
+                k.fdb.contains { $0.mac == MACAddress("02:00:00:00:00:77") }
+                    && !k.fdb.contains { $0.mac == MACAddress("02:00:00:00:00:07") }
             }
             node.registry.remove(IPNetwork("10.5.7.0/24")!)
-            await dp.waitUntil { k in !TestNode.routes(k, "10.5.7.0/24") && !k.fdb.contains { $0.mac == MACAddress("02:00:00:00:00:77") } }
+            await dp.waitUntil { k in
+                !TestNode.routes(k, "10.5.7.0/24") && !k.fdb.contains { $0.mac == MACAddress("02:00:00:00:00:77") }
+            }
         }
     }
 
@@ -221,8 +228,10 @@ import Testing
         // The second ensure (the first repair's) blocks, as iptables-restore waiting for the lock.
         let rules = TestRules(blockAfter: 1)
         let node = TestNode(rules: rules) { $0.ipMasq = true }
-        let health = try await HealthServer(host: "127.0.0.1", port: 0, readiness: node.readiness,
-                                            registry: PrometheusCollectorRegistry(), logger: quiet).start()
+        let health = try await HealthServer(
+            host: "127.0.0.1", port: 0, readiness: node.readiness,
+            registry: PrometheusCollectorRegistry(), logger: quiet
+        ).start()
         let port = try #require(health.port)
         let services = try await node.agent.start()
         try await withServices(services + [health]) {

@@ -8,8 +8,9 @@ import NodeAgent
 import Overlay
 import ServiceLifecycle
 import TestSupport
+
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 let quiet = Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() })
@@ -19,8 +20,11 @@ let nodeIP = IPAddress("192.168.77.1")!
 let vxlanConfig = #"{"Network":"10.5.0.0/16","SubnetMin":"10.5.200.0","Backend":{"Type":"vxlan"}}"#
 
 func peerLease(_ subnet: String, _ publicIP: String, mac: String = "02:00:00:00:00:02") -> Lease {
-    Lease(subnet: IPNetwork(subnet)!, attributes: LeaseAttributes(publicIP: IPAddress(publicIP)!, backendType: "vxlan", vni: 1,
-                                                                   vtepMAC: MACAddress(mac)), etcdLease: 7)
+    Lease(
+        subnet: IPNetwork(subnet)!,
+        attributes: LeaseAttributes(
+            publicIP: IPAddress(publicIP)!, backendType: "vxlan", vni: 1,
+            vtepMAC: MACAddress(mac)), etcdLease: 7)
 }
 
 /// Rules that count their calls; with `blockAfter`, each call after that many blocks until
@@ -38,7 +42,9 @@ final class TestRules: RuleKeeper, @unchecked Sendable {
     func release() { gate.signal() }
 
     func ensure() throws -> Bool {
-        let n = lock.withLock { count += 1; return count }
+        let n = lock.withLock {
+            count += 1; return count
+        }
         if let blockAfter, n > blockAfter {
             entered.continuation.yield(n)
             gate.wait()
@@ -56,8 +62,10 @@ final class TestNode: Sendable {
     let rules: TestRules
     let options: NodeAgent.Options
 
-    init(registry: InMemoryLeaseRegistry = InMemoryLeaseRegistry(config: vxlanConfig), rules: TestRules = TestRules(),
-         _ change: (inout NodeAgent.Options) -> Void = { _ in }) {
+    init(
+        registry: InMemoryLeaseRegistry = InMemoryLeaseRegistry(config: vxlanConfig), rules: TestRules = TestRules(),
+        _ change: (inout NodeAgent.Options) -> Void = { _ in }
+    ) {
         self.registry = registry
         var kernel = FakeKernel()
         kernel.addInterface("eth0", address: IPNetwork("192.168.77.1/24")!)
@@ -65,7 +73,8 @@ final class TestNode: Sendable {
         self.rules = rules
         var o = NodeAgent.Options()
         o.interfaces = ["eth0"]
-        o.subnetFile = FileManager.default.temporaryDirectory.appendingPathComponent("podnet-agent-\(UUID())/subnet.env").path
+        o.subnetFile =
+            FileManager.default.temporaryDirectory.appendingPathComponent("podnet-agent-\(UUID())/subnet.env").path
         change(&o)
         options = o
     }
@@ -74,8 +83,9 @@ final class TestNode: Sendable {
 
     var agent: NodeAgent {
         let rules = self.rules
-        return NodeAgent(options: options, registry: registry, dataPath: dataPath, threads: threads, readiness: readiness,
-                         clock: clock, rules: { _, _ in rules }, logger: quiet)
+        return NodeAgent(
+            options: options, registry: registry, dataPath: dataPath, threads: threads, readiness: readiness,
+            clock: clock, rules: { _, _ in rules }, logger: quiet)
     }
 
     /// This node's lease as the registry holds it.
@@ -114,7 +124,9 @@ func httpGet(port: Int, _ path: String) throws -> String {
     address.sin_port = in_port_t(UInt16(port).bigEndian)
     address.sin_addr.s_addr = inet_addr("127.0.0.1")
     let connected = withUnsafePointer(to: &address) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+            connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+        }
     }
     guard connected == 0 else { throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO) }
     let request = Array("GET \(path) HTTP/1.1\r\nHost: localhost\r\n\r\n".utf8)

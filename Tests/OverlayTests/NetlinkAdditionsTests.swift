@@ -4,8 +4,8 @@
 import Addressing
 import NetNS
 import Netlink
-import Testing
 import TestSupport
+import Testing
 
 @Suite(.enabled(if: isRoot, "needs root to create network namespaces"))
 struct NetlinkAdditionsTests {
@@ -17,7 +17,8 @@ struct NetlinkAdditionsTests {
         try withNode { ns in
             let nl = try session(ns)
             let ul0 = try #require(try nl.link(named: "ul0"))
-            let wanted = VXLANAttributes(vni: 42, local: ip("192.168.77.1"), port: 4789, learning: false, underlyingInterface: ul0.index)
+            let wanted = VXLANAttributes(
+                vni: 42, local: ip("192.168.77.1"), port: 4789, learning: false, underlyingInterface: ul0.index)
             try nl.addVXLAN(name: "flannel.42", wanted, mtu: 1400, mac: mac("02:42:00:00:00:01"))
             let link = try #require(try nl.link(named: "flannel.42"))
             #expect(link.kind == "vxlan")
@@ -94,7 +95,10 @@ struct NetlinkAdditionsTests {
             try nl.deleteFDB(FDBEntry(mac: flood, interface: dev, destination: ip("192.168.77.3")))
             #expect(try nl.fdbEntries(interface: dev).compactMap(\.destination) == [ip("192.168.77.4")])
             // Other devices' entries are not listed.
-            #expect(try nl.fdbEntries(interface: try #require(try nl.link(named: "ul0")).index).allSatisfy { $0.interface != dev })
+            #expect(
+                try nl.fdbEntries(interface: try #require(try nl.link(named: "ul0")).index).allSatisfy {
+                    $0.interface != dev
+                })
         }
     }
 
@@ -111,7 +115,9 @@ struct NetlinkAdditionsTests {
             #expect(try ns.lines("ip route show 10.5.2.0/24") == ["10.5.2.0/24 via 10.5.2.0 dev flannel.1 onlink"])
             let read = try nl.routes(family: .v4, interface: dev)
             #expect(read.count == 1)
-            #expect(read.first.map { $0.onlink && $0.gateway == ip("10.5.2.0") && $0.proto == 3 && $0.priority == 0 } == true)
+            #expect(
+                read.first.map { $0.onlink && $0.gateway == ip("10.5.2.0") && $0.proto == 3 && $0.priority == 0 }
+                    == true)
             // Replace moves it to another device and gateway.
             try nl.replaceRoute(Route(destination: net("10.5.2.0/24"), gateway: ip("192.168.77.2"), interface: ul0))
             #expect(try ns.lines("ip route show 10.5.2.0/24") == ["10.5.2.0/24 via 192.168.77.2 dev ul0"])
@@ -119,7 +125,8 @@ struct NetlinkAdditionsTests {
             #expect(try nl.routes(family: .v4, interface: ul0).map(\.destination).contains(net("10.5.2.0/24")))
             // A route added by `ip route` (proto boot) can be deleted.
             try ns.sh("ip route add 10.5.3.0/24 via 192.168.77.3 dev ul0 metric 7")
-            try nl.deleteRoute(Route(destination: net("10.5.3.0/24"), gateway: ip("192.168.77.3"), interface: ul0, priority: 7))
+            try nl.deleteRoute(
+                Route(destination: net("10.5.3.0/24"), gateway: ip("192.168.77.3"), interface: ul0, priority: 7))
             try nl.deleteRoute(Route(destination: net("10.5.2.0/24"), gateway: ip("192.168.77.2"), interface: ul0))
             #expect(try ns.lines("ip route show root 10.5.0.0/16").isEmpty)
         }

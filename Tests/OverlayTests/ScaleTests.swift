@@ -5,14 +5,15 @@ import Addressing
 import Foundation
 import Netlink
 import Overlay
-import Testing
 import TestSupport
+import Testing
 
 /// Peer `i` of a large cluster in 10.0.0.0/8: subnet 10.(10 + i/256).(i%256).0/24, off-segment
 /// public IP 172.16.(i/200).(i%200 + 1), VtepMAC 02:00:00:00:(i/256):(i%256).
 func largePeer(_ i: Int, macSuffix: Int = 0) -> Peer {
     let m = MACAddress(bytes: [0x02, UInt8(macSuffix), 0, 0, UInt8(i / 256), UInt8(i % 256)])
-    return Peer(subnet: net("10.\(10 + i / 256).\(i % 256).0/24"), publicIP: ip("172.16.\(i / 200).\(i % 200 + 1)"), vtepMAC: m)
+    return Peer(
+        subnet: net("10.\(10 + i / 256).\(i % 256).0/24"), publicIP: ip("172.16.\(i / 200).\(i % 200 + 1)"), vtepMAC: m)
 }
 
 @Suite(.enabled(if: isRoot, "needs root to create network namespaces"))
@@ -38,11 +39,12 @@ struct ScaleTests {
             peers.removeFirst(100)
             for i in 0..<100 { peers[i] = largePeer(100 + i, macSuffix: 1) }
             peers += (1000..<1100).map { largePeer($0) }
-            try ns.sh((200..<250).map { i in
-                let p = largePeer(i)
-                return "ip route del \(p.subnet); ip neigh del \(p.subnet.firstAddress) dev flannel.1; "
-                    + "bridge fdb del \(p.vtepMAC!) dev flannel.1 dst \(p.publicIP) self"
-            }.joined(separator: "\n"))
+            try ns.sh(
+                (200..<250).map { i in
+                    let p = largePeer(i)
+                    return "ip route del \(p.subnet); ip neigh del \(p.subnet.firstAddress) dev flannel.1; "
+                        + "bridge fdb del \(p.vtepMAC!) dev flannel.1 dst \(p.publicIP) self"
+                }.joined(separator: "\n"))
             report = try nw.reconcile(peers: peers)
             #expect(report.failures.isEmpty)
             #expect(report.removed == EntryCounts(routes: 100, neighbours: 100, fdbEntries: 200))

@@ -7,8 +7,8 @@ import Foundation
 import NetNS
 import Netlink
 import Overlay
-import Testing
 import TestSupport
+import Testing
 
 let network = IPNetwork("10.5.0.0/16")!
 
@@ -50,11 +50,15 @@ extension TestNamespace {
     }
 
     /// `ip route show dev <dev>` lines of routes with a gateway.
-    func gatewayRoutes(dev: String) throws -> [String] { try lines("ip route show dev \(dev)").filter { $0.contains(" via ") } }
+    func gatewayRoutes(dev: String) throws -> [String] {
+        try lines("ip route show dev \(dev)").filter { $0.contains(" via ") }
+    }
     /// `ip neigh show dev <dev> nud permanent` lines.
     func permanentNeighbours(dev: String) throws -> [String] { try lines("ip neigh show dev \(dev) nud permanent") }
     /// `bridge fdb show dev <dev>` lines with a remote.
-    func fdbRemotes(dev: String) throws -> [String] { try lines("bridge fdb show dev \(dev)").filter { $0.contains(" dst ") } }
+    func fdbRemotes(dev: String) throws -> [String] {
+        try lines("bridge fdb show dev \(dev)").filter { $0.contains(" dst ") }
+    }
 
     func ping(_ target: String, from source: String) -> Bool {
         (try? sh("ping -c 1 -W 2 -I \(source) \(target) >/dev/null")) != nil

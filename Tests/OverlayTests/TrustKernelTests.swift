@@ -6,14 +6,15 @@
 import Addressing
 import Netlink
 import Overlay
-import Testing
 import TestSupport
+import Testing
 
 @Suite(.enabled(if: isRoot, "needs root to create network namespaces"))
 struct TrustKernelTests {
     @Test func podnetsRoutesAreMarkedAndRemovedWhereverTheyPointAlsoAfterARestart() throws {
         try withNode { ns in
-            let first = try VXLANBackend(interface: try ns.underlay(), network: network).registerNetwork(dataPath: try ns.dataPath())
+            let first = try VXLANBackend(interface: try ns.underlay(), network: network).registerNetwork(
+                dataPath: try ns.dataPath())
             try first.start(subnet: net("10.5.1.0/24"))
             _ = try first.reconcile(peers: [peerA])
             #expect(try ns.lines("ip route show proto 98") == ["10.5.2.0/24 via 10.5.2.0 dev flannel.1 onlink"])
@@ -21,7 +22,8 @@ struct TrustKernelTests {
             // What an earlier podnetd programmed for hostile leases (one into the tunnel for the
             // etcd server's address, one for the metadata address on the underlay), and routes
             // an operator added outside the network, which are not podnet's.
-            try ns.sh("""
+            try ns.sh(
+                """
                 ip route replace 192.168.77.200/32 via 10.5.9.0 dev flannel.1 onlink proto 98
                 ip route replace 169.254.169.254/32 via 192.168.77.2 dev ul0 proto 98
                 ip route replace 192.168.77.201/32 via 10.5.9.0 dev flannel.1 onlink
@@ -29,19 +31,23 @@ struct TrustKernelTests {
                 """)
 
             // A restart: a new data path and network, the same peers.
-            let second = try VXLANBackend(interface: try ns.underlay(), network: network).registerNetwork(dataPath: try ns.dataPath())
+            let second = try VXLANBackend(interface: try ns.underlay(), network: network).registerNetwork(
+                dataPath: try ns.dataPath())
             try second.start(subnet: net("10.5.1.0/24"))
             let report = try second.reconcile(peers: [peerA])
             #expect(report.removed.routes == 2 && report.programmed == EntryCounts())
             #expect(try ns.lines("ip route show proto 98") == ["10.5.2.0/24 via 10.5.2.0 dev flannel.1 onlink"])
-            #expect(try ns.lines("ip route show 192.168.77.201/32").count == 1, "an operator's route outside the network stays")
+            #expect(
+                try ns.lines("ip route show 192.168.77.201/32").count == 1,
+                "an operator's route outside the network stays")
             #expect(try ns.lines("ip route show 10.77.0.0/24").count == 1)
             #expect(try ns.lines("ip route show 169.254.169.254").isEmpty)
 
             // The Network changes (10.5/16 -> 10.6/16) and podnetd restarts: the route it installed
             // into the old network lies outside the new one, and still goes.
             let moved = IPNetwork("10.6.0.0/16")!
-            let third = try VXLANBackend(interface: try ns.underlay(), network: moved).registerNetwork(dataPath: try ns.dataPath())
+            let third = try VXLANBackend(interface: try ns.underlay(), network: moved).registerNetwork(
+                dataPath: try ns.dataPath())
             try third.start(subnet: net("10.6.1.0/24"))
             let peer = Peer(subnet: net("10.6.2.0/24"), publicIP: ip("192.168.77.2"), vtepMAC: mac("02:00:00:00:00:02"))
             _ = try third.reconcile(peers: [peer])
@@ -52,7 +58,8 @@ struct TrustKernelTests {
 
     @Test func aRouteFlanneldInstalledIsTakenOverOnce() throws {
         try withNode { ns in
-            let nw = try HostGWBackend(interface: try ns.underlay(), network: network).registerNetwork(dataPath: try ns.dataPath())
+            let nw = try HostGWBackend(interface: try ns.underlay(), network: network).registerNetwork(
+                dataPath: try ns.dataPath())
             try nw.start(subnet: net("10.5.1.0/24"))
             // flanneld's host-gw route: RTPROT_BOOT, exactly the forwarding podnetd wants.
             try ns.sh("ip route add 10.5.2.0/24 via 192.168.77.2 dev ul0")
@@ -65,7 +72,8 @@ struct TrustKernelTests {
 
     @Test func peersWithHostileValuesGetNoKernelState() throws {
         try withNode { ns in
-            let nw = try VXLANBackend(interface: try ns.underlay(), network: network).registerNetwork(dataPath: try ns.dataPath())
+            let nw = try VXLANBackend(interface: try ns.underlay(), network: network).registerNetwork(
+                dataPath: try ns.dataPath())
             try nw.start(subnet: net("10.5.1.0/24"))
             let m = mac("02:00:00:00:00:40")
             let hostile = [
@@ -75,8 +83,10 @@ struct TrustKernelTests {
                 Peer(subnet: net("10.5.11.0/24"), publicIP: ip("0.0.0.0"), vtepMAC: mac("02:00:00:00:00:11")),
                 Peer(subnet: net("10.5.12.0/24"), publicIP: ip("255.255.255.255"), vtepMAC: mac("02:00:00:00:00:12")),
                 Peer(subnet: net("10.5.13.0/24"), publicIP: ip("224.0.0.5"), vtepMAC: mac("02:00:00:00:00:13")),
-                Peer(subnet: net("10.5.14.0/24"), publicIP: ip("192.168.77.1"), vtepMAC: mac("02:00:00:00:00:14")),  // this node
-                Peer(subnet: net("10.5.15.0/24"), publicIP: ip("10.5.2.9"), vtepMAC: mac("02:00:00:00:00:15")),  // in the overlay
+                // this node
+                Peer(subnet: net("10.5.14.0/24"), publicIP: ip("192.168.77.1"), vtepMAC: mac("02:00:00:00:00:14")),
+                // in the overlay
+                Peer(subnet: net("10.5.15.0/24"), publicIP: ip("10.5.2.9"), vtepMAC: mac("02:00:00:00:00:15")),
                 Peer(subnet: net("10.5.16.0/24"), publicIP: ip("192.168.77.16"), vtepMAC: mac("ff:ff:ff:ff:ff:ff")),
                 Peer(subnet: net("10.5.17.0/24"), publicIP: ip("192.168.77.17"), vtepMAC: mac("01:00:5e:00:00:01")),
                 Peer(subnet: net("10.5.18.0/24"), publicIP: ip("192.168.77.18"), vtepMAC: mac("00:00:00:00:00:00")),

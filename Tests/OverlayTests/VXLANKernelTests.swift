@@ -5,12 +5,13 @@
 import Addressing
 import Netlink
 import Overlay
-import Testing
 import TestSupport
+import Testing
 
 /// A node's view of another as a peer.
 func peer(_ node: TestNamespace, subnet: String, publicIP: String, device: String = "flannel.1") throws -> Peer {
-    let m = try #require(MACAddress(try node.sh("cat /sys/class/net/\(device)/address").trimmingCharacters(in: .whitespacesAndNewlines)))
+    let m = try #require(
+        MACAddress(try node.sh("cat /sys/class/net/\(device)/address").trimmingCharacters(in: .whitespacesAndNewlines)))
     return Peer(subnet: net(subnet), publicIP: ip(publicIP), vtepMAC: m)
 }
 
@@ -24,7 +25,8 @@ struct VXLANKernelTests {
     @Test func ensureKeepsTheDeviceAndMACCorrectsMTUAndRecreatesAnIncompatibleDevice() throws {
         try withNode { ns in
             let iface = try ns.underlay()
-            let first = try VXLANBackend(interface: iface, network: network).registerNetwork(dataPath: try ns.dataPath())
+            let first = try VXLANBackend(interface: iface, network: network).registerNetwork(
+                dataPath: try ns.dataPath())
             try first.start(subnet: net("10.5.1.0/24"))
             let mac1 = try #require(first.leaseAttributes.vtepMAC)
             let index1 = try ns.sh("cat /sys/class/net/flannel.1/ifindex")
@@ -36,7 +38,8 @@ struct VXLANKernelTests {
 
             // A restart: the same device and MAC.
             try ns.sh("ip link set flannel.1 mtu 1300")
-            let second = try VXLANBackend(interface: iface, network: network).registerNetwork(dataPath: try ns.dataPath())
+            let second = try VXLANBackend(interface: iface, network: network).registerNetwork(
+                dataPath: try ns.dataPath())
             #expect(second.leaseAttributes.vtepMAC == mac1)
             #expect(try ns.sh("cat /sys/class/net/flannel.1/ifindex") == index1)
             #expect(try ns.sh("cat /sys/class/net/flannel.1/mtu").hasPrefix("1450"))
@@ -45,7 +48,9 @@ struct VXLANKernelTests {
             // its MAC, everything on it programmed again.
             try second.start(subnet: net("10.5.1.0/24"))
             _ = try second.reconcile(peers: [peerA, peerB])
-            try ns.sh("ip link del flannel.1 && ip link add flannel.1 type vxlan id 1 local 192.168.77.1 dev ul0 dstport 4789 nolearning")
+            try ns.sh(
+                "ip link del flannel.1 && ip link add flannel.1 type vxlan id 1 local 192.168.77.1 dev ul0 dstport 4789 nolearning"
+            )
             var report = try second.reconcile(peers: [peerA, peerB])
             #expect(report.deviceRecreated && !report.leaseAttributesChanged)
             #expect(try ns.sh("ip -d link show flannel.1").contains("dstport 8472"))
@@ -70,23 +75,30 @@ struct VXLANKernelTests {
 
     @Test func eachPeerGetsExactlyOneRouteNeighbourAndFDBEntry() throws {
         try withNode { ns in
-            let nw = try VXLANBackend(interface: try ns.underlay(), network: network).registerNetwork(dataPath: try ns.dataPath())
+            let nw = try VXLANBackend(interface: try ns.underlay(), network: network).registerNetwork(
+                dataPath: try ns.dataPath())
             try nw.start(subnet: net("10.5.1.0/24"))
-            let own = Peer(subnet: net("10.5.1.0/24"), publicIP: ip("192.168.77.1"), vtepMAC: nw.leaseAttributes.vtepMAC)
+            let own = Peer(
+                subnet: net("10.5.1.0/24"), publicIP: ip("192.168.77.1"), vtepMAC: nw.leaseAttributes.vtepMAC)
             let c = Peer(subnet: net("10.5.4.0/24"), publicIP: ip("192.168.77.4"), vtepMAC: mac("02:00:00:00:00:04"))
             let report = try nw.reconcile(peers: [own, peerA, peerB, c])
             #expect(report.programmed == EntryCounts(routes: 3, neighbours: 3, fdbEntries: 3))
-            #expect(try ns.gatewayRoutes(dev: "flannel.1").sorted() == [
-                "10.5.2.0/24 via 10.5.2.0 proto 98 onlink", "10.5.3.0/24 via 10.5.3.0 proto 98 onlink", "10.5.4.0/24 via 10.5.4.0 proto 98 onlink",
-            ])
-            #expect(try ns.permanentNeighbours(dev: "flannel.1").sorted() == [
-                "10.5.2.0 lladdr 02:00:00:00:00:02 PERMANENT", "10.5.3.0 lladdr 02:00:00:00:00:03 PERMANENT",
-                "10.5.4.0 lladdr 02:00:00:00:00:04 PERMANENT",
-            ])
-            #expect(try ns.fdbRemotes(dev: "flannel.1").sorted() == [
-                "02:00:00:00:00:02 dst 192.168.77.2 self permanent", "02:00:00:00:00:03 dst 172.16.0.3 self permanent",
-                "02:00:00:00:00:04 dst 192.168.77.4 self permanent",
-            ])
+            #expect(
+                try ns.gatewayRoutes(dev: "flannel.1").sorted() == [
+                    "10.5.2.0/24 via 10.5.2.0 proto 98 onlink", "10.5.3.0/24 via 10.5.3.0 proto 98 onlink",
+                    "10.5.4.0/24 via 10.5.4.0 proto 98 onlink",
+                ])
+            #expect(
+                try ns.permanentNeighbours(dev: "flannel.1").sorted() == [
+                    "10.5.2.0 lladdr 02:00:00:00:00:02 PERMANENT", "10.5.3.0 lladdr 02:00:00:00:00:03 PERMANENT",
+                    "10.5.4.0 lladdr 02:00:00:00:00:04 PERMANENT",
+                ])
+            #expect(
+                try ns.fdbRemotes(dev: "flannel.1").sorted() == [
+                    "02:00:00:00:00:02 dst 192.168.77.2 self permanent",
+                    "02:00:00:00:00:03 dst 172.16.0.3 self permanent",
+                    "02:00:00:00:00:04 dst 192.168.77.4 self permanent",
+                ])
             #expect(try nw.reconcile(peers: [own, peerA, peerB, c]).changes == 0)
         }
     }
@@ -97,7 +109,8 @@ struct VXLANKernelTests {
             let dp = try ns.dataPath()
             let nw = try VXLANBackend(interface: try ns.underlay(), network: network).registerNetwork(dataPath: dp)
             try nw.start(subnet: net("10.5.1.0/24"))
-            try ns.sh("""
+            try ns.sh(
+                """
                 ip neigh replace 10.5.9.0 lladdr 02:00:00:00:00:09 dev flannel.1 nud permanent
                 bridge fdb append 02:00:00:00:00:09 dev flannel.1 dst 192.168.77.9 self permanent
                 ip route replace 10.5.9.0/24 via 10.5.9.0 dev flannel.1 onlink
@@ -108,7 +121,8 @@ struct VXLANKernelTests {
             #expect(try !ns.sh("bridge fdb show dev flannel.1").contains("02:00:00:00:00:09"))
 
             // Deleted by hand.
-            try ns.sh("""
+            try ns.sh(
+                """
                 ip route del 10.5.2.0/24
                 ip neigh del 10.5.3.0 dev flannel.1
                 bridge fdb del 02:00:00:00:00:03 dev flannel.1 dst 172.16.0.3 self
@@ -125,10 +139,13 @@ struct VXLANKernelTests {
             moved.vtepMAC = mac("02:00:00:00:00:22")
             report = try nw.reconcile(peers: [moved, peerB])
             #expect(report.removed == EntryCounts(fdbEntries: 1))
-            #expect(try ns.fdbRemotes(dev: "flannel.1").sorted() == [
-                "02:00:00:00:00:03 dst 172.16.0.3 self permanent", "02:00:00:00:00:22 dst 192.168.77.2 self permanent",
-            ])
-            #expect(try ns.permanentNeighbours(dev: "flannel.1").contains("10.5.2.0 lladdr 02:00:00:00:00:22 PERMANENT"))
+            #expect(
+                try ns.fdbRemotes(dev: "flannel.1").sorted() == [
+                    "02:00:00:00:00:03 dst 172.16.0.3 self permanent",
+                    "02:00:00:00:00:22 dst 192.168.77.2 self permanent",
+                ])
+            #expect(
+                try ns.permanentNeighbours(dev: "flannel.1").contains("10.5.2.0 lladdr 02:00:00:00:00:22 PERMANENT"))
 
             // The same through the event path, without dumps.
             _ = try nw.setPeer(peerA)
@@ -143,8 +160,10 @@ struct VXLANKernelTests {
 
     @Test func podsOnTwoNodesPingAcrossTheOverlay() throws {
         try withUnderlay { a, b in
-            let na = try VXLANBackend(interface: try a.underlay(), network: network).registerNetwork(dataPath: try a.dataPath())
-            let nb = try VXLANBackend(interface: try b.underlay(), network: network).registerNetwork(dataPath: try b.dataPath())
+            let na = try VXLANBackend(interface: try a.underlay(), network: network).registerNetwork(
+                dataPath: try a.dataPath())
+            let nb = try VXLANBackend(interface: try b.underlay(), network: network).registerNetwork(
+                dataPath: try b.dataPath())
             try na.start(subnet: net("10.5.1.0/24"))
             try nb.start(subnet: net("10.5.2.0/24"))
             try addPodBridge(a, gateway: "10.5.1.1/24")
@@ -154,7 +173,8 @@ struct VXLANKernelTests {
             #expect(a.ping("10.5.2.1", from: "10.5.1.1"))
             #expect(b.ping("10.5.1.1", from: "10.5.2.1"))
             // Through the tunnel, not around it.
-            let sent = try a.sh("cat /sys/class/net/flannel.1/statistics/tx_packets").trimmingCharacters(in: .whitespacesAndNewlines)
+            let sent = try a.sh("cat /sys/class/net/flannel.1/statistics/tx_packets").trimmingCharacters(
+                in: .whitespacesAndNewlines)
             #expect((Int(sent) ?? 0) > 0)
             // Peer B's lease goes: unreachable again.
             _ = try na.reconcile(peers: [])
@@ -165,8 +185,10 @@ struct VXLANKernelTests {
     @Test func directRoutingUsesThePlainRouteOnTheSegmentAndTheTunnelBeyond() throws {
         try withUnderlay { a, b in
             let cfg = VXLANConfig(directRouting: true)
-            let na = try VXLANBackend(interface: try a.underlay(), network: network, config: cfg).registerNetwork(dataPath: try a.dataPath())
-            let nb = try VXLANBackend(interface: try b.underlay(), network: network, config: cfg).registerNetwork(dataPath: try b.dataPath())
+            let na = try VXLANBackend(interface: try a.underlay(), network: network, config: cfg).registerNetwork(
+                dataPath: try a.dataPath())
+            let nb = try VXLANBackend(interface: try b.underlay(), network: network, config: cfg).registerNetwork(
+                dataPath: try b.dataPath())
             try na.start(subnet: net("10.5.1.0/24"))
             try nb.start(subnet: net("10.5.2.0/24"))
             try addPodBridge(a, gateway: "10.5.1.1/24")
@@ -179,7 +201,10 @@ struct VXLANKernelTests {
             #expect(try a.permanentNeighbours(dev: "flannel.1") == ["10.5.3.0 lladdr 02:00:00:00:00:03 PERMANENT"])
             #expect(try a.fdbRemotes(dev: "flannel.1") == ["02:00:00:00:00:03 dst 172.16.0.3 self permanent"])
             // Not through the tunnel: its counter stays put while pings go through.
-            let tx = { try a.sh("cat /sys/class/net/flannel.1/statistics/tx_packets").trimmingCharacters(in: .whitespacesAndNewlines) }
+            let tx = {
+                try a.sh("cat /sys/class/net/flannel.1/statistics/tx_packets").trimmingCharacters(
+                    in: .whitespacesAndNewlines)
+            }
             let before = try tx()
             #expect(a.ping("10.5.2.1", from: "10.5.1.1"))
             #expect(try tx() == before)

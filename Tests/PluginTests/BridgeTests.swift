@@ -2,8 +2,8 @@
 // namespaces the test creates (one plays the node, others the pods) and always deletes.
 
 import Foundation
-import Testing
 import TestSupport
+import Testing
 
 /// A node: a namespace that plays the host, and host-local's store in a temp dir.
 struct Node {
@@ -11,13 +11,17 @@ struct Node {
     let dataDir: String
     var name = "podnet-test"
 
-    func run(_ command: String, _ call: PluginCall, _ config: String, type: String = "bridge",
-             directory: String = pluginDirectory) throws -> PluginResult {
+    func run(
+        _ command: String, _ call: PluginCall, _ config: String, type: String = "bridge",
+        directory: String = pluginDirectory
+    ) throws -> PluginResult {
         try runPlugin(type, command, call, config: config, host: host, directory: directory)
     }
     var store: String { dataDir + "/" + name }
     func links() throws -> [String] {
-        try host.sh("ip -o link show").split(separator: "\n").map { String($0.split(separator: ":")[1].trimmingCharacters(in: .whitespaces)) }
+        try host.sh("ip -o link show").split(separator: "\n").map {
+            String($0.split(separator: ":")[1].trimmingCharacters(in: .whitespaces))
+        }
     }
     func iptablesNAT() throws -> String { try host.sh("iptables-save -t nat; ip6tables-save -t nat") }
     func nftRules() throws -> String { try host.sh("nft list ruleset") }
@@ -126,7 +130,8 @@ struct BridgeTests {
         try withNode(pods: 1) { node, pods in
             let dir = node.dataDir + "/bin"
             try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-            try FileManager.default.createSymbolicLink(atPath: dir + "/bridge", withDestinationPath: pluginDirectory + "/bridge")
+            try FileManager.default.createSymbolicLink(
+                atPath: dir + "/bridge", withDestinationPath: pluginDirectory + "/bridge")
             try FileManager.default.createSymbolicLink(atPath: dir + "/host-local", withDestinationPath: ref)
             let conf = bridgeConfig(version: "1.0.0", dataDir: node.dataDir)
             let call = PluginCall(containerID: "foreign", netns: pods[0].path, path: dir)
@@ -145,7 +150,8 @@ struct BridgeTests {
             let drop = PluginCall(containerID: "drop", netns: pods[1].path)
             for c in [keep, drop] { #expect(try node.run("ADD", c, conf).status == 0) }
             #expect(reservations(in: node.store).count == 2)
-            let gcConf = String(conf.dropLast(1)) + #","cni.dev/valid-attachments":[{"containerID":"keep","ifname":"eth0"}]}"#
+            let gcConf =
+                String(conf.dropLast(1)) + #","cni.dev/valid-attachments":[{"containerID":"keep","ifname":"eth0"}]}"#
             let gc = try node.run("GC", PluginCall(containerID: "", netns: "", ifname: ""), gcConf)
             #expect(gc.status == 0, "\(gc.stdout)")
             let left = reservations(in: node.store)
@@ -184,7 +190,10 @@ struct BridgeTests {
             for (i, p) in pods.enumerated() {
                 let r = try node.run("ADD", PluginCall(containerID: "p\(i)", netns: p.path), conf)
                 #expect(r.status == 0, "\(r.stdout)")
-                ips.append(String(((r.json["ips"] as? [[String: Any]])?.first?["address"] as? String ?? "").split(separator: "/")[0]))
+                ips.append(
+                    String(
+                        ((r.json["ips"] as? [[String: Any]])?.first?["address"] as? String ?? "").split(separator: "/")[
+                            0]))
             }
             #expect(try pods[0].sh("ping -c 2 -W 2 -i 0.2 10.88.0.1").contains("2 received"))
             #expect(try pods[0].sh("ping -c 2 -W 2 -i 0.2 \(ips[1])").contains("2 received"))
@@ -195,8 +204,9 @@ struct BridgeTests {
     @Test(arguments: ["iptables", "nftables"])
     func masqueradeRulesFollowTheAttachment(backend: String) throws {
         try withNode(pods: 1) { node, pods in
-            let conf = bridgeConfig(version: "1.0.0", dataDir: node.dataDir,
-                                    extra: #""ipMasq":true,"ipMasqBackend":"\#(backend)""#)
+            let conf = bridgeConfig(
+                version: "1.0.0", dataDir: node.dataDir,
+                extra: #""ipMasq":true,"ipMasqBackend":"\#(backend)""#)
             let call = PluginCall(containerID: "masq1", netns: pods[0].path)
             #expect(try node.run("ADD", call, conf).status == 0)
             if backend == "iptables" {
@@ -252,10 +262,23 @@ struct BridgeTests {
                 (good, PluginCall(netns: pods[0].path, ifname: "a/b"), 4),
                 (good, PluginCall(netns: pods[0].path, ifname: "waytoolonginterface"), 4),
                 (good, PluginCall(containerID: "bad id!", netns: pods[0].path), 4),
-                (bridgeConfig(version: "1.0.0", dataDir: node.dataDir, extra: #""vlan":100"#), PluginCall(netns: pods[0].path), 2),
-                (bridgeConfig(version: "1.0.0", dataDir: node.dataDir, extra: #""mtu":"big""#), PluginCall(netns: pods[0].path), 7),
-                (bridgeConfig(version: "1.0.0", dataDir: node.dataDir, extra: #""hairpinMode":true,"promiscMode":true"#), PluginCall(netns: pods[0].path), 7),
-                (good.replacingOccurrences(of: #""ranges":[[{"subnet":"10.88.0.0/24"}]],"#, with: ""), PluginCall(netns: pods[0].path), 7),
+                (
+                    bridgeConfig(version: "1.0.0", dataDir: node.dataDir, extra: #""vlan":100"#),
+                    PluginCall(netns: pods[0].path), 2
+                ),
+                (
+                    bridgeConfig(version: "1.0.0", dataDir: node.dataDir, extra: #""mtu":"big""#),
+                    PluginCall(netns: pods[0].path), 7
+                ),
+                (
+                    bridgeConfig(
+                        version: "1.0.0", dataDir: node.dataDir, extra: #""hairpinMode":true,"promiscMode":true"#),
+                    PluginCall(netns: pods[0].path), 7
+                ),
+                (
+                    good.replacingOccurrences(of: #""ranges":[[{"subnet":"10.88.0.0/24"}]],"#, with: ""),
+                    PluginCall(netns: pods[0].path), 7
+                ),
                 (good, PluginCall(netns: "/run/netns/does-not-exist"), 4),
             ]
             for (conf, call, code) in cases {
@@ -290,8 +313,11 @@ struct BridgeTests {
 
     @Test func optionsReachTheKernel() throws {
         try withNode(pods: 1) { node, pods in
-            let conf = bridgeConfig(version: "1.0.0", bridge: "br-opt", dataDir: node.dataDir,
-                                    extra: #""mtu":1400,"hairpinMode":true,"isDefaultGateway":true,"runtimeConfig":{"mac":"0a:58:0a:58:00:99"}"#)
+            let conf = bridgeConfig(
+                version: "1.0.0", bridge: "br-opt", dataDir: node.dataDir,
+                extra:
+                    #""mtu":1400,"hairpinMode":true,"isDefaultGateway":true,"runtimeConfig":{"mac":"0a:58:0a:58:00:99"}"#
+            )
             let r = try node.run("ADD", PluginCall(netns: pods[0].path), conf)
             #expect(r.status == 0, "\(r.stdout)")
             let ifs = try #require(r.json["interfaces"] as? [[String: Any]])
@@ -326,7 +352,8 @@ struct BridgeTests {
 
             let swiftCall = PluginCall(containerID: "fromswift", netns: pods[1].path)
             #expect(try node.run("ADD", swiftCall, conf).status == 0)
-            let goDel = try node.run("DEL", PluginCall(containerID: "fromswift", netns: pods[1].path, path: ref), conf, directory: ref)
+            let goDel = try node.run(
+                "DEL", PluginCall(containerID: "fromswift", netns: pods[1].path, path: ref), conf, directory: ref)
             #expect(goDel.status == 0, "\(goDel.stdout)")
             #expect(reservations(in: node.store).isEmpty)
             #expect(!(try node.iptablesNAT()).contains("fromswift"))

@@ -5,8 +5,8 @@
 // reservation or masquerade rule.
 
 import Foundation
-import Testing
 import TestSupport
+import Testing
 
 /// A CNI_PATH whose first folder holds `fake-ipam`, a shell script in front of the real host-local
 /// (so its reservations are real ones): ADD runs host-local with `$out` holding its result, then
@@ -47,8 +47,10 @@ private func nodeLinks(_ node: Node) throws -> [String] { try node.links().filte
 
 /// `r` is a refused ADD with CNI `code` and a message mentioning `mention`, and nothing is left:
 /// no reservation, no link on the node.
-private func expectRefused(_ r: PluginResult, code: Int, mentioning mention: String, node: Node,
-                           sourceLocation: SourceLocation = #_sourceLocation) throws {
+private func expectRefused(
+    _ r: PluginResult, code: Int, mentioning mention: String, node: Node,
+    sourceLocation: SourceLocation = #_sourceLocation
+) throws {
     #expect(r.errorCode == code, "\(r.status) \(r.stdout) \(r.stderr)", sourceLocation: sourceLocation)
     #expect(message(r).contains(mention), "\(r.stdout)", sourceLocation: sourceLocation)
     #expect(reservations(in: node.store).isEmpty, sourceLocation: sourceLocation)
@@ -65,9 +67,11 @@ struct HostileInputTests {
     func outOfRangeRouteFieldFromIPAMFailsBridgeAdd(field: String) throws {
         try withNode(pods: 1) { node, pods in
             try withFakeIPAM(afterAdd: "echo '\(resultWithBadRoute(field))'") { path, _ in
-                let conf = usingFakeIPAM(bridgeConfig(version: "1.0.0", dataDir: node.dataDir, extra: #""ipMasq":true"#))
-                let r = try runPluginBounded("bridge", "ADD", PluginCall(containerID: "route1", netns: pods[0].path, path: path),
-                                             config: conf, host: node.host)
+                let conf = usingFakeIPAM(
+                    bridgeConfig(version: "1.0.0", dataDir: node.dataDir, extra: #""ipMasq":true"#))
+                let r = try runPluginBounded(
+                    "bridge", "ADD", PluginCall(containerID: "route1", netns: pods[0].path, path: path),
+                    config: conf, host: node.host)
                 #expect(r.status == 1, "\(r.status) \(r.stdout) \(r.stderr)")
                 try expectRefused(r, code: 7, mentioning: "routes[0].\(field)", node: node)
                 #expect(try pods[0].sh("ip -o link show").contains("eth0") == false)
@@ -84,7 +88,8 @@ struct HostileInputTests {
                 let subnetFile = dir + "/subnet.env"
                 try "FLANNEL_NETWORK=10.88.0.0/16\nFLANNEL_SUBNET=10.88.0.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n"
                     .write(toFile: subnetFile, atomically: false, encoding: .utf8)
-                let conf = #"{"cniVersion":"1.0.0","name":"podnet-test","type":"flannel","subnetFile":"\#(subnetFile)","#
+                let conf =
+                    #"{"cniVersion":"1.0.0","name":"podnet-test","type":"flannel","subnetFile":"\#(subnetFile)","#
                     + #""dataDir":"\#(dir)/flannel","ipam":{"type":"fake-ipam","dataDir":"\#(node.dataDir)"}}"#
                 let call = PluginCall(containerID: "route2", netns: pods[0].path, path: path)
                 let r = try runPluginBounded("flannel", "ADD", call, config: conf, host: node.host)
@@ -103,8 +108,10 @@ struct HostileInputTests {
     @Test func outOfRangeRouteInHostLocalConfigFailsBeforeReserving() throws {
         try withNode(pods: 1) { node, pods in
             let conf = bridgeConfig(version: "1.0.0", dataDir: node.dataDir)
-                .replacingOccurrences(of: #""routes":[{"dst":"0.0.0.0/0"}]"#, with: #""routes":[{"dst":"0.0.0.0/0","scope":300}]"#)
-            let r = try runPluginBounded("bridge", "ADD", PluginCall(netns: pods[0].path), config: conf, host: node.host)
+                .replacingOccurrences(
+                    of: #""routes":[{"dst":"0.0.0.0/0"}]"#, with: #""routes":[{"dst":"0.0.0.0/0","scope":300}]"#)
+            let r = try runPluginBounded(
+                "bridge", "ADD", PluginCall(netns: pods[0].path), config: conf, host: node.host)
             try expectRefused(r, code: 7, mentioning: "ipam.routes[0].scope", node: node)
         }
     }
@@ -116,10 +123,12 @@ struct HostileInputTests {
             let call = PluginCall(containerID: "prev1", netns: pods[0].path)
             #expect(try node.run("ADD", call, conf).status == 0)
             #expect(reservations(in: node.store).count == 1)
-            let prev = #""prevResult":{"cniVersion":"1.0.0","ips":[{"address":"10.88.0.2/24"}],"#
+            let prev =
+                #""prevResult":{"cniVersion":"1.0.0","ips":[{"address":"10.88.0.2/24"}],"#
                 + #""routes":[{"dst":"0.0.0.0/0","priority":-1,"table":-1,"scope":300,"mtu":5000000000}]}"#
-            let del = try runPluginBounded("bridge", "DEL", call, config: String(conf.dropLast()) + "," + prev + "}",
-                                           host: node.host)
+            let del = try runPluginBounded(
+                "bridge", "DEL", call, config: String(conf.dropLast()) + "," + prev + "}",
+                host: node.host)
             #expect(del.status == 0, "\(del.stdout) \(del.stderr)")
             #expect(reservations(in: node.store).isEmpty)
             #expect(!(try node.iptablesNAT()).contains("prev1"))
@@ -136,8 +145,9 @@ struct HostileInputTests {
             let conf = bridgeConfig(version: "1.0.0", dataDir: node.dataDir, extra: #""ipMasq":true"#)
             let add = try runPluginBounded("bridge", "ADD", PluginCall(netns: fifo), config: conf, host: node.host)
             try expectRefused(add, code: 4, mentioning: "is not a network namespace", node: node)
-            let lo = try runPluginBounded("loopback", "ADD", PluginCall(netns: fifo, ifname: "lo"),
-                                          config: #"{"cniVersion":"1.0.0","name":"lo","type":"loopback"}"#, host: node.host)
+            let lo = try runPluginBounded(
+                "loopback", "ADD", PluginCall(netns: fifo, ifname: "lo"),
+                config: #"{"cniVersion":"1.0.0","name":"lo","type":"loopback"}"#, host: node.host)
             #expect(lo.errorCode == 4, "\(lo.status) \(lo.stdout)")
 
             let call = PluginCall(containerID: "fifo1", netns: pods[0].path)
@@ -166,9 +176,10 @@ struct HostileInputTests {
             let add = try runPluginBounded("bridge", "ADD", call, config: conf, host: node.host)
             #expect(add.errorCode == 4, "\(add.stdout)")
             #expect(message(add).contains("%"), "\(add.stdout)")
-            let badBridge = try runPluginBounded("bridge", "ADD", PluginCall(containerID: "pct2", netns: pods[0].path),
-                                                 config: bridgeConfig(version: "1.0.0", bridge: "br%d", dataDir: node.dataDir),
-                                                 host: node.host)
+            let badBridge = try runPluginBounded(
+                "bridge", "ADD", PluginCall(containerID: "pct2", netns: pods[0].path),
+                config: bridgeConfig(version: "1.0.0", bridge: "br%d", dataDir: node.dataDir),
+                host: node.host)
             #expect(badBridge.errorCode == 7, "\(badBridge.stdout)")
             #expect(try nodeLinks(node).isEmpty)
             #expect(try pods[0].sh("ip -o link show").contains("eth0") == false)
@@ -187,8 +198,9 @@ struct HostileInputTests {
         try withNode(pods: 1) { node, pods in
             try withFakeIPAM(afterAdd: "exec sleep 600") { path, _ in
                 let conf = usingFakeIPAM(bridgeConfig(version: "1.0.0", dataDir: node.dataDir))
-                let r = try runPluginBounded("bridge", "ADD", PluginCall(containerID: "hung1", netns: pods[0].path, path: path),
-                                             config: conf, host: node.host, extraEnv: ["PODNET_DELEGATE_TIMEOUT": "1"])
+                let r = try runPluginBounded(
+                    "bridge", "ADD", PluginCall(containerID: "hung1", netns: pods[0].path, path: path),
+                    config: conf, host: node.host, extraEnv: ["PODNET_DELEGATE_TIMEOUT": "1"])
                 #expect(r.errorCode == 11, "\(r.status) \(r.stdout)")
                 #expect(reservations(in: node.store).isEmpty)
                 #expect(try nodeLinks(node).isEmpty)
@@ -203,13 +215,19 @@ struct HostileInputTests {
         try withNode(pods: 1) { node, pods in
             // The child closes every descriptor but 0-2 first: one that the test runner's
             // Foundation.Process leaves open in its children would make the runner wait for it.
-            let child = #"bash -c 'for f in /proc/$$/fd/*; do n=${f##*/}; [ "$n" -gt 2 ] && eval "exec $n>&-"; done 2>/dev/null; exec sleep 600'"#
+            let child =
+                #"bash -c 'for f in /proc/$$/fd/*; do n=${f##*/}; [ "$n" -gt 2 ] && eval "exec $n>&-"; done 2>/dev/null; exec sleep 600'"#
             try withFakeIPAM(afterAdd: child + #" & echo $! > "$(dirname "$0")/child.pid"; echo "$out""#) { path, dir in
-                defer { if let pid = try? String(contentsOfFile: dir + "/child.pid", encoding: .utf8) { _ = try? sh("kill \(pid)") } }
+                defer {
+                    if let pid = try? String(contentsOfFile: dir + "/child.pid", encoding: .utf8) {
+                        _ = try? sh("kill \(pid)")
+                    }
+                }
                 let conf = usingFakeIPAM(bridgeConfig(version: "1.0.0", dataDir: node.dataDir))
                 let call = PluginCall(containerID: "child1", netns: pods[0].path, path: path)
-                let r = try runPluginBounded("bridge", "ADD", call, config: conf, host: node.host,
-                                             extraEnv: ["PODNET_DELEGATE_TIMEOUT": "30"])
+                let r = try runPluginBounded(
+                    "bridge", "ADD", call, config: conf, host: node.host,
+                    extraEnv: ["PODNET_DELEGATE_TIMEOUT": "30"])
                 #expect(r.status == 0, "\(r.status) \(r.stdout) \(r.stderr)")
                 #expect(reservations(in: node.store).count == 1)
                 #expect(try addresses(pods[0]).count == 1)
@@ -238,9 +256,11 @@ struct HostileInputTests {
                 #expect(truncate(subnetFile, 100 << 20) == 0)
             default: break
             }
-            let conf = #"{"cniVersion":"1.0.0","name":"podnet-test","type":"flannel","subnetFile":"\#(subnetFile)","#
+            let conf =
+                #"{"cniVersion":"1.0.0","name":"podnet-test","type":"flannel","subnetFile":"\#(subnetFile)","#
                 + #""dataDir":"\#(dir)/flannel","ipam":{"dataDir":"\#(dir)"}}"#
-            let r = try runPluginBounded("flannel", "ADD", PluginCall(netns: pods[0].path), config: conf, host: node.host)
+            let r = try runPluginBounded(
+                "flannel", "ADD", PluginCall(netns: pods[0].path), config: conf, host: node.host)
             #expect(r.status == 1, "\(r.status) \(r.stdout) \(r.stderr)")
             let expected = kind == "huge" ? "larger than 65536 bytes" : "not a regular file"
             #expect(message(r).contains(expected), "\(r.stdout)")
@@ -264,8 +284,10 @@ struct HostileInputTests {
             default: break
             }
             let conf = bridgeConfig(version: "1.0.0", dataDir: node.dataDir)
-                .replacingOccurrences(of: #""type":"host-local","#, with: #""type":"host-local","resolvConf":"\#(path)","#)
-            let r = try runPluginBounded("bridge", "ADD", PluginCall(netns: pods[0].path), config: conf, host: node.host)
+                .replacingOccurrences(
+                    of: #""type":"host-local","#, with: #""type":"host-local","resolvConf":"\#(path)","#)
+            let r = try runPluginBounded(
+                "bridge", "ADD", PluginCall(netns: pods[0].path), config: conf, host: node.host)
             try expectRefused(r, code: 5, mentioning: "resolvConf", node: node)
         }
     }
@@ -278,7 +300,8 @@ struct HostileInputTests {
             let subnetFile = dir + "/subnet.env"
             try "FLANNEL_NETWORK=10.88.0.0/16\nFLANNEL_SUBNET=10.88.0.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n"
                 .write(toFile: subnetFile, atomically: false, encoding: .utf8)
-            let conf = #"{"cniVersion":"1.0.0","name":"podnet-test","type":"flannel","subnetFile":"\#(subnetFile)","#
+            let conf =
+                #"{"cniVersion":"1.0.0","name":"podnet-test","type":"flannel","subnetFile":"\#(subnetFile)","#
                 + #""dataDir":"\#(dir)/flannel","ipam":{"dataDir":"\#(dir)"}}"#
             let call = PluginCall(containerID: "saved1", netns: pods[0].path)
             let add = try runPluginBounded("flannel", "ADD", call, config: conf, host: node.host)
@@ -300,7 +323,8 @@ struct HostileInputTests {
             try FileManager.default.createDirectory(atPath: node.store, withIntermediateDirectories: true)
             #expect(mkfifo(node.store + "/last_reserved_ip.0", 0o600) == 0)
             let conf = bridgeConfig(version: "1.0.0", dataDir: node.dataDir)
-            let r = try runPluginBounded("bridge", "ADD", PluginCall(netns: pods[0].path), config: conf, host: node.host)
+            let r = try runPluginBounded(
+                "bridge", "ADD", PluginCall(netns: pods[0].path), config: conf, host: node.host)
             try expectRefused(r, code: 5, mentioning: "last_reserved_ip.0", node: node)
         }
     }

@@ -7,8 +7,8 @@ import Bridge
 import CNI
 import Foundation
 import Netlink
-import Testing
 import TestSupport
+import Testing
 
 @Suite struct BridgeUnitTests {
     /// The result as the reference prints it in each version's layout, with the interfaces the
@@ -114,7 +114,9 @@ import TestSupport
 
         let refused = node.run("ADD", bridgeConf())
         #expect(refused.code == 999)
-        #expect(refused.message?.contains("\"cni0\" already has an IP address different from 10.88.0.1/24") == true, "\(refused.text)")
+        #expect(
+            refused.message?.contains("\"cni0\" already has an IP address different from 10.88.0.1/24") == true,
+            "\(refused.text)")
         #expect(node.ipam.held.isEmpty)
         #expect(node.ipam.calls.map(\.description) == ["host-local ADD ctr1/eth0", "host-local DEL ctr1/eth0"])
         #expect(node.hostVeths.isEmpty)
@@ -144,7 +146,9 @@ import TestSupport
     /// An IPAM plugin that timed out may hold an address: its DEL runs, and nothing is left.
     @Test func ipamWithUnknownOutcomeIsReleased() throws {
         let node = Node()
-        let ipam = FakeDelegate(result: ipamResult, addFailure: .unknownOutcome(CNIError(.tryAgainLater, "plugin host-local did not finish ADD within 60.0s")))
+        let ipam = FakeDelegate(
+            result: ipamResult,
+            addFailure: .unknownOutcome(CNIError(.tryAgainLater, "plugin host-local did not finish ADD within 60.0s")))
         let bridge = Bridge(kernel: node.kernel, ipam: ipam)
         let add = dispatch(bridge, cniEnv("ADD"), bridgeConf())
         #expect(add.code == 11)
@@ -157,7 +161,8 @@ import TestSupport
     /// An IPAM plugin that reported its own error holds nothing: no DEL.
     @Test func ipamErrorIsPassedThroughWithoutDel() throws {
         let node = Node()
-        let ipam = FakeDelegate(result: ipamResult, addFailure: .reported(CNIError(.internal, "no IP addresses available in range set")))
+        let ipam = FakeDelegate(
+            result: ipamResult, addFailure: .reported(CNIError(.internal, "no IP addresses available in range set")))
         let add = dispatch(Bridge(kernel: node.kernel, ipam: ipam), cniEnv("ADD"), bridgeConf())
         #expect(add.message == "no IP addresses available in range set")
         #expect(ipam.calls.map(\.description) == ["host-local ADD ctr1/eth0"])
@@ -245,7 +250,8 @@ import TestSupport
         let node = Node()
         node.kernel.addLink("cni0", kind: "dummy")
         let add = node.run("ADD", bridgeConf())
-        #expect(add.message == "failed to create bridge cni0: \"cni0\" already exists but is not a bridge", "\(add.text)")
+        #expect(
+            add.message == "failed to create bridge cni0: \"cni0\" already exists but is not a bridge", "\(add.text)")
         #expect(node.ipam.calls.isEmpty)
         #expect(node.hostVeths.isEmpty)
     }

@@ -2,8 +2,8 @@
 
 import CNI
 import Loopback
-import Testing
 import TestSupport
+import Testing
 
 @Suite struct LoopbackUnitTests {
     let kernel = InMemoryKernel()
@@ -20,20 +20,21 @@ import TestSupport
         let add = dispatch(loopback, cniEnv("ADD", ifname: "lo"), conf(version))
         #expect(add.exitCode == 0, "\(add.text)")
         #expect(kernel.namespace(at: podPath)?.link(named: "lo")?.isUp == true)
-        let expected = switch version {
-        case "0.1.0", "0.2.0":
-            #"{"cniVersion":"\#(version)","ip4":{"ip":"127.0.0.1/8"},"ip6":{"ip":"::1/128"}}"#
-        case "0.3.0", "0.3.1", "0.4.0":
-            #"""
-            {"cniVersion":"\#(version)","interfaces":[{"name":"lo","mac":"00:00:00:00:00:00","sandbox":"\#(podPath)"}],
-             "ips":[{"version":"4","interface":0,"address":"127.0.0.1/8"},{"version":"6","interface":0,"address":"::1/128"}]}
-            """#
-        default:
-            #"""
-            {"cniVersion":"\#(version)","interfaces":[{"name":"lo","mac":"00:00:00:00:00:00","sandbox":"\#(podPath)"}],
-             "ips":[{"interface":0,"address":"127.0.0.1/8"},{"interface":0,"address":"::1/128"}]}
-            """#
-        }
+        let expected =
+            switch version {
+            case "0.1.0", "0.2.0":
+                #"{"cniVersion":"\#(version)","ip4":{"ip":"127.0.0.1/8"},"ip6":{"ip":"::1/128"}}"#
+            case "0.3.0", "0.3.1", "0.4.0":
+                #"""
+                {"cniVersion":"\#(version)","interfaces":[{"name":"lo","mac":"00:00:00:00:00:00","sandbox":"\#(podPath)"}],
+                 "ips":[{"version":"4","interface":0,"address":"127.0.0.1/8"},{"version":"6","interface":0,"address":"::1/128"}]}
+                """#
+            default:
+                #"""
+                {"cniVersion":"\#(version)","interfaces":[{"name":"lo","mac":"00:00:00:00:00:00","sandbox":"\#(podPath)"}],
+                 "ips":[{"interface":0,"address":"127.0.0.1/8"},{"interface":0,"address":"::1/128"}]}
+                """#
+            }
         #expect(sameJSON(add.text, expected, ignoringEmptyDNS: true), "\(add.text)")
     }
 

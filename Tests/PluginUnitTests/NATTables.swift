@@ -28,7 +28,9 @@ final class NATTables: Sendable {
         case "iptables-restore", "ip6tables-restore":
             let program = String(c.executable.dropLast("-restore".count))
             tables.withLock { t in
-                for line in c.stdin.split(separator: "\n") { Self.apply(String(line), to: &t[program, default: Table()]) }
+                for line in c.stdin.split(separator: "\n") {
+                    Self.apply(String(line), to: &t[program, default: Table()])
+                }
             }
             return CommandOutput(status: 0)
         case "iptables", "ip6tables":
@@ -56,7 +58,9 @@ final class NATTables: Sendable {
         case "-F": t.rules.removeAll { $0.chain == chain }
         case "-A": if let r = IPTablesRule(line: line) { t.rules.append(r) }
         case "-D":
-            guard let r = IPTablesRule(line: "-A" + line.dropFirst(2)), let i = t.rules.firstIndex(of: r) else { return }
+            guard let r = IPTablesRule(line: "-A" + line.dropFirst(2)), let i = t.rules.firstIndex(of: r) else {
+                return
+            }
             t.rules.remove(at: i)
         case "-I":
             // -I CHAIN 1 args: at the top of the chain.

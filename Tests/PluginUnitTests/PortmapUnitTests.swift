@@ -5,8 +5,8 @@ import Addressing
 import CNI
 import Netfilter
 import Portmap
-import Testing
 import TestSupport
+import Testing
 
 @Suite struct PortmapUnitTests {
     let kernel = InMemoryKernel()
@@ -28,7 +28,8 @@ import TestSupport
 
     var portmap: Portmap { Portmap(hostPorts: HostPorts(runner: runner), kernel: kernel) }
 
-    func conf(_ extra: String, mappings: String = #"[{"hostPort":8080,"containerPort":80,"protocol":"tcp"}]"#) -> String {
+    func conf(_ extra: String, mappings: String = #"[{"hostPort":8080,"containerPort":80,"protocol":"tcp"}]"#) -> String
+    {
         #"""
         {"cniVersion":"1.0.0","name":"pmnet","type":"portmap"\#(extra),
          "runtimeConfig":{"portMappings":\#(mappings)},"prevResult":\#(prevResult)}
@@ -44,7 +45,9 @@ import TestSupport
         #expect(sameJSON(add.text, prevResult))
         let rules = nat.lines()
         let dnat = rules.filter { $0.contains("-j DNAT") }
-        #expect(dnat.count == 1 && dnat[0].contains("-p tcp -m tcp --dport 8080 -j DNAT --to-destination 10.88.0.5:80"), "\(rules)")
+        #expect(
+            dnat.count == 1 && dnat[0].contains("-p tcp -m tcp --dport 8080 -j DNAT --to-destination 10.88.0.5:80"),
+            "\(rules)")
         let chain = try #require(dnat.first?.split(separator: " ")[1]).description
         #expect(chain.hasPrefix("CNI-DN-"))
         #expect(rules.contains { $0.hasPrefix("-A CNI-HOSTPORT-DNAT ") && $0.contains("-j \(chain)") })
@@ -71,7 +74,9 @@ import TestSupport
         let add = dispatch(portmap, cniEnv("ADD"), conf(#","backend":"nftables""#))
         #expect(add.exitCode == 0, "\(add.text)")
         #expect(runner.lines == ["nft -f -"])
-        #expect(runner.commands[0].stdin.contains("add rule ip cni_hostport hostports tcp dport 8080 dnat to 10.88.0.5:80 comment \"ctr1\""))
+        #expect(
+            runner.commands[0].stdin.contains(
+                "add rule ip cni_hostport hostports tcp dport 8080 dnat to 10.88.0.5:80 comment \"ctr1\""))
         #expect(kernel.host.sysctls["net/ipv4/conf/cni0/route_localnet"] == "1")
     }
 

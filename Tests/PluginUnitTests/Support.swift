@@ -16,10 +16,14 @@ let allVersions = ["0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"
 let ipamResult = Result(ips: [.init(address: IPNetwork("10.88.0.5/24")!, gateway: IPAddress("10.88.0.1"))])
 
 /// The environment of one invocation.
-func cniEnv(_ command: String, containerID: String = "ctr1", netns: String = podPath,
-            ifname: String = "eth0") -> [String: String] {
-    ["CNI_COMMAND": command, "CNI_CONTAINERID": containerID, "CNI_NETNS": netns, "CNI_IFNAME": ifname,
-     "CNI_PATH": "/opt/cni/bin"]
+func cniEnv(
+    _ command: String, containerID: String = "ctr1", netns: String = podPath,
+    ifname: String = "eth0"
+) -> [String: String] {
+    [
+        "CNI_COMMAND": command, "CNI_CONTAINERID": containerID, "CNI_NETNS": netns, "CNI_IFNAME": ifname,
+        "CNI_PATH": "/opt/cni/bin",
+    ]
 }
 
 /// One invocation's outcome as a runtime reads it.

@@ -7,38 +7,46 @@ import CNI
 import Foundation
 import Netfilter
 import Portmap
-import Testing
 import TestSupport
+import Testing
 
 private func portmapRequest(_ runtimeConfig: String, extra: String = "") throws -> Request {
-    let env = try CNIEnvironment(["CNI_COMMAND": "ADD", "CNI_CONTAINERID": "ctr1", "CNI_NETNS": "/run/netns/x",
-                                  "CNI_IFNAME": "eth0", "CNI_PATH": "/opt/cni/bin"])
+    let env = try CNIEnvironment([
+        "CNI_COMMAND": "ADD", "CNI_CONTAINERID": "ctr1", "CNI_NETNS": "/run/netns/x",
+        "CNI_IFNAME": "eth0", "CNI_PATH": "/opt/cni/bin",
+    ])
     let stdin = #"{"cniVersion":"1.0.0","name":"podnet","type":"portmap","runtimeConfig":\#(runtimeConfig)\#(extra)}"#
     return try Request(env: env, stdin: Array(stdin.utf8), supported: SpecVersion.allCases)
 }
 
 @Suite struct PortmapConfigKeyTests {
     @Test func containerdStyleMappingsAreRead() throws {
-        let r = try portmapRequest(#"{"portMappings":[{"HostPort":8081,"ContainerPort":80,"Protocol":"tcp","HostIP":""},"#
-                                   + #"{"hostport":5353,"CONTAINERPORT":53,"protocol":"UDP","HostIP":"192.0.2.10"}]}"#,
-                                   extra: #","SNAT":false,"MasqAll":true,"Backend":"nftables""#)
+        let r = try portmapRequest(
+            #"{"portMappings":[{"HostPort":8081,"ContainerPort":80,"Protocol":"tcp","HostIP":""},"#
+                + #"{"hostport":5353,"CONTAINERPORT":53,"protocol":"UDP","HostIP":"192.0.2.10"}]}"#,
+            extra: #","SNAT":false,"MasqAll":true,"Backend":"nftables""#)
         let c = try PortmapConfig(r)
-        #expect(c.forwarding.mappings == [
-            PortMapping(hostPort: 8081, containerPort: 80, proto: "tcp"),
-            PortMapping(hostPort: 5353, containerPort: 53, proto: "udp", hostIP: IPAddress("192.0.2.10")),
-        ])
+        #expect(
+            c.forwarding.mappings == [
+                PortMapping(hostPort: 8081, containerPort: 80, proto: "tcp"),
+                PortMapping(hostPort: 5353, containerPort: 53, proto: "udp", hostIP: IPAddress("192.0.2.10")),
+            ])
         #expect(c.forwarding.snat == false)
         #expect(c.forwarding.masqAll == true)
         #expect(c.backend == .nftables)
         // The capability key itself, as a Go struct field, is matched ignoring case too.
-        let upper = try PortmapConfig(try portmapRequest(#"{"PortMappings":[{"HostPort":8081,"ContainerPort":80,"Protocol":"tcp"}]}"#))
+        let upper = try PortmapConfig(
+            try portmapRequest(#"{"PortMappings":[{"HostPort":8081,"ContainerPort":80,"Protocol":"tcp"}]}"#))
         #expect(upper.forwarding.mappings == [PortMapping(hostPort: 8081, containerPort: 80, proto: "tcp")])
     }
 
     @Test func wrongTypeNamesTheKeyAsWritten() throws {
         let r = try portmapRequest(#"{"portMappings":[{"HostPort":"8081","ContainerPort":80,"Protocol":"tcp"}]}"#)
-        #expect(throws: CNIError(.invalidNetworkConfig,
-                                 #"invalid config: "runtimeConfig.portMappings[0].HostPort" must be an integer, got "8081""#)) {
+        #expect(
+            throws: CNIError(
+                .invalidNetworkConfig,
+                #"invalid config: "runtimeConfig.portMappings[0].HostPort" must be an integer, got "8081""#)
+        ) {
             try PortmapConfig(r)
         }
     }
@@ -58,13 +66,20 @@ struct PortmapContainerdKeysTests {
                     plugin["Backend"] = backend
                 } else {
                     let ipam = plugin.removeValue(forKey: "ipam") as! [String: Any]
-                    plugin["IPAM"] = ["Type": ipam["type"]!, "Ranges": ipam["ranges"]!, "Routes": ipam["routes"]!, "DataDir": ipam["dataDir"]!]
-                    for (key, goName) in [("isGateway", "IsGateway"), ("ipMasq", "IPMasq"), ("hairpinMode", "HairpinMode")] {
+                    plugin["IPAM"] = [
+                        "Type": ipam["type"]!, "Ranges": ipam["ranges"]!, "Routes": ipam["routes"]!,
+                        "DataDir": ipam["dataDir"]!,
+                    ]
+                    for (key, goName) in [
+                        ("isGateway", "IsGateway"), ("ipMasq", "IPMasq"), ("hairpinMode", "HairpinMode"),
+                    ] {
                         plugin[goName] = plugin.removeValue(forKey: key)
                     }
                 }
             }
-            let mappings: [String: Any] = ["portMappings": [["HostPort": 30081, "ContainerPort": 8080, "Protocol": "tcp", "HostIP": ""]]]
+            let mappings: [String: Any] = [
+                "portMappings": [["HostPort": 30081, "ContainerPort": 8080, "Protocol": "tcp", "HostIP": ""]]
+            ]
             let call = { (type: String) in net.call(pods[0], "ctrd16", type: type) }
             let bridge = try net.invoke(0, "ADD", call("bridge"), net.config(0, ports: [], prevResult: nil))
             try #require(bridge.status == 0, "\(bridge.stdout)")

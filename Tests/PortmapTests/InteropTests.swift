@@ -3,13 +3,15 @@
 // chains without duplicating them, and they reject bad input with the same messages.
 
 import Foundation
-import Testing
 import TestSupport
+import Testing
 
 @Suite(.enabled(if: isRoot, "needs root to create network namespaces"))
 struct PortmapInteropTests {
-    func network(_ node: Node, portmapFrom directory: String? = nil,
-                 file: String = "20-podnet-portmap.conflist") throws -> Network {
+    func network(
+        _ node: Node, portmapFrom directory: String? = nil,
+        file: String = "20-podnet-portmap.conflist"
+    ) throws -> Network {
         var net = try portmapNetwork(file, node, backend: "iptables")
         // The reference 1.1.1 has no `backend` key and rejects nothing for it, but keep its
         // config as it would be written for it.
@@ -62,8 +64,11 @@ struct PortmapInteropTests {
                 #expect(address(result, 6) != nil)
                 // host-local hands out the next address the second time: compare without it.
                 let (v4, v6) = (try #require(address(result)), try #require(address(result, 6)))
-                let nat = try node.iptables().replacingOccurrences(of: v4, with: "<ip4>").replacingOccurrences(of: v6, with: "<ip6>")
-                written.append(nat.split(separator: "\n").map(String.init).filter { $0.hasPrefix("-A ") || $0.hasPrefix(":CNI-") }.sorted())
+                let nat = try node.iptables().replacingOccurrences(of: v4, with: "<ip4>").replacingOccurrences(
+                    of: v6, with: "<ip6>")
+                written.append(
+                    nat.split(separator: "\n").map(String.init).filter { $0.hasPrefix("-A ") || $0.hasPrefix(":CNI-") }
+                        .sorted())
                 try net.del(pods[0], id: "same", ports: ports, result: result)
                 #expect(try node.portmapRules("iptables", of: "same", network: "podnet-dualstack").isEmpty)
             }
@@ -82,10 +87,12 @@ struct PortmapInteropTests {
             try ours.add(pods[0], id: "swift1", ports: [Port(hostPort: 30080, containerPort: 80)])
             try theirs.add(pods[1], id: "go1", ports: [Port(hostPort: 30081, containerPort: 80)])
             let nat = try node.host.sh("iptables-save -t nat")
-            for jump in ["-A PREROUTING -m addrtype --dst-type LOCAL -j CNI-HOSTPORT-DNAT",
-                         "-A OUTPUT -m addrtype --dst-type LOCAL -j CNI-HOSTPORT-DNAT",
-                         "-A POSTROUTING -m comment --comment \"CNI portfwd requiring masquerade\" -j CNI-HOSTPORT-MASQ",
-                         "-A CNI-HOSTPORT-MASQ -m mark --mark 0x2000/0x2000 -j MASQUERADE"] {
+            for jump in [
+                "-A PREROUTING -m addrtype --dst-type LOCAL -j CNI-HOSTPORT-DNAT",
+                "-A OUTPUT -m addrtype --dst-type LOCAL -j CNI-HOSTPORT-DNAT",
+                "-A POSTROUTING -m comment --comment \"CNI portfwd requiring masquerade\" -j CNI-HOSTPORT-MASQ",
+                "-A CNI-HOSTPORT-MASQ -m mark --mark 0x2000/0x2000 -j MASQUERADE",
+            ] {
                 #expect(nat.split(separator: "\n").filter { $0 == jump }.count == 1, "\(jump)\n\(nat)")
             }
             try withEchoServers([(pods[0], "tcp", 80, "swift"), (pods[1], "tcp", 80, "go")]) { () throws in
@@ -113,15 +120,27 @@ struct PortmapInteropTests {
             ("ADD", conf(#","markMasqBit":-1,"# + prev)),
             ("CHECK", conf(#","markMasqBit":99,"# + prev)),
             ("ADD", conf(#","markMasqBit":5,"externalSetMarkChain":"KUBE-MARK-MASQ","# + prev)),
-            ("ADD", conf(#","runtimeConfig":{"portMappings":[{"hostPort":0,"containerPort":80,"protocol":"tcp"}]},"# + prev)),
-            ("ADD", conf(#","runtimeConfig":{"portMappings":[{"hostPort":80,"containerPort":-3,"protocol":"tcp"}]},"# + prev)),
-            ("CHECK", conf(#","runtimeConfig":{"portMappings":[{"hostPort":-8,"containerPort":80,"protocol":"tcp"}]},"# + prev)),
+            (
+                "ADD",
+                conf(#","runtimeConfig":{"portMappings":[{"hostPort":0,"containerPort":80,"protocol":"tcp"}]},"# + prev)
+            ),
+            (
+                "ADD",
+                conf(
+                    #","runtimeConfig":{"portMappings":[{"hostPort":80,"containerPort":-3,"protocol":"tcp"}]},"# + prev)
+            ),
+            (
+                "CHECK",
+                conf(
+                    #","runtimeConfig":{"portMappings":[{"hostPort":-8,"containerPort":80,"protocol":"tcp"}]},"# + prev)
+            ),
         ]
         try withNode(pods: 1) { node, pods in
             for c in cases {
                 let call = PluginCall(containerID: "bad", netns: pods[0].path)
                 let ours = try runPlugin("portmap", c.command, call, config: c.config, host: node.host)
-                let theirs = try runPlugin("portmap", c.command, call, config: c.config, host: node.host, directory: "/usr/lib/cni")
+                let theirs = try runPlugin(
+                    "portmap", c.command, call, config: c.config, host: node.host, directory: "/usr/lib/cni")
                 #expect(ours.status != 0 && theirs.status != 0)
                 #expect(ours.json["msg"] as? String == theirs.json["msg"] as? String, "\(c.command) \(c.config)")
                 #expect(ours.errorCode == 7 || ours.errorCode == 999)

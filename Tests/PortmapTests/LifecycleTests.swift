@@ -2,8 +2,8 @@
 // chained after bridge as a runtime chains them.
 
 import Foundation
-import Testing
 import TestSupport
+import Testing
 
 let allVersions = ["0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"]
 let webPorts = [Port(hostPort: 30080, containerPort: 80), Port(hostPort: 30053, containerPort: 53, proto: "udp")]
@@ -18,11 +18,13 @@ struct PortmapLifecycleTests {
         try withNode(pods: 1) { node, pods in
             var net = try portmapNetwork("20-podnet-portmap.conflist", node, backend: "iptables")
             net.version = version
-            let bridge = try net.invoke(0, "ADD", net.call(pods[0], "v\(version)", type: "bridge"),
-                                        net.config(0, ports: webPorts, prevResult: nil))
+            let bridge = try net.invoke(
+                0, "ADD", net.call(pods[0], "v\(version)", type: "bridge"),
+                net.config(0, ports: webPorts, prevResult: nil))
             #expect(bridge.status == 0, "\(bridge.stdout)")
-            let portmap = try net.invoke(1, "ADD", net.call(pods[0], "v\(version)", type: "portmap"),
-                                         net.config(1, ports: webPorts, prevResult: bridge.json))
+            let portmap = try net.invoke(
+                1, "ADD", net.call(pods[0], "v\(version)", type: "portmap"),
+                net.config(1, ports: webPorts, prevResult: bridge.json))
             #expect(portmap.status == 0, "\(portmap.stdout)")
             #expect(NSDictionary(dictionary: portmap.json) == NSDictionary(dictionary: bridge.json))
             #expect(portmap.json["cniVersion"] as? String == version)
@@ -46,14 +48,18 @@ struct PortmapLifecycleTests {
             let result = try net.add(pods[0], id: "checked", ports: webPorts)
             #expect(try net.check(pods[0], id: "checked", ports: webPorts, result: result) == nil)
             if backend == "iptables" {
-                let chain = try #require(try node.host.sh("iptables -t nat -S").split(separator: "\n")
-                    .first { $0.hasPrefix("-N CNI-DN-") }).dropFirst(3)
-                let dnat = try #require(try node.host.sh("iptables -t nat -S \(chain)").split(separator: "\n")
-                    .last { $0.contains("-j DNAT") })
+                let chain = try #require(
+                    try node.host.sh("iptables -t nat -S").split(separator: "\n")
+                        .first { $0.hasPrefix("-N CNI-DN-") }
+                ).dropFirst(3)
+                let dnat = try #require(
+                    try node.host.sh("iptables -t nat -S \(chain)").split(separator: "\n")
+                        .last { $0.contains("-j DNAT") })
                 try node.host.sh("iptables -t nat -D" + dnat.dropFirst(2))
             } else {
-                let line = try #require(try node.host.sh("nft -a list chain ip cni_hostport hostports")
-                    .split(separator: "\n").first { $0.contains("comment \"checked\"") })
+                let line = try #require(
+                    try node.host.sh("nft -a list chain ip cni_hostport hostports")
+                        .split(separator: "\n").first { $0.contains("comment \"checked\"") })
                 let handle = try #require(line.split(separator: " ").last)
                 try node.host.sh("nft delete rule ip cni_hostport hostports handle \(handle)")
             }
@@ -79,7 +85,9 @@ struct PortmapLifecycleTests {
             try net.del(pods[0], id: "gone")
             #expect(try node.portmapRules(backend, of: "gone").isEmpty)
             if backend == "iptables" {
-                #expect(try node.host.sh("iptables -t nat -S").split(separator: "\n").filter { $0.hasPrefix("-N CNI-DN-") }.count == 1)
+                #expect(
+                    try node.host.sh("iptables -t nat -S").split(separator: "\n").filter { $0.hasPrefix("-N CNI-DN-") }
+                        .count == 1)
             }
             #expect(try !node.portmapRules(backend, of: "stays").isEmpty)
             try net.del(pods[0], id: "gone")

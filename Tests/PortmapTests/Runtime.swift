@@ -5,8 +5,8 @@
 
 import Foundation
 import Netfilter
-import Testing
 import TestSupport
+import Testing
 
 /// The node: a namespace that plays the host (with a second address on `ext0`, 192.0.2.10 and
 /// fd00:192::10, standing for its external interface), and host-local's store in a temp dir.
@@ -31,7 +31,8 @@ struct Node {
         if backend == "iptables" {
             let chain = PortmapNames.containerChain(network: network, containerID: id)
             return try iptables().split(separator: "\n").map(String.init).filter {
-                $0.hasPrefix("-A ") && ($0.contains(chain) || ($0.contains("dnat name") && $0.contains("id: \\\"\(id)\\\"")))
+                $0.hasPrefix("-A ")
+                    && ($0.contains(chain) || ($0.contains("dnat name") && $0.contains("id: \\\"\(id)\\\"")))
             }
         }
         return try nft().split(separator: "\n").map(String.init).filter { $0.contains("comment \"\(id)\"") }
@@ -39,7 +40,9 @@ struct Node {
 
     /// UDP conntrack entries in the node namespace with original destination port `port`.
     func conntrackUDP(port: Int) throws -> [String] {
-        let r = try run(["/usr/sbin/ip", "netns", "exec", host.name, "conntrack", "-L", "-p", "udp", "--orig-port-dst", String(port)])
+        let r = try run([
+            "/usr/sbin/ip", "netns", "exec", host.name, "conntrack", "-L", "-p", "udp", "--orig-port-dst", String(port),
+        ])
         return r.stdout.split(separator: "\n").map(String.init).filter { $0.hasPrefix("udp") }
     }
 }
@@ -51,7 +54,8 @@ func withNode<T>(pods: Int, _ body: (Node, [TestNamespace]) throws -> T) throws 
     return try withNamespaces(pods + 1) { ns in
         let node = Node(host: ns[0], dataDir: dir)
         // No duplicate address detection: addresses are usable at once (the bridge's gateway too).
-        try node.host.sh("""
+        try node.host.sh(
+            """
             sysctl -qw net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad=0
             ip link add ext0 type veth peer name ext0-peer && ip link set ext0-peer up && ip link set ext0 up
             ip addr add \(Node.address)/24 dev ext0 && ip addr add \(Node.address6)/64 dev ext0 nodad
@@ -93,7 +97,8 @@ struct Network {
     /// Loads netconf/`file`, points host-local at the node's store, and applies `edit` to each
     /// plugin object.
     init(_ file: String, node: Node, edit: (inout [String: Any]) -> Void = { _ in }) throws {
-        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent()
         let data = try Data(contentsOf: root.appendingPathComponent("netconf/" + file))
         conflist = try JSONSerialization.jsonObject(with: data) as! [String: Any]
         self.node = node
@@ -136,7 +141,8 @@ struct Network {
 
     func invoke(_ i: Int, _ command: String, _ call: PluginCall, _ config: String) throws -> PluginResult {
         let type = plugins[i]["type"] as! String
-        return try runPlugin(type, command, call, config: config, host: node.host, directory: directories[type] ?? pluginDirectory)
+        return try runPlugin(
+            type, command, call, config: config, host: node.host, directory: directories[type] ?? pluginDirectory)
     }
 
     /// ADD through every plugin; returns the final result.
@@ -178,7 +184,9 @@ struct Network {
         for i in plugins.indices {
             let type = plugins[i]["type"] as! String
             let conf = config(i, ports: [], prevResult: nil, extra: ["cni.dev/valid-attachments": list])
-            let r = try invoke(i, "GC", PluginCall(containerID: "", netns: "", ifname: "", path: directories[type] ?? pluginDirectory), conf)
+            let r = try invoke(
+                i, "GC", PluginCall(containerID: "", netns: "", ifname: "", path: directories[type] ?? pluginDirectory),
+                conf)
             guard r.status == 0 else { throw RuntimeError.pluginFailed(type: type, command: "GC", r) }
         }
     }
@@ -191,13 +199,16 @@ func address(_ result: [String: Any], _ family: Int = 4) -> String? {
         guard let a = ip["address"] as? String else { continue }
         if a.contains(":") == (family == 6) { return String(a.split(separator: "/")[0]) }
     }
-    if let ip4 = (result["ip4"] as? [String: Any])?["ip"] as? String, family == 4 { return String(ip4.split(separator: "/")[0]) }
+    if let ip4 = (result["ip4"] as? [String: Any])?["ip"] as? String, family == 4 {
+        return String(ip4.split(separator: "/")[0])
+    }
     return nil
 }
 
 /// The binaries the privileged tests run; a test records a failure when one is missing.
 func pluginsBuilt() -> Bool {
-    for type in ["bridge", "host-local", "portmap"] where !FileManager.default.isExecutableFile(atPath: pluginDirectory + "/" + type) {
+    for type in ["bridge", "host-local", "portmap"]
+    where !FileManager.default.isExecutableFile(atPath: pluginDirectory + "/" + type) {
         Issue.record("plugin binary \(pluginDirectory)/\(type) not found: build the plugins and set PODNET_BIN_DIR")
         return false
     }

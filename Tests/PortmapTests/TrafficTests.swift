@@ -2,8 +2,8 @@
 // runs them, with echo servers in the pods. Each test builds its own node and pods.
 
 import Foundation
-import Testing
 import TestSupport
+import Testing
 
 let backends = ["iptables", "nftables"]
 
@@ -23,8 +23,10 @@ struct PortmapTrafficTests {
         guard pluginsBuilt() else { return }
         try withNode(pods: 2) { node, pods in
             let net = try portmapNetwork("20-podnet-portmap.conflist", node, backend: backend)
-            let ports = [Port(hostPort: 30080, containerPort: 8080, proto: "tcp"),
-                         Port(hostPort: 30080, containerPort: 8080, proto: "udp")]
+            let ports = [
+                Port(hostPort: 30080, containerPort: 8080, proto: "tcp"),
+                Port(hostPort: 30080, containerPort: 8080, proto: "udp"),
+            ]
             let server = try net.add(pods[0], id: "server", ports: ports)
             try net.add(pods[1], id: "client")
             let serverIP = try #require(address(server))
@@ -32,9 +34,13 @@ struct PortmapTrafficTests {
             try withEchoServers([(pods[0], "tcp", 8080, "pod0"), (pods[0], "udp", 8080, "pod0")]) { () throws in
                 for proto in ["tcp", "udp"] {
                     let viaAddress = try request(from: node.host, proto, Node.address, 30080)
-                    #expect(viaAddress?.hasPrefix("pod0 ") == true, "\(proto) node -> \(Node.address): \(viaAddress ?? "no answer")")
+                    #expect(
+                        viaAddress?.hasPrefix("pod0 ") == true,
+                        "\(proto) node -> \(Node.address): \(viaAddress ?? "no answer")")
                     let viaLocalhost = try request(from: node.host, proto, "127.0.0.1", 30080)
-                    #expect(viaLocalhost?.hasPrefix("pod0 ") == true, "\(proto) node -> 127.0.0.1: \(viaLocalhost ?? "no answer")")
+                    #expect(
+                        viaLocalhost?.hasPrefix("pod0 ") == true,
+                        "\(proto) node -> 127.0.0.1: \(viaLocalhost ?? "no answer")")
                     let fromPod = try request(from: pods[1], proto, Node.address, 30080)
                     #expect(fromPod?.hasPrefix("pod0 ") == true, "\(proto) pod1 -> node: \(fromPod ?? "no answer")")
                     let hairpin = try request(from: pods[0], proto, Node.address, 30080)
@@ -54,8 +60,10 @@ struct PortmapTrafficTests {
         guard pluginsBuilt() else { return }
         try withNode(pods: 2) { node, pods in
             let net = try portmapNetwork("30-podnet-dualstack.conflist", node, backend: backend)
-            let ports = [Port(hostPort: 30443, containerPort: 8443, proto: "tcp"),
-                         Port(hostPort: 30443, containerPort: 8443, proto: "udp")]
+            let ports = [
+                Port(hostPort: 30443, containerPort: 8443, proto: "tcp"),
+                Port(hostPort: 30443, containerPort: 8443, proto: "udp"),
+            ]
             let server = try net.add(pods[0], id: "ds-server", ports: ports)
             try net.add(pods[1], id: "ds-client")
             #expect(address(server, 6) != nil)
@@ -63,9 +71,12 @@ struct PortmapTrafficTests {
                 for proto in ["tcp", "udp"] {
                     for host in [Node.address, Node.address6] {
                         let fromNode = try request(from: node.host, proto, host, 30443)
-                        #expect(fromNode?.hasPrefix("pod0 ") == true, "\(proto) node -> \(host): \(fromNode ?? "no answer")")
+                        #expect(
+                            fromNode?.hasPrefix("pod0 ") == true, "\(proto) node -> \(host): \(fromNode ?? "no answer")"
+                        )
                         let fromPod = try request(from: pods[1], proto, host, 30443)
-                        #expect(fromPod?.hasPrefix("pod0 ") == true, "\(proto) pod1 -> \(host): \(fromPod ?? "no answer")")
+                        #expect(
+                            fromPod?.hasPrefix("pod0 ") == true, "\(proto) pod1 -> \(host): \(fromPod ?? "no answer")")
                     }
                     let hairpin6 = try request(from: pods[0], proto, Node.address6, 30443)
                     #expect(hairpin6?.hasPrefix("pod0 ") == true, "\(proto) hairpin v6: \(hairpin6 ?? "no answer")")
@@ -106,7 +117,9 @@ struct PortmapTrafficTests {
             // DEL: the flow to the old container is forgotten.
             let old = try net.add(pods[0], id: "udp-old", ports: ports)
             try withEchoServers([(pods[0], "udp", 5353, "old")]) { () throws in
-                #expect(try request(from: node.host, "udp", Node.address, 30053, sourcePort: 40000)?.hasPrefix("old ") == true)
+                #expect(
+                    try request(from: node.host, "udp", Node.address, 30053, sourcePort: 40000)?.hasPrefix("old ")
+                        == true)
             }
             #expect(try node.conntrackUDP(port: 30053).count == 1)
             try net.del(pods[0], id: "udp-old", ports: ports, result: old)
@@ -115,7 +128,9 @@ struct PortmapTrafficTests {
             // ADD: a flow still sent to a container whose rules went without a conntrack clean-up.
             try net.add(pods[1], id: "udp-gone", ports: ports)
             try withEchoServers([(pods[1], "udp", 5353, "gone")]) { () throws in
-                #expect(try request(from: node.host, "udp", Node.address, 30053, sourcePort: 40001)?.hasPrefix("gone ") == true)
+                #expect(
+                    try request(from: node.host, "udp", Node.address, 30053, sourcePort: 40001)?.hasPrefix("gone ")
+                        == true)
             }
             try net.gc(valid: [])
             #expect(try node.conntrackUDP(port: 30053).count == 1)

@@ -4,12 +4,14 @@
 // Nothing may configure the node through it. The full runtimes are in scripts/runtimes/.
 
 import Foundation
-import Testing
 import TestSupport
+import Testing
 
 /// Runs `type` from the built plugins inside `node` entered with `nsenter --net` (no /sys remount).
-private func runEnteredWithSetns(_ type: String, _ command: String, _ call: PluginCall, config: String,
-                                 node: TestNamespace) throws -> CommandResult {
+private func runEnteredWithSetns(
+    _ type: String, _ command: String, _ call: PluginCall, config: String,
+    node: TestNamespace
+) throws -> CommandResult {
     let bin = pluginDirectory + "/" + type
     guard FileManager.default.isExecutableFile(atPath: bin) else {
         throw TestFailure("plugin binary \(bin) not found: build it first (scripts/test.sh does)")
@@ -45,8 +47,13 @@ struct SetnsRuntimeTests {
         try withNamespaces(3) { ns in
             let (node, pods) = (ns[0], Array(ns.dropFirst()))
             // The precondition of the test: this process's /sys is not the node's.
-            #expect(try node.sh("ip link add sys-probe type dummy 2>/dev/null || ip link add sys-probe type bridge; echo ok") == "ok\n")
-            #expect(try run(["/usr/bin/nsenter", "--net=\(node.path)", "/bin/sh", "-c", "test -e /sys/class/net/sys-probe"]).status != 0)
+            #expect(
+                try node.sh(
+                    "ip link add sys-probe type dummy 2>/dev/null || ip link add sys-probe type bridge; echo ok")
+                    == "ok\n")
+            #expect(
+                try run(["/usr/bin/nsenter", "--net=\(node.path)", "/bin/sh", "-c", "test -e /sys/class/net/sys-probe"])
+                    .status != 0)
 
             let flagged = bridgeConfig(dataDir: dir, extra: #""hairpinMode":true,"portIsolation":true,"#)
             let call = PluginCall(netns: pods[0].path)

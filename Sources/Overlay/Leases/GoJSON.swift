@@ -51,14 +51,18 @@ struct GoObject {
     }
 
     /// A whole number in `range` (`0` too when `zeroMeansDefault`); nil when absent.
-    func integer(_ name: String, in range: ClosedRange<Int64>, zeroMeansDefault: Bool = false) throws(ConfigError) -> Int64? {
+    func integer(_ name: String, in range: ClosedRange<Int64>, zeroMeansDefault: Bool = false) throws(ConfigError)
+        -> Int64?
+    {
         guard let v = self[name] else { return nil }
         let allowed = (zeroMeansDefault ? "0 (the default) or " : "") + "\(range.lowerBound)...\(range.upperBound)"
         guard let n = v.integerValue else {
             throw ConfigError("\(path)\(name) must be a whole number in \(allowed), not \(v.text)")
         }
         if zeroMeansDefault && n == 0 { return 0 }
-        guard range.contains(n) else { throw ConfigError("\(path)\(name) \(n) is out of range: allowed are \(allowed)") }
+        guard range.contains(n) else {
+            throw ConfigError("\(path)\(name) \(n) is out of range: allowed are \(allowed)")
+        }
         return n
     }
 }

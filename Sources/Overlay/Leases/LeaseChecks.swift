@@ -87,11 +87,16 @@ extension NetworkConfig {
             return LeaseRejection(.ownPublicIP, "its PublicIP \(ip) is this node's own address")
         }
         guard lease.attributes.backendType == backendType else {
-            return LeaseRejection(.otherBackend, "its BackendType is \"\(lease.attributes.backendType)\", not \"\(backendType)\"")
+            return LeaseRejection(
+                .otherBackend, "its BackendType is \"\(lease.attributes.backendType)\", not \"\(backendType)\"")
         }
         if backendType == "vxlan" {
-            guard let mac = lease.attributes.vtepMAC else { return LeaseRejection(.unusableVtepMAC, "it has no VtepMAC") }
-            if let problem = mac.vtepProblem { return LeaseRejection(.unusableVtepMAC, "its VtepMAC \(mac) is \(problem)") }
+            guard let mac = lease.attributes.vtepMAC else {
+                return LeaseRejection(.unusableVtepMAC, "it has no VtepMAC")
+            }
+            if let problem = mac.vtepProblem {
+                return LeaseRejection(.unusableVtepMAC, "its VtepMAC \(mac) is \(problem)")
+            }
         }
         return nil
     }
@@ -102,8 +107,10 @@ extension NetworkConfig {
     public func problem(onNodeWith nodeAddresses: [IPAddress]) -> ConfigError? {
         let last = subnetMax.advanced(by: (1 << (32 - subnetLength)) - 1) ?? subnetMax
         for ip in nodeAddresses where ip.family == .v4 && ip >= subnetMin && ip <= last {
-            return ConfigError("the subnets of Network \(network) (SubnetMin \(subnetMin), SubnetMax \(subnetMax)) contain "
-                + "this node's underlay address \(ip): choose a Network, or SubnetMin/SubnetMax, that leaves it out")
+            return ConfigError(
+                "the subnets of Network \(network) (SubnetMin \(subnetMin), SubnetMax \(subnetMax)) contain "
+                    + "this node's underlay address \(ip): choose a Network, or SubnetMin/SubnetMax, that leaves it out"
+            )
         }
         return nil
     }

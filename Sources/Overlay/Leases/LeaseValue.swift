@@ -39,9 +39,10 @@ public enum SubnetKey {
         let text = String(name)
         let last = text.split(separator: "/").last.map(String.init) ?? ""
         guard !last.contains("&"), let dash = last.lastIndex(of: "-"),
-              let ip = IPAddress(last[..<dash]), ip.family == IPFamily.v4,
-              let len = Int(last[last.index(after: dash)...]),
-              let n = IPNetwork(address: ip, prefixLength: len), !n.hasHostBits else { return nil }
+            let ip = IPAddress(last[..<dash]), ip.family == IPFamily.v4,
+            let len = Int(last[last.index(after: dash)...]),
+            let n = IPNetwork(address: ip, prefixLength: len), !n.hasHostBits
+        else { return nil }
         return n
     }
 }
@@ -49,8 +50,10 @@ public enum SubnetKey {
 extension LeaseAttributes {
     /// The JSON flanneld writes and reads.
     public func json() -> Data {
-        var o: [String: JSON] = ["PublicIP": .string(publicIP.description), "PublicIPv6": .null,
-                                 "BackendType": .string(backendType)]
+        var o: [String: JSON] = [
+            "PublicIP": .string(publicIP.description), "PublicIPv6": .null,
+            "BackendType": .string(backendType),
+        ]
         if backendType == "vxlan" {
             var data: [String: JSON] = [:]
             if let vni { data["VNI"] = .int(Int64(vni)) }
@@ -64,11 +67,13 @@ extension LeaseAttributes {
     /// in Go (exactly, else case-insensitively).
     public init?(json: Data) {
         guard let parsed = try? JSON(parsing: json), let f = GoObject(parsed),
-              let s = f["PublicIP"]?.stringValue, let ip = IPAddress(s), ip.family == .v4 else { return nil }
+            let s = f["PublicIP"]?.stringValue, let ip = IPAddress(s), ip.family == .v4
+        else { return nil }
         let data = f["BackendData"].flatMap { GoObject($0) }
-        self.init(publicIP: ip, backendType: (f["BackendType"]?.stringValue ?? "").lowercased(),
-                  vni: data?["VNI"]?.integerValue.flatMap { UInt32(exactly: $0) },
-                  vtepMAC: data?["VtepMAC"]?.stringValue.flatMap { MACAddress($0) })
+        self.init(
+            publicIP: ip, backendType: (f["BackendType"]?.stringValue ?? "").lowercased(),
+            vni: data?["VNI"]?.integerValue.flatMap { UInt32(exactly: $0) },
+            vtepMAC: data?["VtepMAC"]?.stringValue.flatMap { MACAddress($0) })
     }
 }
 

@@ -49,14 +49,17 @@ public struct NetworkConfig: Equatable, Sendable {
         }
         let net = parsed.network
         for (range, name) in Self.forbiddenRanges where range.overlaps(net) {
-            throw ConfigError("Network \(net) overlaps \(range) (\(name)): leases there would route those addresses "
-                + "into the overlay; choose a private range such as 10.244.0.0/16")
+            throw ConfigError(
+                "Network \(net) overlaps \(range) (\(name)): leases there would route those addresses "
+                    + "into the overlay; choose a private range such as 10.244.0.0/16")
         }
         network = net
         let prefix = net.prefixLength
         if let len = try o.integer("SubnetLen", in: Int64.min...Int64.max).map(Int.init), len != 0 {
             guard len <= 30 else { throw ConfigError("SubnetLen must be less than /31") }
-            guard len >= prefix + 2 else { throw ConfigError("network must be able to accommodate at least four subnets") }
+            guard len >= prefix + 2 else {
+                throw ConfigError("network must be able to accommodate at least four subnets")
+            }
             subnetLength = len
         } else if prefix <= 22 {
             subnetLength = 24

@@ -7,14 +7,16 @@
 
 import Addressing
 import FoundationEssentials
+
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 public enum SubnetFile {
     public static func render(network: IPNetwork, subnet: IPNetwork, mtu: Int, ipMasq: Bool) -> String {
         let first = IPNetwork(address: subnet.network.address.advanced(by: 1)!, prefixLength: subnet.prefixLength)!
-        return "FLANNEL_NETWORK=\(network.network)\nFLANNEL_SUBNET=\(first)\nFLANNEL_MTU=\(mtu)\nFLANNEL_IPMASQ=\(ipMasq)\n"
+        return
+            "FLANNEL_NETWORK=\(network.network)\nFLANNEL_SUBNET=\(first)\nFLANNEL_MTU=\(mtu)\nFLANNEL_IPMASQ=\(ipMasq)\n"
     }
 
     /// Writes `contents` to `path` through a temporary file, fsync and rename (mode 0644; the
@@ -23,8 +25,9 @@ public enum SubnetFile {
         let url = URL(fileURLWithPath: path)
         if (try? String(contentsOf: url, encoding: .utf8)) == contents { return }
         let dir = url.deletingLastPathComponent().path
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true,
-                                                attributes: [.posixPermissions: 0o755])
+        try FileManager.default.createDirectory(
+            atPath: dir, withIntermediateDirectories: true,
+            attributes: [.posixPermissions: 0o755])
         let tmp = dir + "/." + url.lastPathComponent + ".tmp"
         let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
         guard fd >= 0 else { throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO) }

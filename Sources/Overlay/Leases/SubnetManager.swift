@@ -26,24 +26,31 @@ public struct SubnetManager: Sendable {
         self.logger = logger
     }
 
-    public func acquire(config: NetworkConfig, attributes: LeaseAttributes, previous: IPNetwork?) async throws -> Lease {
+    public func acquire(config: NetworkConfig, attributes: LeaseAttributes, previous: IPNetwork?) async throws -> Lease
+    {
         try await acquireWithSnapshot(config: config, attributes: attributes, previous: previous).lease
     }
 
     /// ``acquire(config:attributes:previous:)``, also returning the listing the lease was chosen
     /// from: its other leases are the peers as of `snapshot.revision`, so the caller need not list
     /// them again; a watch from that revision sees every later change (this node's own put too).
-    public func acquireWithSnapshot(config: NetworkConfig, attributes: LeaseAttributes,
-                                    previous: IPNetwork?) async throws -> (lease: Lease, snapshot: LeaseSnapshot) {
+    public func acquireWithSnapshot(
+        config: NetworkConfig, attributes: LeaseAttributes,
+        previous: IPNetwork?
+    ) async throws -> (lease: Lease, snapshot: LeaseSnapshot) {
         for attempt in 1...raceRetries {
             let snapshot = try await registry.leases()
             if let mine = snapshot.leases.first(where: { $0.attributes.publicIP == attributes.publicIP }) {
                 if config.accepts(mine.subnet) {
                     logger.info("reusing the lease of this node", metadata: ["lease.subnet": "\(mine.subnet)"])
-                    return (try await registry.update(mine.subnet, attributes, ttl: mine.isReservation ? nil : ttl), snapshot)
+                    return (
+                        try await registry.update(mine.subnet, attributes, ttl: mine.isReservation ? nil : ttl),
+                        snapshot
+                    )
                 }
-                logger.info("deleting this node's lease, which the config no longer accepts",
-                            metadata: ["lease.subnet": "\(mine.subnet)"])
+                logger.info(
+                    "deleting this node's lease, which the config no longer accepts",
+                    metadata: ["lease.subnet": "\(mine.subnet)"])
                 try await registry.delete(mine.subnet)
                 continue
             }
@@ -54,8 +61,9 @@ public struct SubnetManager: Sendable {
                 candidate = previous
             } else {
                 if let previous, !config.accepts(previous) {
-                    logger.warning("ignoring the subnet of the existing subnet file: the config does not accept it",
-                                   metadata: ["lease.subnet": "\(previous)"])
+                    logger.warning(
+                        "ignoring the subnet of the existing subnet file: the config does not accept it",
+                        metadata: ["lease.subnet": "\(previous)"])
                 }
                 let free = Array(config.subnets.lazy.filter(isFree).prefix(100))
                 guard let pick = free.randomElement() else { throw LeaseError.outOfSubnets(config.network) }
@@ -65,8 +73,9 @@ public struct SubnetManager: Sendable {
                 logger.info("acquired a new lease", metadata: ["lease.subnet": "\(lease.subnet)"])
                 return (lease, snapshot)
             }
-            logger.info("another node claimed the subnet first; retrying",
-                        metadata: ["lease.subnet": "\(candidate)", "lease.attempt": "\(attempt)"])
+            logger.info(
+                "another node claimed the subnet first; retrying",
+                metadata: ["lease.subnet": "\(candidate)", "lease.attempt": "\(attempt)"])
         }
         throw LeaseError.raceLost(attempts: raceRetries)
     }
