@@ -621,6 +621,10 @@ public final class ClusterNode: @unchecked Sendable {
     public let directory: String
     /// Arguments added to this node's daemon on every start.
     public var arguments: [String]
+    /// Environment variables of this node's daemon (`FLANNELD_*`, `NOTIFY_SOCKET`).
+    public var environment: [String: String] = [:]
+    /// Writes the command line as flanneld's units do, in Go's flag syntax: `-name=value`.
+    public var goStyleCommandLine = false
     public private(set) var pods: [ClusterPod] = []
     private var process: Process?
     private var logOffset: UInt64 = 0
@@ -658,7 +662,25 @@ public final class ClusterNode: @unchecked Sendable {
             ]
         }
         if let c = o.credentials { args += ["--etcd-username", c.user, "--etcd-password", c.password] }
-        return args + o.daemonArguments + arguments + extra
+        let all = args + o.daemonArguments + arguments + extra
+        return goStyleCommandLine ? Self.goStyle(all) : all
+    }
+
+    /// `--name value` as `-name=value`, `--flag` as `-flag`.
+    static func goStyle(_ argv: [String]) -> [String] {
+        var out = [argv[0]]
+        var i = 1
+        while i < argv.count {
+            let name = argv[i].drop { $0 == "-" }
+            if i + 1 < argv.count, !argv[i + 1].hasPrefix("--"), !argv[i].contains("=") {
+                out.append("-\(name)=\(argv[i + 1])")
+                i += 2
+            } else {
+                out.append("-\(name)")
+                i += 1
+            }
+        }
+        return out
     }
 
     /// Starts the daemon (its output appended to `logFile`); `extra` arguments for this start only.
@@ -666,7 +688,7 @@ public final class ClusterNode: @unchecked Sendable {
         guard !isRunning else { throw TestFailure("\(name): podnetd is already running") }
         logOffset = (try? FileManager.default.attributesOfItem(atPath: logFile)[.size] as? UInt64) ?? 0
         let argv = commandLine(extra: extra)
-        process = try spawn(in: namespace, argv[0], Array(argv.dropFirst()), log: logFile)
+        process = try spawn(in: namespace, argv[0], Array(argv.dropFirst()), log: logFile, environment: environment)
     }
 
     /// Waits until this start of the daemon has written the subnet file; throws with the log's

@@ -1,12 +1,14 @@
 // podnetd: the per-node overlay daemon. This is its wiring: flags, the etcd client, the health
 // server, and the node agent (NodeAgent: start-up as flanneld's main.go, then lease renewal, the
 // peer watch and periodic repair) run as one ServiceGroup. SIGTERM stops the daemon and leaves
-// the data path and the lease in place, so pods keep talking while it restarts.
+// the data path and the lease in place, so pods keep talking while it restarts. The command line
+// is flanneld's too: Go's flag syntax and FLANNELD_* variables are rewritten first (GoCommandLine).
 
 import Addressing
 import ArgumentParser
 import Etcd
 import EtcdLeases
+import FoundationEssentials
 import Logging
 import Metrics
 import Netfilter
@@ -18,7 +20,19 @@ import ServiceLifecycle
 @main
 struct Podnetd: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "podnetd", abstract: "Pod network overlay daemon (flanneld-compatible etcd layout).")
+        commandName: "podnetd", abstract: "Pod network overlay daemon (flanneld-compatible etcd layout).",
+        version: "podnetd 0.9.0")
+
+    /// Rewrites flanneld's command line and environment (see GoCommandLine), then parses and runs.
+    static func main() async {
+        do {
+            let arguments = try GoCommandLine.podnetd.rewrite(
+                Array(CommandLine.arguments.dropFirst()), environment: ProcessInfo.processInfo.environment)
+            await main(arguments)
+        } catch {
+            exit(withError: ValidationError(error.description))
+        }
+    }
 
     @Option(help: "Comma-separated etcd endpoints.") var etcdEndpoints = "http://127.0.0.1:2379"
     @Option(help: "etcd key prefix of the network.") var etcdPrefix = "/coreos.com/network"
@@ -33,7 +47,8 @@ struct Podnetd: AsyncParsableCommand {
     @Option(help: "Address to advertise to peers (default: the interface's).") var publicIP: String?
     @Option(help: "Where to write subnet.env.") var subnetFile = "/run/flannel/subnet.env"
     @Option(help: "Minutes before the lease expires to renew it (1-1439).") var subnetLeaseRenewMargin = 60
-    @Flag(help: "Masquerade traffic leaving the overlay (FLANNEL-POSTRTG rules).") var ipMasq = false
+    @Flag(inversion: .prefixedNo, help: "Masquerade traffic leaving the overlay (FLANNEL-POSTRTG rules).")
+    var ipMasq = false
     @Option(help: "Address of the /healthz, /readyz and /metrics server.") var healthzIP = "0.0.0.0"
     @Option(help: "Port of the HTTP server (0: off).") var healthzPort = 0
     @Option(help: "HTTP connections open at once; one more closes the oldest.") var healthzMaxConnections = 64
@@ -41,7 +56,10 @@ struct Podnetd: AsyncParsableCommand {
     @Option(help: "Seconds an HTTP connection may take to send its request before it is closed.")
     var healthzHeaderTimeout = 10
     @Option(help: "Seconds between repairs of the kernel state.") var reconcileInterval = 10
-    @Flag(help: "Exit when this node's lease is deleted, instead of acquiring it again.") var exitOnLeaseLoss = false
+    @Flag(inversion: .prefixedNo, help: "Exit when this node's lease is deleted, instead of acquiring it again.")
+    var exitOnLeaseLoss = false
+    @Option(name: .customLong("v"), help: "Log verbosity as flanneld's -v: 0 info, 1-5 debug, 6 and more trace.")
+    var verbosity = 0
 
     func validate() throws {
         guard (1...1439).contains(subnetLeaseRenewMargin) else {
@@ -67,9 +85,13 @@ struct Podnetd: AsyncParsableCommand {
     }
 
     func run() async throws {
-        LoggingSystem.bootstrap { StreamLogHandler.standardError(label: $0) }
-        var logger = Logger(label: "podnetd")
-        logger.logLevel = .info
+        let level: Logger.Level = verbosity >= 6 ? .trace : verbosity >= 1 ? .debug : .info
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        let logger = Logger(label: "podnetd")
         let prometheus = PrometheusCollectorRegistry()
         MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: prometheus))
 
@@ -120,6 +142,8 @@ struct Podnetd: AsyncParsableCommand {
             logger: logger)
         var services = try await agent.start()
         if let health { services.append(health) }
+        // Last, so that a graceful shutdown reaches it first: STOPPING=1 before the rest stops.
+        services.append(ReadinessNotifier(notifier: .fromEnvironment, logger: logger))
         let group = ServiceGroup(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
         try await group.run()
         logger.info("stopped; the data path and the lease stay in place")
