@@ -8,6 +8,7 @@
 //   delays only the rules, not the peers.
 // The HTTP endpoints run on NIO's event loops, which block on neither.
 
+import Logging
 import NIOPosix
 
 /// Rules the agent keeps in place (flanneld's masquerade rules with --ip-masq): installed at
@@ -42,5 +43,17 @@ public final class BlockingThreads: Sendable {
     /// Runs `body` (iptables, nft) on the netfilter thread.
     public func netfilter<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
         try await netfilterPool.runIfActive(body)
+    }
+}
+
+extension RuleKeeper {
+    /// `ensure()` on the netfilter thread; logged when it (re)installed the rules.
+    func ensure(on threads: BlockingThreads, for state: NodeState, logger: Logger) async throws -> Bool {
+        guard try await threads.netfilter({ try self.ensure() }) else { return false }
+        let subnet = await state.lease.subnet
+        logger.info(
+            "installed the masquerade and forward rules",
+            metadata: ["masq.network": "\(state.config.network)", "masq.subnet": "\(subnet)"])
+        return true
     }
 }

@@ -93,7 +93,7 @@ public struct NodeAgent: Sendable {
             ])
 
         let masq = options.ipMasq ? rules(config.network, lease.subnet) : nil
-        if let masq { _ = try await threads.netfilter { try masq.ensure() } }
+        if let masq { _ = try await masq.ensure(on: threads, for: state, logger: logger) }
         try SubnetFile.write(
             SubnetFile.render(network: config.network, subnet: lease.subnet, mtu: network.mtu, ipMasq: options.ipMasq),
             to: options.subnetFile)

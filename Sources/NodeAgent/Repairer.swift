@@ -51,7 +51,7 @@ public struct Repairer: Service {
                             "repair.device_recreated": "\(report.deviceRecreated)",
                         ])
                 }
-                if let rules, try await threads.netfilter({ try rules.ensure() }) { repairs.increment() }
+                if let rules, try await rules.ensure(on: threads, for: state, logger: logger) { repairs.increment() }
             } catch {
                 logger.error("repair failed: \(error)")
             }

@@ -138,7 +138,7 @@ struct Podnetd: AsyncParsableCommand {
             options: options, registry: EtcdLeaseRegistry(client: client, prefix: etcdPrefix, logger: logger),
             dataPath: try KernelDataPath(), threads: BlockingThreads(), readiness: readiness,
             clock: ContinuousClock(),
-            rules: { MasqueradeKeeper(rules: FlannelMasquerade(network: $0, subnet: $1), logger: logger) },
+            rules: { FlannelMasquerade(network: $0, subnet: $1) },
             logger: logger)
         var services = try await agent.start()
         if let health { services.append(health) }
@@ -150,17 +150,5 @@ struct Podnetd: AsyncParsableCommand {
     }
 }
 
-/// flanneld's masquerade and forward rules, which the agent keeps with --ip-masq; logged when
-/// they are (re)installed.
-struct MasqueradeKeeper: RuleKeeper {
-    let rules: FlannelMasquerade
-    let logger: Logger
-
-    func ensure() throws -> Bool {
-        guard try rules.ensure() else { return false }
-        logger.info(
-            "installed the masquerade and forward rules",
-            metadata: ["masq.network": "\(rules.network)", "masq.subnet": "\(rules.subnet)"])
-        return true
-    }
-}
+/// flanneld's masquerade and forward rules are what the agent keeps with --ip-masq.
+extension FlannelMasquerade: RuleKeeper {}

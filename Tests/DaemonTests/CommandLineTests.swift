@@ -26,6 +26,7 @@ extension DaemonEndToEnd {
                 #expect(FileManager.default.fileExists(atPath: node.subnetFile), "READY=1 before subnet.env")
                 let env = try String(contentsOfFile: node.subnetFile, encoding: .utf8)
                 #expect(env.contains("FLANNEL_IPMASQ=true"), "\(env)")
+                #expect(node.currentLog.contains("installed the masquerade and forward rules"), "\(node.logTail())")
                 // -v=1 from FLANNELD_V: debug messages are logged (the peer watch's, once it is open).
                 let debug = secondsUntil(within: 10) { node.currentLog.contains("debug podnet.etcd") }
                 #expect(debug != nil, "\(node.logTail())")
