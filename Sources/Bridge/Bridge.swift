@@ -188,8 +188,8 @@ public struct Bridge: CNIPlugin {
         }
         try? kernel.writeSysctl("net/ipv6/conf/\(hostName)/accept_ra", "0")
         try host.setLink(h.index, LinkChange(up: true, master: bridge.index))
-        // Over netlink, never /sys/class/net: a runtime that entered this namespace with setns
-        // keeps a /sys of another namespace (BridgePorts.swift).
+        // Over netlink, never sysfs: a runtime that entered this namespace with setns
+        // keeps a sysfs of another namespace (BridgePorts.swift).
         try host.setBridgePort(
             h.index, hairpin: conf.hairpinMode ? true : nil, isolated: conf.portIsolation ? true : nil)
         h = try host.link(index: h.index) ?? h

@@ -4,9 +4,9 @@
 // IFLA_BRPORT_ISOLATED, each a u8. The kernel hands it to the bridge the port belongs to
 // (br_setlink); a link that is no bridge port gets EINVAL/EOPNOTSUPP.
 //
-// Never through /sys/class/net/<port>/brport/*: /sys shows the namespace it was mounted in, and a
+// Never through the sysfs brport files: sysfs shows the namespace it was mounted in, and a
 // runtime that entered the node's namespace with setns (podman, containerd in a container, CRI-O,
-// `nsenter --net`) keeps a /sys of another namespace, where the port does not exist.
+// `nsenter --net`) keeps a sysfs of another namespace, where the port does not exist.
 //
 // libnl-route 3.7's rtnl_link_bridge_set_flags knows hairpin but not port isolation, so the
 // request is built attribute by attribute, as iproute2's `bridge link set` builds it.
