@@ -1,5 +1,5 @@
 // The one way the rule sets reach the kernel. Bridge masquerading (`Masquerade`), port mapping
-// (`HostPorts`) and flanneld's rules (`FlannelMasquerade`) are pure renderers from listings to
+// (`HostPorts`) and flanneld's rules (`FlannelTrafficRules`) are pure renderers from listings to
 // scripts; this executor lists, applies and probes for all of them, one process per operation:
 //   list   iptables -w -t <table> -S [chain]         nft -a list table|chain <family> <table> [chain]
 //   apply  iptables-restore --noflush -w < script    nft -f - < script

@@ -138,7 +138,11 @@ struct Podnetd: AsyncParsableCommand {
             options: options, registry: EtcdLeaseRegistry(client: client, prefix: etcdPrefix, logger: logger),
             dataPath: try KernelDataPath(), threads: BlockingThreads(), readiness: readiness,
             clock: ContinuousClock(),
-            rules: { FlannelMasquerade(network: $0, subnet: $1) },
+            rules: {
+                var rules = FlannelTrafficRules.Options()
+                rules.masquerade = true
+                return FlannelTrafficRules(network: $0, subnet: $1, backend: .iptables, options: rules)
+            },
             logger: logger)
         var services = try await agent.start()
         if let health { services.append(health) }
@@ -151,4 +155,4 @@ struct Podnetd: AsyncParsableCommand {
 }
 
 /// flanneld's masquerade and forward rules are what the agent keeps with --ip-masq.
-extension FlannelMasquerade: RuleKeeper {}
+extension FlannelTrafficRules: RuleKeeper {}

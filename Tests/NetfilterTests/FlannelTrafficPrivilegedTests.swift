@@ -1,0 +1,175 @@
+// flanneld's traffic rules against real iptables and nft, each test in its own network namespace:
+// what the renderers write is what the tools list back, repairs, and switching backends.
+
+import Addressing
+import Testing
+
+@testable import Netfilter
+
+@Suite(.enabled(if: TestNamespace.available, "needs root and iproute2 to create network namespaces"))
+struct PrivilegedFlannelTrafficTests {
+    let network = IPNetwork("10.244.0.0/16")!
+    let subnet = IPNetwork("10.244.7.0/24")!
+
+    func rules(
+        _ ns: TestNamespace, _ backend: NetfilterBackend, masquerade: Bool = true, forward: Bool = true,
+        fullyRandom: Bool = true
+    ) -> FlannelTrafficRules {
+        var o = FlannelTrafficRules.Options()
+        o.masquerade = masquerade
+        o.forward = forward
+        o.fullyRandom = fullyRandom
+        return FlannelTrafficRules(network: network, subnet: subnet, backend: backend, options: o, runner: ns.runner)
+    }
+
+    /// `iptables -S` of the nat and filter tables, without the policies.
+    func iptablesRules(_ ns: TestNamespace) throws -> [String] {
+        try (ns.run("iptables", "-w", "-t", "nat", "-S") + ns.run("iptables", "-w", "-t", "filter", "-S"))
+            .split(separator: "\n").map(String.init).filter { !$0.hasPrefix("-P ") }
+    }
+
+    /// The rules of flanneld's nft table by chain, as nft prints them; empty when there is no table.
+    func nftRules(_ ns: TestNamespace) throws -> [String: [String]] {
+        let listing = try ns.runner.run(Command("nft", ["-a", "list", "table", "ip", "flannel-ipv4"]))
+        guard listing.status == 0 else { return [:] }
+        return Dictionary(grouping: NFTListing(parsing: listing.stdout).rules, by: \.chain).mapValues { $0.map(\.body) }
+    }
+
+    @Test func iptablesEnsureIsIdempotentAndRestoresADeletedRule() throws {
+        try TestNamespace.with { nss throws in
+            let ns = nss[0]
+            let masq = rules(ns, .iptables)
+            #expect(try masq.ensure())
+            let installed = try iptablesRules(ns)
+            // The renderer's exact rules are what iptables lists back, jumps included.
+            let expected =
+                ["-N FLANNEL-POSTRTG", FlannelTrafficRules.postroutingJump.line()]
+                + masq.postroutingRules.map { $0.line() }
+                + ["-N FLANNEL-FWD", FlannelTrafficRules.forwardJump.line()] + masq.forwardRules.map { $0.line() }
+            #expect(installed == expected)
+
+            #expect(try !masq.ensure())
+            #expect(try iptablesRules(ns) == installed)
+
+            // A rule deleted by hand (and the jump to the forward chain) comes back, once.
+            try ns.run(
+                "iptables", "-w", "-t", "nat", "-D", "FLANNEL-POSTRTG", "-s", "10.244.0.0/16", "!", "-d", "224.0.0.0/4",
+                "-m", "comment", "--comment", "flanneld masq", "-j", "MASQUERADE", "--random-fully")
+            try ns.run(
+                "iptables", "-w", "-t", "filter", "-D", "FORWARD", "-m", "comment", "--comment", "flanneld forward",
+                "-j", "FLANNEL-FWD")
+            #expect(try iptablesRules(ns) != installed)
+            #expect(try masq.ensure())
+            #expect(try iptablesRules(ns) == installed)
+            #expect(try !masq.ensure())
+
+            // A flushed chain too (what flanneld's restart does for a moment).
+            try ns.run("iptables", "-w", "-t", "filter", "-F", "FLANNEL-FWD")
+            #expect(try masq.ensure())
+            #expect(try iptablesRules(ns) == installed)
+        }
+    }
+
+    @Test func nftEnsureIsIdempotentAndRestoredAfterAFlushedRuleset() throws {
+        try TestNamespace.with { nss throws in
+            let ns = nss[0]
+            let nft = rules(ns, .nftables)
+            #expect(try nft.ensure())
+            // What the renderer compares with is what nft prints back.
+            let expected = ["postrtg": nft.nftPostroutingRules(fullyRandom: true), "forward": nft.nftForwardRules]
+            #expect(try nftRules(ns) == expected)
+            let table = try ns.run("nft", "list", "table", "ip", "flannel-ipv4")
+            #expect(table.contains("comment \"rules for flannel-ipv4\""))
+            #expect(table.contains("type nat hook postrouting priority srcnat; policy accept;"))
+            #expect(table.contains("type filter hook forward priority filter; policy accept;"))
+            #expect(try !nft.ensure())
+
+            try ns.run("nft", "flush", "ruleset")
+            #expect(try nftRules(ns) == [:])
+            #expect(try nft.ensure())
+            #expect(try nftRules(ns) == expected)
+            #expect(try !nft.ensure())
+
+            // One rule deleted by hand.
+            let chain = try ns.run("nft", "-a", "list", "chain", "ip", "flannel-ipv4", "forward")
+            let handle = try #require(NFTListing(parsing: chain).rules.first?.handle)
+            try ns.run("nft", "delete", "rule", "ip", "flannel-ipv4", "forward", "handle", String(handle))
+            #expect(try nft.ensure())
+            #expect(try nftRules(ns) == expected)
+            #expect(try !nft.ensure())
+
+            // Without fully-random.
+            let plain = rules(ns, .nftables, fullyRandom: false)
+            #expect(try plain.ensure())
+            #expect(try nftRules(ns)["postrtg"] == nft.nftPostroutingRules(fullyRandom: false))
+            #expect(try !plain.ensure())
+        }
+    }
+
+    /// iptables -> nftables -> iptables, as a node moved by its config would, start-up each time:
+    /// no rule of the old backend is left.
+    @Test func switchingBackendsLeavesNothingOfTheOld() throws {
+        try TestNamespace.with { nss throws in
+            let ns = nss[0]
+            let ipt = rules(ns, .iptables), nft = rules(ns, .nftables)
+            #expect(try !ipt.removeOtherBackend())
+            #expect(try ipt.ensure())
+            #expect(try ns.run("iptables-save").contains("FLANNEL-POSTRTG"))
+
+            #expect(try nft.removeOtherBackend())
+            #expect(try nft.ensure())
+            #expect(try !ns.run("iptables-save").contains("FLANNEL"))
+            #expect(try !ns.run("iptables-save").contains("flanneld"))
+            #expect(try nftRules(ns).keys.sorted() == ["forward", "postrtg"])
+            #expect(try !nft.removeOtherBackend())
+
+            #expect(try ipt.removeOtherBackend())
+            #expect(try !ns.run("nft", "list", "ruleset").contains("flannel"))
+            #expect(try ipt.ensure())
+            #expect(try iptablesRules(ns).filter { $0.contains("FLANNEL") }.count == 12)
+            #expect(try !ipt.removeOtherBackend())
+        }
+    }
+
+    /// flanneld's own iptables CleanUp names nat FLANNEL-FWD; removing the iptables side deletes
+    /// it too, and chains that others jump to from elsewhere lose those jumps first.
+    @Test func removingTheIPTablesSideTakesEveryFlanneldChain() throws {
+        try TestNamespace.with { nss throws in
+            let ns = nss[0]
+            #expect(try rules(ns, .iptables).ensure())
+            try ns.run("iptables", "-w", "-t", "nat", "-N", "FLANNEL-FWD")
+            try ns.run("iptables", "-w", "-t", "nat", "-A", "PREROUTING", "-j", "FLANNEL-FWD")
+            #expect(try rules(ns, .nftables).removeOtherBackend())
+            #expect(try !ns.run("iptables-save").contains("FLANNEL"))
+        }
+    }
+
+    @Test(arguments: NetfilterBackend.allCases)
+    func turningAPartOffRemovesIt(backend: NetfilterBackend) throws {
+        try TestNamespace.with { nss throws in
+            let ns = nss[0]
+            #expect(try rules(ns, backend).ensure())
+            let forwardOnly = rules(ns, backend, masquerade: false)
+            #expect(try forwardOnly.ensure())
+            #expect(try !forwardOnly.ensure())
+            let masqOnly = rules(ns, backend, forward: false)
+            switch backend {
+            case .iptables:
+                let left = try iptablesRules(ns)
+                #expect(!left.contains { $0.contains("FLANNEL-POSTRTG") || $0.contains("flanneld masq") })
+                #expect(left.filter { $0.contains("FLANNEL-FWD") }.count == 4)
+                #expect(try masqOnly.ensure())
+                let now = try iptablesRules(ns)
+                #expect(!now.contains { $0.contains("FLANNEL-FWD") || $0.contains("flanneld forward") })
+                #expect(now.filter { $0.contains("FLANNEL-POSTRTG") }.count == 8)
+            case .nftables:
+                #expect(try nftRules(ns).keys.sorted() == ["forward"])
+                #expect(try !ns.run("nft", "list", "table", "ip", "flannel-ipv4").contains("postrtg"))
+                #expect(try masqOnly.ensure())
+                #expect(try nftRules(ns).keys.sorted() == ["postrtg"])
+                #expect(try !ns.run("nft", "list", "table", "ip", "flannel-ipv4").contains("chain forward"))
+            }
+            #expect(try !masqOnly.ensure())
+        }
+    }
+}
