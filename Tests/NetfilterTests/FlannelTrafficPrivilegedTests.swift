@@ -172,4 +172,90 @@ struct PrivilegedFlannelTrafficTests {
             #expect(try !masqOnly.ensure())
         }
     }
+
+    /// What flanneld itself writes (its restore script and its nft transaction, from the reference
+    /// document) counts as in place: a node moved from flanneld to podnetd keeps its rules untouched.
+    @Test func flanneldsOwnRulesAreInPlace() throws {
+        try TestNamespace.with { nss throws in
+            let ns = nss[0]
+            let masq = #"-m comment --comment "flanneld masq""#
+            let forward = #"-m comment --comment "flanneld forward""#
+            let restore = """
+                *nat
+                :FLANNEL-POSTRTG - [0:0]
+                -A POSTROUTING \(masq) -j FLANNEL-POSTRTG
+                -A FLANNEL-POSTRTG -m mark --mark 0x4000/0x4000 \(masq) -j RETURN
+                -A FLANNEL-POSTRTG -s 10.244.7.0/24 -d 10.244.0.0/16 \(masq) -j RETURN
+                -A FLANNEL-POSTRTG -s 10.244.0.0/16 -d 10.244.7.0/24 \(masq) -j RETURN
+                -A FLANNEL-POSTRTG ! -s 10.244.0.0/16 -d 10.244.7.0/24 \(masq) -j RETURN
+                -A FLANNEL-POSTRTG -s 10.244.0.0/16 ! -d 224.0.0.0/4 \(masq) -j MASQUERADE --random-fully
+                -A FLANNEL-POSTRTG ! -s 10.244.0.0/16 -d 10.244.0.0/16 \(masq) -j MASQUERADE --random-fully
+                COMMIT
+                *filter
+                :FLANNEL-FWD - [0:0]
+                -A FORWARD \(forward) -j FLANNEL-FWD
+                -A FLANNEL-FWD -s 10.244.0.0/16 \(forward) -j ACCEPT
+                -A FLANNEL-FWD -d 10.244.0.0/16 \(forward) -j ACCEPT
+                COMMIT
+
+                """
+            _ = try ns.runner.succeed(Command("iptables-restore", ["--noflush", "-w"], stdin: restore))
+            #expect(try !rules(ns, .iptables).ensure())
+
+            let t = "ip flannel-ipv4"
+            let nft = """
+                add table \(t) { comment "rules for flannel-ipv4" ; }
+                add chain \(t) postrtg { type nat hook postrouting priority srcnat ; comment "chain to manage traffic masquerading by flannel" ; }
+                flush chain \(t) postrtg
+                add rule \(t) postrtg meta mark 0x4000 return
+                add rule \(t) postrtg ip saddr 10.244.7.0/24 ip daddr 10.244.0.0/16 return
+                add rule \(t) postrtg ip saddr 10.244.0.0/16 ip daddr 10.244.7.0/24 return
+                add rule \(t) postrtg ip saddr != 10.244.7.0/24 ip daddr 10.244.0.0/16 return
+                add rule \(t) postrtg ip saddr 10.244.0.0/16 ip daddr != 224.0.0.0/4 masquerade fully-random
+                add rule \(t) postrtg ip saddr != 10.244.0.0/16 ip daddr 10.244.0.0/16 masquerade fully-random
+                add chain \(t) forward { type filter hook forward priority filter ; comment "chain to accept flannel traffic" ; }
+                flush chain \(t) forward
+                add rule \(t) forward ip saddr 10.244.0.0/16 accept
+                add rule \(t) forward ip daddr 10.244.0.0/16 accept
+
+                """
+            _ = try ns.runner.succeed(Command("nft", ["-f", "-"], stdin: nft))
+            #expect(try !rules(ns, .nftables).ensure())
+        }
+    }
+
+    /// Traffic: a pod behind the node reaches an outside host that has no route back to the overlay
+    /// only through the masquerade; with iptables' FORWARD policy DROP (a host with Docker), only
+    /// through the forward rules. (nftables' forward chain cannot help there: an accept in one base
+    /// chain does not stop another table's chain on the same hook from dropping.)
+    @Test(arguments: NetfilterBackend.allCases)
+    func podsReachTheOutsideThroughTheMasquerade(backend: NetfilterBackend) throws {
+        try TestNamespace.with(3) { nss throws in
+            let (node, pod, outside) = (nss[0], nss[1], nss[2])
+            try node.run("ip", "link", "add", "pod0", "type", "veth", "peer", "name", "eth0", "netns", pod.name)
+            try node.run("ip", "link", "add", "out0", "type", "veth", "peer", "name", "eth0", "netns", outside.name)
+            try node.run("ip", "addr", "add", "10.244.7.1/24", "dev", "pod0")
+            try node.run("ip", "addr", "add", "192.168.200.1/24", "dev", "out0")
+            for link in ["lo", "pod0", "out0"] { try node.run("ip", "link", "set", link, "up") }
+            try node.run("sysctl", "-qw", "net.ipv4.ip_forward=1")
+            try pod.run("ip", "addr", "add", "10.244.7.2/24", "dev", "eth0")
+            try pod.run("ip", "link", "set", "eth0", "up")
+            try pod.run("ip", "route", "add", "default", "via", "10.244.7.1")
+            try outside.run("ip", "addr", "add", "192.168.200.2/24", "dev", "eth0")
+            try outside.run("ip", "link", "set", "eth0", "up")
+            // One echo request; a reply that never comes is given a second.
+            func reaches() throws -> Bool {
+                try pod.runner.run(Command("ping", ["-c1", "-W1", "192.168.200.2"])).status == 0
+            }
+
+            #expect(try !reaches())
+            #expect(try rules(node, backend).ensure())
+            #expect(try reaches())
+            guard backend == .iptables else { return }
+            try node.run("iptables", "-w", "-P", "FORWARD", "DROP")
+            #expect(try reaches())
+            #expect(try rules(node, .iptables, forward: false).ensure())
+            #expect(try !reaches())
+        }
+    }
 }
