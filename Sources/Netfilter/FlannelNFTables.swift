@@ -25,6 +25,11 @@
 // could masquerade it. They are written in the form nft prints (`0x00004000` is how it prints
 // flanneld's `0x4000`; same expression), so one text serves to write and to compare.
 //
+// The forward chain's accepts end this table's chain only: another base chain on the forward hook
+// (iptables' FORWARD with policy DROP, as Docker sets it, or any table's drop) still drops, so
+// unlike the iptables rules they do not open a closed FORWARD. flanneld's nftables mode has the
+// same limit.
+//
 // Unlike flanneld, which only writes them at start-up, `ensure` compares the listing with these
 // rules and rewrites the table's chains in one `nft -f -` transaction when anything differs
 // (`nft flush ruleset`, a deleted rule), and deletes a chain whose option is off.

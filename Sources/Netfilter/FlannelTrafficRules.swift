@@ -26,8 +26,10 @@
 // iptables 1.6.2 and Linux 3.13, or an nft that knows the flag. flanneld probes for it
 // before writing (a dry-run chain for nft, iptables' version for iptables); here the transaction
 // is simply tried, and when one that asks for it fails, the same transaction without it is tried
-// once; if that one works, this instance stops asking. That costs nothing where it is supported,
-// which is everywhere podnet runs, and no probe can disagree with the write.
+// once; if that one works (or the rules without it are in place already), this instance stops
+// asking. That costs nothing where it is supported, which is everywhere podnet runs, and no probe
+// can disagree with the write. The price: a failure that had nothing to do with fully-random but
+// passes on the second try (none is known: iptables -w waits for the lock) drops it until restart.
 
 import Addressing
 import Synchronization
@@ -106,11 +108,14 @@ public struct FlannelTrafficRules: Sendable {
         if out.status == 0 { return true }
         let failure = NetfilterError.commandFailed(
             command: transaction.command.description, status: out.status, stderr: trimmed(out.stderr))
-        // Without fully-random there is nothing to fall back to; nil means the rules are in place
-        // but for fully-random, so the failure was not about fully-random alone.
-        guard random, let plain = render(false), plain != transaction else { throw failure }
-        // The first failure is reported: it is the transaction the options asked for.
-        guard (try? executor.runner.run(plain.command))?.status == 0 else { throw failure }
+        guard random else { throw failure }
+        // Without fully-random all is in place already (an earlier fallback's rules): keep them.
+        guard let plain = render(false) else {
+            fullyRandomFailed.value = true
+            return false
+        }
+        // When both fail, the first failure is reported: it is what the options asked for.
+        guard plain != transaction, (try? executor.runner.run(plain.command))?.status == 0 else { throw failure }
         fullyRandomFailed.value = true
         return true
     }

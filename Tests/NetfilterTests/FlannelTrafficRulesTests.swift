@@ -409,6 +409,28 @@ import Testing
         #expect(next.count == 1 && !next[next.startIndex].stdin.contains(flag))
     }
 
+    /// Rules without fully-random in place (an earlier run's fallback) and fully-random refused:
+    /// they stay, and the next ensure only lists.
+    @Test func fullyRandomRefusedWithThePlainRulesInPlaceWritesNothing() throws {
+        let plainNAT = Self.installedNAT.replacingAll(" --random-fully", with: "")
+        let refusing = RecordingCommandRunner { c in
+            switch (c.executable, c.arguments.prefix(4)) {
+            case ("iptables", ["-w", "-t", "nat", "-S"]): CommandOutput(status: 0, stdout: plainNAT)
+            case ("iptables", ["-w", "-t", "filter", "-S"]): CommandOutput(status: 0, stdout: Self.installedFilter)
+            case ("iptables-restore", _): CommandOutput(status: 2, stderr: "unknown option \"--random-fully\"\n")
+            default: nil
+            }
+        }
+        let r = Self.rules(runner: refusing)
+        #expect(try !r.ensure())
+        #expect(try !r.ensure())
+        #expect(
+            refusing.lines == [
+                "iptables -w -t nat -S", "iptables -w -t filter -S", "iptables-restore --noflush -w",
+                "iptables -w -t nat -S", "iptables -w -t filter -S",
+            ])
+    }
+
     // MARK: - removeOtherBackend
 
     @Test func nftablesModeRemovesFlanneldsIPTablesRules() throws {
