@@ -82,7 +82,8 @@ extension NetlinkSession {
         let request = Request(
             type: Int32(RTM_GETROUTE), flags: 0,
             header: rtmsg(
-                rtm_family: UInt8(destination.family.af), rtm_dst_len: UInt8(destination.family.bitWidth),
+                rtm_family: UInt8(truncatingIfNeeded: destination.family.af),
+                rtm_dst_len: UInt8(truncatingIfNeeded: destination.family.bitWidth),
                 rtm_src_len: 0, rtm_tos: 0, rtm_table: 0, rtm_protocol: 0, rtm_scope: 0, rtm_type: 0, rtm_flags: 0))
         do throws(NetlinkError) {
             try request.put(Int32(RTA_DST.rawValue), bytes: destination.bytes)
