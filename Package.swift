@@ -84,7 +84,7 @@ let package = Package(
         .target(
             name: "NodeAgent",
             dependencies: [
-                "Overlay", "Addressing",
+                "Overlay", "Netlink", "Addressing",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -145,6 +145,8 @@ let package = Package(
         // The built plugins as real runtimes run them: entered with setns (nsenter --net, no /sys remount).
         .testTarget(name: "RuntimeTests", dependencies: ["TestSupport"]),
         .testTarget(name: "FuzzReplayTests", dependencies: ["FuzzTargets"]),
-        .testTarget(name: "OverlayTests", dependencies: ["Overlay", "Netlink", "NetNS", "Addressing", "TestSupport"]),
+        .testTarget(
+            name: "OverlayTests",
+            dependencies: ["Overlay", "Netlink", "NetNS", "Addressing", "TestSupport", "NodeAgent"]),
     ]
 )

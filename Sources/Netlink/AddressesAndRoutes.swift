@@ -1,7 +1,72 @@
 // Interface addresses and routes in the main table.
+//
+// Routes have a type (rtm_type). The overlay programs and reconciles unicast routes only:
+// `routes(...)` never returns anything else, so a blackhole (`ip route add blackhole <subnet>`,
+// the node agent's `--ip-blackhole-route`) or an unreachable route can never be taken for a stale
+// peer route and deleted. Blackholes are listed by `blackholeRoutes(...)`.
 
 import Addressing
 import CLibNL
+
+/// rtm_type: what the kernel does with a packet the route matches. A struct, not an enum, so
+/// that any type the kernel reports can be represented.
+public struct RouteType: RawRepresentable, Hashable, Sendable, CustomStringConvertible {
+    public var rawValue: UInt8
+    public init(rawValue: UInt8) { self.rawValue = rawValue }
+
+    /// RTN_UNICAST: forwarded through the next hop.
+    public static let unicast = RouteType(rawValue: 1)
+    /// RTN_LOCAL: an address of this host (the local table).
+    public static let local = RouteType(rawValue: 2)
+    /// RTN_BLACKHOLE: dropped silently; a sender on this host gets EINVAL.
+    public static let blackhole = RouteType(rawValue: 6)
+    /// RTN_UNREACHABLE: dropped with ICMP host unreachable; a local sender gets EHOSTUNREACH.
+    public static let unreachable = RouteType(rawValue: 7)
+    /// RTN_PROHIBIT: dropped with ICMP administratively prohibited; a local sender gets EACCES.
+    public static let prohibit = RouteType(rawValue: 8)
+
+    public var description: String {
+        switch self {
+        case .unicast: "unicast"
+        case .local: "local"
+        case .blackhole: "blackhole"
+        case .unreachable: "unreachable"
+        case .prohibit: "prohibit"
+        default: "type \(rawValue)"
+        }
+    }
+
+    /// Types whose routes have no next hop and drop what they match.
+    var isReject: Bool { self == .blackhole || self == .unreachable || self == .prohibit }
+}
+
+/// An interface address with what the kernel says about it (RTM_GETADDR): its flags and scope.
+public struct InterfaceAddress: Equatable, Sendable {
+    /// The local address and its prefix length, e.g. 192.168.77.1/24.
+    public var network: IPNetwork
+    /// The link holding the address.
+    public var interface: Int32
+    /// IFA_F_* bits (IFA_FLAGS, or ifa_flags on old kernels).
+    public var flags: UInt32
+    /// RT_SCOPE_*: 0 global, 253 link, 254 host.
+    public var scope: UInt8
+
+    /// IFA_F_SECONDARY, which is also IFA_F_TEMPORARY: an IPv4 address that is not the first of
+    /// its prefix on the link, or an IPv6 privacy address.
+    public static let secondary: UInt32 = 0x01
+    /// IFA_F_DEPRECATED: the preferred lifetime ran out; kept, but not for new connections.
+    public static let deprecated: UInt32 = 0x20
+    /// IFA_F_PERMANENT: configured by hand (no lifetime), not by DHCP or SLAAC.
+    public static let permanent: UInt32 = 0x80
+
+    public var isSecondary: Bool { flags & Self.secondary != 0 }
+    public var isDeprecated: Bool { flags & Self.deprecated != 0 }
+    public var isPermanent: Bool { flags & Self.permanent != 0 }
+
+    public init(network: IPNetwork, interface: Int32, flags: UInt32 = InterfaceAddress.permanent, scope: UInt8 = 0) {
+        self.network = network; self.interface = interface; self.flags = flags; self.scope = scope
+    }
+}
 
 /// A route as podnet programs and reads it: one destination, at most one next hop.
 public struct Route: Equatable, Sendable {
@@ -20,15 +85,25 @@ public struct Route: Equatable, Sendable {
     /// rtm_protocol, who installed the route: RTPROT_BOOT (3, as `ip route add`) unless set;
     /// 2 (RTPROT_KERNEL) for the kernel's prefix routes. Always set on routes read back.
     public var proto: UInt8?
+    /// Unicast unless set. A blackhole, unreachable or prohibit route has no next hop (`gateway`
+    /// and `interface` nil) and global scope.
+    public var type: RouteType = .unicast
 
     public init(
         destination: IPNetwork, gateway: IPAddress? = nil, interface: Int32? = nil, table: UInt32 = 254,
         priority: UInt32? = nil, scope: UInt8? = nil, onlink: Bool = false, mtu: UInt32? = nil, advmss: UInt32? = nil,
-        proto: UInt8? = nil
+        proto: UInt8? = nil, type: RouteType = .unicast
     ) {
         self.destination = destination.network; self.gateway = gateway; self.interface = interface; self.table = table
         self.priority = priority; self.scope = scope; self.onlink = onlink; self.mtu = mtu; self.advmss = advmss
-        self.proto = proto
+        self.proto = proto; self.type = type
+    }
+
+    /// A blackhole route to `destination` (`ip route add blackhole <destination> [metric <p>]`).
+    public static func blackhole(
+        _ destination: IPNetwork, table: UInt32 = 254, priority: UInt32? = nil, proto: UInt8? = nil
+    ) -> Route {
+        Route(destination: destination, table: table, priority: priority, scope: 0, proto: proto, type: .blackhole)
     }
 }
 
@@ -46,6 +121,26 @@ extension NetlinkSession {
                 let n = IPNetwork(address: ip, prefixLength: Int(rtnl_addr_get_prefixlen(o)))
             else { return }
             out.append(n)
+        }
+        return out
+    }
+
+    /// The addresses of every link (of `family`, all families when nil) with their flags and
+    /// scope, in the kernel's order: per link, primary addresses before secondary ones.
+    // ip addr show
+    public func interfaceAddresses(family: IPFamily? = nil) throws(NetlinkError) -> [InterfaceAddress] {
+        var cache: OpaquePointer?
+        try check(rtnl_addr_alloc_cache(sock, &cache), "RTM_GETADDR dump")
+        var out: [InterfaceAddress] = []
+        forEachObject(in: cache!) { o in
+            guard let ip = IPAddress(nlAddr: rtnl_addr_get_local(o)),
+                family == nil || ip.family == family,
+                let n = IPNetwork(address: ip, prefixLength: Int(rtnl_addr_get_prefixlen(o)))
+            else { return }
+            out.append(
+                InterfaceAddress(
+                    network: n, interface: rtnl_addr_get_ifindex(o), flags: rtnl_addr_get_flags(o),
+                    scope: UInt8(truncatingIfNeeded: rtnl_addr_get_scope(o))))
         }
         return out
     }
@@ -88,8 +183,21 @@ extension NetlinkSession {
 
     /// Unicast routes of `family` in `table` whose next hop leaves through the link `interface`
     /// (all of them when nil). One dump; replies are parsed one by one, not through a cache.
-    // ip [-6] route show table <table> [dev <interface>]
+    /// Never a blackhole or another type (see the file's note).
+    // ip [-6] route show table <table> [dev <interface>] type unicast
     public func routes(family: IPFamily, table: UInt32 = 254, interface: Int32?) throws(NetlinkError) -> [Route] {
+        try routes(family: family, table: table, interface: interface, type: .unicast)
+    }
+
+    /// Blackhole routes of `family` in `table`.
+    // ip [-6] route show table <table> type blackhole
+    public func blackholeRoutes(family: IPFamily, table: UInt32 = 254) throws(NetlinkError) -> [Route] {
+        try routes(family: family, table: table, interface: nil, type: .blackhole)
+    }
+
+    private func routes(family: IPFamily, table: UInt32, interface: Int32?, type: RouteType) throws(NetlinkError)
+        -> [Route]
+    {
         var out: [Route] = []
         try dump(
             "RTM_GETROUTE dump",
@@ -104,9 +212,8 @@ extension NetlinkSession {
                 var o: OpaquePointer?
                 guard rtnl_route_parse(hdr, &o) >= 0, let o else { return }
                 defer { rtnl_route_put(o) }
-                let unicast: UInt8 = 1  // RTN_UNICAST
                 guard rtnl_route_get_family(o) == family.af, rtnl_route_get_table(o) == table,
-                    rtnl_route_get_type(o) == unicast
+                    rtnl_route_get_type(o) == type.rawValue
                 else { return }
                 let d = rtnl_route_get_dst(o)
                 let dst: IPNetwork
@@ -118,7 +225,7 @@ extension NetlinkSession {
                 var r = Route(
                     destination: dst, table: table, priority: rtnl_route_get_priority(o),
                     scope: rtnl_route_get_scope(o),
-                    proto: rtnl_route_get_protocol(o))
+                    proto: rtnl_route_get_protocol(o), type: type)
                 if rtnl_route_get_nnexthops(o) > 0, let nh = rtnl_route_nexthop_n(o, 0) {
                     r.gateway = IPAddress(nlAddr: rtnl_route_nh_get_gateway(nh))
                     let i = rtnl_route_nh_get_ifindex(nh)
@@ -131,8 +238,9 @@ extension NetlinkSession {
         return out
     }
 
-    /// Adds a route; `.exists` when an identical one is there (NLM_F_EXCL).
-    // ip route add <dst> [via <gw>] [dev <if>] [onlink] [metric <p>] [mtu <m>] [advmss <a>] [table <t>]
+    /// Adds a route; `.exists` when one with the same destination, table, TOS and priority is
+    /// there, whatever its type (NLM_F_EXCL).
+    // ip route add [blackhole] <dst> [via <gw>] [dev <if>] [onlink] [metric <p>] [mtu <m>] [advmss <a>] [table <t>]
     public func addRoute(_ route: Route) throws(NetlinkError) {
         try modifyRoute(route, add: true, flags: NLM_F_EXCL)
     }
@@ -144,8 +252,9 @@ extension NetlinkSession {
         try modifyRoute(route, add: true, flags: NLM_F_REPLACE)
     }
 
-    /// Deletes a route matching destination, table, and (if set) gateway and interface.
-    // ip route del <dst> [via <gw>] [dev <if>] [table <t>]
+    /// Deletes a route matching destination, table, type, and (if set) gateway and interface: a
+    /// unicast route's deletion never removes a blackhole to the same destination.
+    // ip route del [blackhole] <dst> [via <gw>] [dev <if>] [table <t>]
     public func deleteRoute(_ route: Route) throws(NetlinkError) {
         try modifyRoute(route, add: false, flags: 0)
     }
@@ -159,10 +268,13 @@ extension NetlinkSession {
         defer { nl_addr_put(dst) }
         try check(rtnl_route_set_dst(r, dst), "set dst \(route.destination)")
         rtnl_route_set_table(r, route.table)
+        // The kernel compares the type on delete too (fib_table_delete).
+        try check(rtnl_route_set_type(r, route.type.rawValue), "set type \(route.type)")
         if add {
             rtnl_route_set_protocol(r, route.proto ?? 3)  // RTPROT_BOOT, as `ip route add`
-            try check(rtnl_route_set_type(r, 1), "set type")  // RTN_UNICAST
-            rtnl_route_set_scope(r, route.scope ?? (route.gateway == nil ? 253 : 0))
+            // iproute2's defaults: link scope for a unicast route without a gateway, else global.
+            let linkScope = route.type == .unicast && route.gateway == nil
+            rtnl_route_set_scope(r, route.scope ?? (linkScope ? 253 : 0))
         } else {
             // RT_SCOPE_NOWHERE matches any scope on delete, protocol 0 any protocol (libnl would
             // send RTPROT_STATIC, which the kernel compares with the route's and then misses).
@@ -172,6 +284,9 @@ extension NetlinkSession {
         if let p = route.priority { rtnl_route_set_priority(r, p) }
         if let m = route.mtu { try check(rtnl_route_set_metric(r, Int32(RTAX_MTU), m), "set mtu") }
         if let m = route.advmss { try check(rtnl_route_set_metric(r, Int32(RTAX_ADVMSS), m), "set advmss") }
+        if route.type.isReject && (route.gateway != nil || route.interface != nil) {
+            throw .invalidArgument("a \(route.type) route to \(route.destination) has no next hop")
+        }
         if route.gateway != nil || route.interface != nil {
             let nh = rtnl_route_nh_alloc()!
             if let i = route.interface { rtnl_route_nh_set_ifindex(nh, i) }
@@ -184,7 +299,8 @@ extension NetlinkSession {
             rtnl_route_add_nexthop(r, nh)  // the route owns nh from here
         }
         let what =
-            "\(route.destination) via \(route.gateway.map(\.description) ?? "-") dev \(route.interface.map(String.init) ?? "-")"
+            (route.type == .unicast ? "" : "\(route.type) ")
+            + "\(route.destination) via \(route.gateway.map(\.description) ?? "-") dev \(route.interface.map(String.init) ?? "-")"
         if add {
             try check(rtnl_route_add(sock, r, flags), "RTM_NEWROUTE \(what)")
         } else {

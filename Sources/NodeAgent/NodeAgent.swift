@@ -23,6 +23,9 @@ public struct NodeAgent: Sendable {
         public var interfaces: [String] = []
         /// Regular expressions over interface names, checked after `interfaces`.
         public var interfaceRegexes: [String] = []
+        /// The interface the kernel would send to this address through (`--iface-can-reach`,
+        /// `ip route get`), checked after `interfaceRegexes`.
+        public var interfaceCanReach: IPAddress?
         /// The address to advertise to peers (default: the interface's).
         public var publicIP: IPAddress?
         public var subnetFile = "/run/flannel/subnet.env"
@@ -148,32 +151,5 @@ public struct NodeAgent: Sendable {
             }
             try await clock.sleep(for: .seconds(1))
         }
-    }
-
-    /// The interface overlay traffic leaves through: the first of `interfaces` that exists, else
-    /// the first link matching one of `interfaceRegexes`, else (neither given) the one of the
-    /// default route. Blocking (netlink).
-    public func findInterface() throws -> ExternalInterface {
-        let ip = options.publicIP
-        for name in options.interfaces {
-            if let found = try? ExternalInterface.find(name: name, publicIP: ip, dataPath: dataPath) { return found }
-        }
-        if !options.interfaceRegexes.isEmpty {
-            let regexes = try options.interfaceRegexes.map { try Regex($0) }
-            for link in try dataPath.links() where regexes.contains(where: { link.name.wholeMatch(of: $0) != nil }) {
-                if let found = try? ExternalInterface.find(name: link.name, publicIP: ip, dataPath: dataPath) {
-                    return found
-                }
-            }
-        }
-        guard options.interfaces.isEmpty && options.interfaceRegexes.isEmpty else { throw NoInterface() }
-        return try ExternalInterface.find(name: nil, publicIP: ip, dataPath: dataPath)
-    }
-}
-
-/// None of the interfaces the options name exists with an IPv4 address.
-public struct NoInterface: Error, CustomStringConvertible {
-    public var description: String {
-        "none of the interfaces named by --iface/--iface-regex exists with an IPv4 address"
     }
 }

@@ -17,13 +17,21 @@ public protocol DataPath: AnyObject, Sendable {
     func deleteLink(_ index: Int32) throws(NetlinkError)
 
     func addresses(link index: Int32, family: IPFamily?) throws(NetlinkError) -> [IPNetwork]
+    /// The addresses of every link, with their flags and scope (to choose among them).
+    func interfaceAddresses(family: IPFamily?) throws(NetlinkError) -> [InterfaceAddress]
     func addAddress(_ address: IPNetwork, link index: Int32) throws(NetlinkError)
     func deleteAddress(_ address: IPNetwork, link index: Int32) throws(NetlinkError)
 
     /// Unicast routes of `family` in `table`; only those leaving through `interface` when it is set.
     func routes(family: IPFamily, table: UInt32, interface: Int32?) throws(NetlinkError) -> [Route]
+    /// Blackhole routes of `family` in `table`; `routes` never lists them.
+    func blackholeRoutes(family: IPFamily, table: UInt32) throws(NetlinkError) -> [Route]
+    /// Adds a route of any type; `.exists` when one with its destination, table and priority is there.
+    func addRoute(_ route: Route) throws(NetlinkError)
     func replaceRoute(_ route: Route) throws(NetlinkError)
     func deleteRoute(_ route: Route) throws(NetlinkError)
+    /// The route the kernel would use to reach `destination` (`ip route get`).
+    func lookupRoute(to destination: IPAddress) throws(NetlinkError) -> RouteLookup
 
     func neighbours(interface: Int32, family: IPFamily) throws(NetlinkError) -> [Neighbour]
     func replaceNeighbour(_ neighbour: Neighbour) throws(NetlinkError)
@@ -70,6 +78,9 @@ public final class KernelDataPath: DataPath {
     public func addresses(link index: Int32, family: IPFamily?) throws(NetlinkError) -> [IPNetwork] {
         try with { s throws(NetlinkError) in try s.addresses(link: index, family: family) }
     }
+    public func interfaceAddresses(family: IPFamily?) throws(NetlinkError) -> [InterfaceAddress] {
+        try with { s throws(NetlinkError) in try s.interfaceAddresses(family: family) }
+    }
     public func addAddress(_ address: IPNetwork, link index: Int32) throws(NetlinkError) {
         try with { s throws(NetlinkError) in try s.addAddress(address, link: index) }
     }
@@ -80,11 +91,20 @@ public final class KernelDataPath: DataPath {
     public func routes(family: IPFamily, table: UInt32, interface: Int32?) throws(NetlinkError) -> [Route] {
         try with { s throws(NetlinkError) in try s.routes(family: family, table: table, interface: interface) }
     }
+    public func blackholeRoutes(family: IPFamily, table: UInt32) throws(NetlinkError) -> [Route] {
+        try with { s throws(NetlinkError) in try s.blackholeRoutes(family: family, table: table) }
+    }
+    public func addRoute(_ route: Route) throws(NetlinkError) {
+        try with { s throws(NetlinkError) in try s.addRoute(route) }
+    }
     public func replaceRoute(_ route: Route) throws(NetlinkError) {
         try with { s throws(NetlinkError) in try s.replaceRoute(route) }
     }
     public func deleteRoute(_ route: Route) throws(NetlinkError) {
         try with { s throws(NetlinkError) in try s.deleteRoute(route) }
+    }
+    public func lookupRoute(to destination: IPAddress) throws(NetlinkError) -> RouteLookup {
+        try with { s throws(NetlinkError) in try s.lookupRoute(to: destination) }
     }
 
     public func neighbours(interface: Int32, family: IPFamily) throws(NetlinkError) -> [Neighbour] {

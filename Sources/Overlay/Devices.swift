@@ -7,7 +7,8 @@ import Netlink
 
 extension ExternalInterface {
     /// The interface `name` (flanneld's `--iface`), or the one the IPv4 default route leaves
-    /// through; its first global IPv4 address; `publicIP` (`--public-ip`) or that address.
+    /// through; its preferred IPv4 address (`preferredAddresses`); `publicIP` (`--public-ip`)
+    /// or that address.
     public static func find(
         name: String? = nil, publicIP: IPAddress? = nil,
         dataPath: any DataPath
@@ -31,15 +32,45 @@ extension ExternalInterface {
             else { throw .interfaceNotFound("no IPv4 default route: name the interface to use") }
             link = l
         }
-        let addresses = try netlink { () throws(NetlinkError) in try dataPath.addresses(link: link.index, family: .v4) }
-        guard let address = addresses.first(where: { $0.address.isGlobalUnicast }) else {
+        let addresses = try netlink { () throws(NetlinkError) in try dataPath.interfaceAddresses(family: .v4) }
+        guard let address = preferredAddresses(addresses.filter { $0.interface == link.index }).first else {
             throw .interfaceNotFound("interface \(link.name) has no IPv4 address")
         }
+        return try using(link, address: address.network, publicIP: publicIP)
+    }
+
+    /// `link` as the external interface with `address` (one of its addresses), advertised as
+    /// `publicIP` or, when nil, as that address. Fails as flanneld does for an MTU of 0, and for a
+    /// public IP that is not IPv4.
+    public static func using(_ link: Link, address: IPNetwork, publicIP: IPAddress?) throws(OverlayError)
+        -> ExternalInterface
+    {
+        guard link.mtu > 0 else { throw .interfaceNotFound("interface \(link.name) has no MTU") }
         if let publicIP, publicIP.family != .v4 {
             throw .invalidConfiguration("public IP \(publicIP) is not an IPv4 address")
         }
         return ExternalInterface(
             name: link.name, index: link.index, mtu: link.mtu, address: address, publicIP: publicIP)
+    }
+
+    /// The IPv4 addresses of `addresses` an interface may be used with, best first, as flanneld
+    /// picks them (pkg/ip's GetInterfaceIP4Addrs): global or link-local unicast, not deprecated;
+    /// global before link-local, permanent (set by hand) before those with a lifetime (DHCP),
+    /// primary before secondary; otherwise in the kernel's order.
+    public static func preferredAddresses(_ addresses: [InterfaceAddress]) -> [InterfaceAddress] {
+        let linkLocal = IPNetwork("169.254.0.0/16")!
+        func usable(_ a: InterfaceAddress) -> Bool {
+            let ip = a.network.address
+            return ip.family == .v4 && !a.isDeprecated && (ip.isGlobalUnicast || linkLocal.contains(ip))
+        }
+        func rank(_ a: InterfaceAddress) -> (Int, Int, Int) {
+            (linkLocal.contains(a.network.address) ? 1 : 0, a.isPermanent ? 0 : 1, a.isSecondary ? 1 : 0)
+        }
+        return addresses.enumerated().filter { usable($0.element) }
+            .sorted { l, r in
+                rank(l.element) != rank(r.element) ? rank(l.element) < rank(r.element) : l.offset < r.offset
+            }
+            .map(\.element)
     }
 }
 

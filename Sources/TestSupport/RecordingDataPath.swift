@@ -2,7 +2,10 @@
 // kernel modules. It follows the kernel's rules where the overlay depends on them: NLM_F_EXCL
 // link creation, replace keyed like the kernel's (a route by destination and metric, a neighbour
 // by address, an FDB entry by MAC), deleting a link removes everything on it, an address adds its
-// prefix route, and a gateway needs a connected route unless the route is onlink.
+// prefix route, and a gateway needs a connected route unless the route is onlink. Routes have
+// types: a route dump lists unicast routes only, blackholes are listed apart, and a route lookup
+// (`ip route get`) picks the longest prefix, then the lowest metric, and fails like the kernel
+// for a blackhole (EINVAL) or no route (ENETUNREACH).
 
 import Addressing
 import Netlink
@@ -17,11 +20,15 @@ public enum DataPathCall: Equatable, Sendable {
     case setLink(Int32, LinkChange)
     case deleteLink(Int32)
     case addresses(link: Int32)
+    case interfaceAddresses
     case addAddress(IPNetwork, link: Int32)
     case deleteAddress(IPNetwork, link: Int32)
     case routes(interface: Int32?)
+    case blackholeRoutes
+    case addRoute(Route)
     case replaceRoute(Route)
     case deleteRoute(Route)
+    case lookupRoute(IPAddress)
     case neighbours(interface: Int32)
     case replaceNeighbour(Neighbour)
     case deleteNeighbour(IPAddress, interface: Int32)
@@ -32,7 +39,9 @@ public enum DataPathCall: Equatable, Sendable {
     /// False for reads (dumps and lookups).
     public var isChange: Bool {
         switch self {
-        case .link, .links, .addresses, .routes, .neighbours, .fdbEntries: false
+        case .link, .links, .addresses, .interfaceAddresses, .routes, .blackholeRoutes, .lookupRoute, .neighbours,
+            .fdbEntries:
+            false
         default: true
         }
     }
@@ -42,7 +51,10 @@ public enum DataPathCall: Equatable, Sendable {
 public struct FakeKernel: Sendable {
     public var links: [Link] = []
     public var addresses: [Int32: [IPNetwork]] = [:]
-    /// Main table only.
+    /// IFA_F_* flags of an address; `InterfaceAddress.permanent` (an address added by hand) for
+    /// those not listed.
+    public var addressFlags: [IPAddress: UInt32] = [:]
+    /// Main table only, of every type.
     public var routes: [Route] = []
     public var neighbours: [Neighbour] = []
     public var fdb: [FDBEntry] = []
@@ -65,6 +77,17 @@ public struct FakeKernel: Sendable {
     }
 
     public func link(named name: String) -> Link? { links.first { $0.name == name } }
+
+    /// The address with its flags, and the scope the kernel gives it (host for 127/8, link for
+    /// 169.254/16, global otherwise).
+    func details(_ address: IPNetwork, on interface: Int32) -> InterfaceAddress {
+        let a = address.address
+        let scope: UInt8 =
+            a.isLoopback ? 254 : (a.family == .v4 && IPNetwork("169.254.0.0/16")!.contains(a) ? 253 : 0)
+        return InterfaceAddress(
+            network: address, interface: interface, flags: addressFlags[a] ?? InterfaceAddress.permanent,
+            scope: scope)
+    }
 }
 
 private func notFound(_ what: String) -> NetlinkError {
@@ -197,6 +220,16 @@ public final class RecordingDataPath: DataPath {
         }
     }
 
+    public func interfaceAddresses(family: IPFamily?) throws(NetlinkError) -> [InterfaceAddress] {
+        try record(.interfaceAddresses) { k in
+            k.links.flatMap { l in
+                (k.addresses[l.index] ?? []).filter { family == nil || $0.family == family }.map {
+                    k.details($0, on: l.index)
+                }
+            }
+        }
+    }
+
     public func addAddress(_ address: IPNetwork, link index: Int32) throws(NetlinkError) {
         try record(.addAddress(address, link: index)) { k throws(NetlinkError) in
             let op = "RTM_NEWADDR \(address) ifindex \(index)"
@@ -226,44 +259,101 @@ public final class RecordingDataPath: DataPath {
     public func routes(family: IPFamily, table: UInt32, interface: Int32?) throws(NetlinkError) -> [Route] {
         try record(.routes(interface: interface)) { k in
             k.routes.filter {
-                $0.destination.family == family && $0.table == table && (interface == nil || $0.interface == interface)
+                $0.type == .unicast && $0.destination.family == family && $0.table == table
+                    && (interface == nil || $0.interface == interface)
             }
-            .map { r in
-                // Routes come back from the kernel with protocol, scope and metric filled in.
-                var r = r
-                r.proto = r.proto ?? 3
-                r.scope = r.scope ?? (r.gateway == nil ? 253 : 0)
-                r.priority = r.priority ?? 0
-                return r
+            .map(Self.readBack)
+        }
+    }
+
+    public func blackholeRoutes(family: IPFamily, table: UInt32) throws(NetlinkError) -> [Route] {
+        try record(.blackholeRoutes) { k in
+            k.routes.filter { $0.type == .blackhole && $0.destination.family == family && $0.table == table }
+                .map(Self.readBack)
+        }
+    }
+
+    /// A route as a dump returns it: with protocol, scope and metric filled in.
+    private static func readBack(_ route: Route) -> Route {
+        var r = route
+        r.proto = r.proto ?? 3
+        r.scope = r.scope ?? (r.type == .unicast && r.gateway == nil ? 253 : 0)
+        r.priority = r.priority ?? 0
+        return r
+    }
+
+    /// The kernel's checks of a new route's next hop.
+    private static func checkNextHop(_ route: Route, in k: FakeKernel, _ what: String) throws(NetlinkError) {
+        if let i = route.interface, !k.links.contains(where: { $0.index == i }) {
+            throw .libnl(.noDevice, operation: what, message: "No such device")
+        }
+        if let gw = route.gateway, !route.onlink {
+            let connected = k.routes.contains {
+                $0.type == .unicast && $0.gateway == nil && $0.destination.contains(gw)
+                    && (route.interface == nil || $0.interface == route.interface)
             }
+            if !connected { throw .libnl(.other(22), operation: what, message: "Nexthop has invalid gateway") }
+        }
+    }
+
+    /// The kernel's key of a route in a table: destination, table, metric (TOS is always 0 here).
+    private static func sameKey(_ a: Route, _ b: Route) -> Bool {
+        a.destination == b.destination && a.table == b.table && (a.priority ?? 0) == (b.priority ?? 0)
+    }
+
+    public func addRoute(_ route: Route) throws(NetlinkError) {
+        try record(.addRoute(route)) { k throws(NetlinkError) in
+            let what = "RTM_NEWROUTE \(route.type) \(route.destination)"
+            try Self.checkNextHop(route, in: k, what)
+            if k.routes.contains(where: { Self.sameKey($0, route) }) { throw exists(what) }
+            k.routes.append(route)
         }
     }
 
     public func replaceRoute(_ route: Route) throws(NetlinkError) {
         try record(.replaceRoute(route)) { k throws(NetlinkError) in
             let what = "RTM_NEWROUTE \(route.destination) via \(route.gateway.map(\.description) ?? "-")"
-            if let i = route.interface, !k.links.contains(where: { $0.index == i }) {
-                throw .libnl(.noDevice, operation: what, message: "No such device")
+            try Self.checkNextHop(route, in: k, what)
+            if let i = k.routes.firstIndex(where: { Self.sameKey($0, route) }) {
+                k.routes[i] = route
+            } else {
+                k.routes.append(route)
             }
-            if let gw = route.gateway, !route.onlink {
-                let connected = k.routes.contains {
-                    $0.gateway == nil && $0.destination.contains(gw)
-                        && (route.interface == nil || $0.interface == route.interface)
+        }
+    }
+
+    public func lookupRoute(to destination: IPAddress) throws(NetlinkError) -> RouteLookup {
+        try record(.lookupRoute(destination)) { k throws(NetlinkError) in
+            let what = "RTM_GETROUTE \(destination)"
+            // The local table first: an address of this host goes through the loopback device.
+            if let holder = k.addresses.first(where: { $0.value.contains { $0.address == destination } })?.key {
+                return RouteLookup(
+                    type: .local, interface: k.link(named: "lo")?.index ?? holder, source: destination)
+            }
+            let best = k.routes.filter { $0.table == 254 && $0.destination.contains(destination) }
+                .min { a, b in
+                    a.destination.prefixLength != b.destination.prefixLength
+                        ? a.destination.prefixLength > b.destination.prefixLength
+                        : (a.priority ?? 0) < (b.priority ?? 0)
                 }
-                if !connected { throw .libnl(.other(22), operation: what, message: "Nexthop has invalid gateway") }
+            guard let best else {
+                throw .libnl(.other(1), operation: what, message: "Network is unreachable")  // ENETUNREACH
             }
-            let key = { (r: Route) in
-                r.destination == route.destination && r.table == route.table
-                    && (r.priority ?? 0) == (route.priority ?? 0)
+            switch best.type {
+            case .unicast:
+                let source = best.interface.flatMap { k.addresses[$0]?.first { $0.family == destination.family } }
+                return RouteLookup(interface: best.interface, gateway: best.gateway, source: source?.address)
+            case .blackhole: throw .libnl(.invalid, operation: what, message: "Invalid argument")  // EINVAL
+            case .prohibit: throw .libnl(.permission, operation: what, message: "Permission denied")  // EACCES
+            default: throw .libnl(.other(1), operation: what, message: "No route to host")  // EHOSTUNREACH
             }
-            if let i = k.routes.firstIndex(where: key) { k.routes[i] = route } else { k.routes.append(route) }
         }
     }
 
     public func deleteRoute(_ route: Route) throws(NetlinkError) {
         try record(.deleteRoute(route)) { k throws(NetlinkError) in
             let i = k.routes.firstIndex {
-                $0.destination == route.destination && $0.table == route.table
+                $0.destination == route.destination && $0.table == route.table && $0.type == route.type
                     && (route.gateway == nil || $0.gateway == route.gateway)
                     && (route.interface == nil || $0.interface == route.interface)
                     && (route.priority == nil || ($0.priority ?? 0) == route.priority)
