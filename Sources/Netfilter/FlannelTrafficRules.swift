@@ -54,7 +54,9 @@ public struct FlannelTrafficRules: Sendable {
     public let options: Options
     let executor: NetfilterExecutor
     /// Set once a transaction without fully-random worked where the same one with it failed.
-    let fullyRandomFailed: FullyRandomFallback
+    let fullyRandomFailed: Flag
+    /// Set once, with nothing enabled, the rules of an earlier run were found removed.
+    let disabledRulesRemoved: Flag
 
     public static let postroutingChain = "FLANNEL-POSTRTG"
     public static let forwardChain = "FLANNEL-FWD"
@@ -70,7 +72,8 @@ public struct FlannelTrafficRules: Sendable {
         self.backend = backend
         self.options = options
         executor = NetfilterExecutor(runner: runner)
-        fullyRandomFailed = FullyRandomFallback()
+        fullyRandomFailed = Flag()
+        disabledRulesRemoved = Flag()
     }
 
     /// Whether the next transaction asks for random port allocation.
@@ -79,12 +82,20 @@ public struct FlannelTrafficRules: Sendable {
     // MARK: - Keeping the rules
 
     /// Installs what Options enable unless all of it is in place; returns whether it (re)wrote
-    /// anything. A disabled part is removed if present (flanneld leaves it). Nothing enabled: no
-    /// process is run at all.
+    /// anything. A disabled part is removed if present (flanneld leaves it). Nothing enabled: the
+    /// first call removes what an earlier run left, and every later one runs no process at all.
     // iptables -w -t nat -S; iptables -w -t filter -S; [iptables-restore --noflush -w]
     // nft -a list table ip flannel-ipv4; [nft -f -]
     public func ensure() throws(NetfilterError) -> Bool {
-        guard options.masquerade || options.forward else { return false }
+        let enabled = options.masquerade || options.forward
+        guard enabled || !disabledRulesRemoved.value else { return false }
+        let wrote = try converge()
+        if !enabled { disabledRulesRemoved.value = true }
+        return wrote
+    }
+
+    /// One listing of the backend's tables, and one transaction when they are not as the options say.
+    func converge() throws(NetfilterError) -> Bool {
         switch backend {
         case .iptables:
             let nat = try executor.listIPTables(network.family, table: "nat")
@@ -262,8 +273,9 @@ public struct FlannelTrafficRules: Sendable {
     }
 }
 
-/// Whether fully-random turned out unsupported; shared by the copies of one FlannelTrafficRules.
-final class FullyRandomFallback: Sendable {
+/// A fact learnt once (fully-random unsupported; leftovers removed), shared by the copies of one
+/// FlannelTrafficRules.
+final class Flag: Sendable {
     private let flag = Atomic<Bool>(false)
 
     var value: Bool {

@@ -357,12 +357,29 @@ import Testing
         #expect(installed.lines == ["nft -a list table ip flannel-ipv4"])
     }
 
-    @Test func nothingEnabledRunsNothing() throws {
-        for backend in NetfilterBackend.allCases {
-            let runner = RecordingCommandRunner()
-            #expect(try !Self.rules(backend, Self.options(masquerade: false, forward: false), runner: runner).ensure())
-            #expect(runner.lines == [])
-        }
+    /// Both turned off: the first ensure removes what an earlier run installed, later ones run nothing.
+    @Test func nothingEnabledRemovesTheRulesOnceThenRunsNothing() throws {
+        let off = Self.options(masquerade: false, forward: false)
+        let iptables = Self.listing(nat: Self.installedNAT, filter: Self.installedFilter)
+        let rules = Self.rules(.iptables, off, runner: iptables)
+        #expect(try rules.ensure())
+        #expect(
+            iptables.lines == ["iptables -w -t nat -S", "iptables -w -t filter -S", "iptables-restore --noflush -w"])
+        #expect(try !rules.ensure())
+        #expect(iptables.lines.count == 3)
+
+        let nft = Self.listing(nft: Self.installedNFT)
+        let nftRules = Self.rules(.nftables, off, runner: nft)
+        #expect(try nftRules.ensure())
+        #expect(nft.lines == ["nft -a list table ip flannel-ipv4", "nft -f -"])
+        #expect(try !nftRules.ensure())
+        #expect(nft.lines.count == 2)
+
+        // Nothing there: one listing, then nothing.
+        let empty = RecordingCommandRunner()
+        let emptyRules = Self.rules(.nftables, off, runner: empty)
+        #expect(try !emptyRules.ensure() && !emptyRules.ensure())
+        #expect(empty.lines == ["nft -a list table ip flannel-ipv4"])
     }
 
     @Test func aFailedRestoreIsReportedWithWhatItPrinted() {
