@@ -52,6 +52,22 @@ extension NetlinkSession {
         try check(nl_send_sync(sock, request.msg), operation())
     }
 
+    /// Sends `request` (consuming it) and reads the answer with a clone of the socket's callbacks,
+    /// which `receive` sets up before it calls nl_recvmsgs; returns what nl_recvmsgs returned.
+    func exchange(
+        _ request: Request, _ operation: String, receive: (OpaquePointer) -> Int32
+    ) throws(NetlinkError) -> Int32 {
+        let sent = nl_send_auto(sock, request.msg)
+        request.free()
+        try check(sent, operation)
+        let defaults = nl_socket_get_cb(sock)
+        let cb = nl_cb_clone(defaults)
+        nl_cb_put(defaults)
+        guard let cb else { throw .invalidArgument("nl_cb_clone failed") }
+        defer { nl_cb_put(cb) }
+        return receive(cb)
+    }
+
     /// Sends a dump request built by `makeRequest` and calls `body` with every reply message.
     /// A dump the kernel marks interrupted (NLM_F_DUMP_INTR: the table changed while it was being
     /// walked) is retried from the start, up to three times; `body` must tolerate being restarted.
@@ -62,21 +78,14 @@ extension NetlinkSession {
         var attempt = 0
         while true {
             attempt += 1
-            let request = try makeRequest()
-            let sent = nl_send_auto(sock, request.msg)
-            request.free()
-            try check(sent, operation)
-            let defaults = nl_socket_get_cb(sock)
-            let cb = nl_cb_clone(defaults)
-            nl_cb_put(defaults)
-            guard let cb else { throw .invalidArgument("nl_cb_clone failed") }
-            defer { nl_cb_put(cb) }
-            let rc = withoutActuallyEscaping(body) { escapable in
-                let context = DumpContext(escapable)
-                return withExtendedLifetime(context) {
-                    nl_cb_set(
-                        cb, NL_CB_VALID, NL_CB_CUSTOM, onValidMessage, Unmanaged.passUnretained(context).toOpaque())
-                    return nl_recvmsgs(sock, cb)
+            let rc = try exchange(try makeRequest(), operation) { cb in
+                withoutActuallyEscaping(body) { escapable in
+                    let context = DumpContext(escapable)
+                    return withExtendedLifetime(context) {
+                        nl_cb_set(
+                            cb, NL_CB_VALID, NL_CB_CUSTOM, onValidMessage, Unmanaged.passUnretained(context).toOpaque())
+                        return nl_recvmsgs(sock, cb)
+                    }
                 }
             }
             if rc == -NLE_DUMP_INTR && attempt < 3 {

@@ -91,21 +91,14 @@ extension NetlinkSession {
             request.free()
             throw error
         }
-        let sent = nl_send_auto(sock, request.msg)
-        request.free()
-        try check(sent, operation)
-
-        let defaults = nl_socket_get_cb(sock)
-        let cb = nl_cb_clone(defaults)
-        nl_cb_put(defaults)
-        guard let cb else { throw .invalidArgument("nl_cb_clone failed") }
-        defer { nl_cb_put(cb) }
         let context = LookupContext()
-        let rc = withExtendedLifetime(context) {
-            let arg = Unmanaged.passUnretained(context).toOpaque()
-            nl_cb_set(cb, NL_CB_VALID, NL_CB_CUSTOM, onAnswer, arg)
-            nl_cb_err(cb, NL_CB_CUSTOM, onError, arg)
-            return nl_recvmsgs(sock, cb)
+        let rc = try exchange(request, operation) { cb in
+            withExtendedLifetime(context) {
+                let arg = Unmanaged.passUnretained(context).toOpaque()
+                nl_cb_set(cb, NL_CB_VALID, NL_CB_CUSTOM, onAnswer, arg)
+                nl_cb_err(cb, NL_CB_CUSTOM, onError, arg)
+                return nl_recvmsgs(sock, cb)
+            }
         }
         if let errno = context.errno, errno != 0 {
             throw .libnl(
