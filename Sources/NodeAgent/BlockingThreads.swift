@@ -4,19 +4,28 @@
 // would stall the lease watch and the lease renewal with it. So:
 // - kernel calls (the overlay network: start, reconcile, setPeer, removePeer; link lookups) run
 //   on one "kernel" thread: the network serialises them anyway;
-// - netfilter calls (the masquerade rules) run on one "netfilter" thread, so a held iptables lock
-//   delays only the rules, not the peers.
+// - netfilter calls (the masquerade and forward rules) run on one "netfilter" thread, so a held
+//   iptables lock delays only the rules, not the peers.
 // The HTTP endpoints run on NIO's event loops, which block on neither.
 
 import Logging
 import NIOPosix
 
-/// Rules the agent keeps in place (flanneld's masquerade rules with --ip-masq): installed at
-/// start-up and checked again by every repair.
+/// Rules the agent keeps in place (flanneld's masquerade and forward rules): installed at start-up
+/// and checked again every resync period.
 public protocol RuleKeeper: Sendable {
+    /// Once at start-up, before the first `ensure`: removes what the other netfilter backend left
+    /// (the node ran with the other `EnableNFTables`); returns whether anything was removed.
+    /// Blocking; the agent calls it on its netfilter thread.
+    func removeLeftovers() throws -> Bool
     /// Installs the rules unless all are present; returns whether anything was (re)written.
-    /// Blocking (it runs iptables): the agent calls it on its netfilter thread.
+    /// Blocking (it runs iptables or nft): the agent calls it on its netfilter thread.
     func ensure() throws -> Bool
+}
+
+extension RuleKeeper {
+    /// Nothing to remove: rules with a single backend.
+    public func removeLeftovers() throws -> Bool { false }
 }
 
 /// The two threads of the agent's blocking calls; see the file's note.
@@ -52,7 +61,7 @@ extension RuleKeeper {
         guard try await threads.netfilter({ try self.ensure() }) else { return false }
         let subnet = await state.lease.subnet
         logger.info(
-            "installed the masquerade and forward rules",
+            "installed the traffic rules",
             metadata: ["masq.network": "\(state.config.network)", "masq.subnet": "\(subnet)"])
         return true
     }

@@ -128,10 +128,14 @@ public struct GoCommandLine: Sendable {
 extension GoCommandLine {
     /// podnetd's flags (Podnetd.swift declares each), and flanneld's that it cannot honour.
     public static let podnetd = GoCommandLine(
-        booleans: ["ip-masq", "exit-on-lease-loss"],
+        booleans: [
+            "ip-masq", "ip-masq-fully-random-disable", "iptables-forward-rules", "ip-blackhole-route",
+            "exit-on-lease-loss",
+        ],
         flags: [
             "etcd-endpoints", "etcd-prefix", "etcd-cafile", "etcd-certfile", "etcd-keyfile", "etcd-username",
-            "etcd-password", "iface", "iface-regex", "public-ip", "subnet-file", "subnet-lease-renew-margin",
+            "etcd-password", "iface", "iface-regex", "iface-can-reach", "public-ip", "public-ipv6", "subnet-file",
+            "subnet-lease-renew-margin", "iptables-resync",
             "healthz-ip", "healthz-port", "healthz-max-connections", "healthz-idle-timeout",
             "healthz-header-timeout", "reconcile-interval", "v",
         ],
@@ -141,13 +145,6 @@ extension GoCommandLine {
             "kubeconfig-file": .init("podnetd reads leases from etcd only"),
             "kube-annotation-prefix": .init("podnetd reads leases from etcd only"),
             "net-config-path": .init("podnetd reads the network config from etcd (<etcd-prefix>/config)"),
-            "iface-can-reach": .init("not implemented yet; use -iface or -iface-regex"),
-            "public-ipv6": .init("podnetd does not run IPv6 overlays yet"),
-            "ip-masq-fully-random-disable": .init("podnetd always masquerades with --random-fully", harmless: false),
-            "iptables-forward-rules": .init(
-                "podnetd installs the FLANNEL-FWD rules with -ip-masq only; not implemented yet"),
-            "iptables-resync": .init("podnetd re-checks its rules every -reconcile-interval seconds"),
-            "ip-blackhole-route": .init("not implemented yet", harmless: false),
             "vmodule": .init("podnetd logs through swift-log; use -v"),
             "log_backtrace_at": .init("podnetd logs through swift-log; use -v"),
         ])

@@ -1,13 +1,14 @@
 // The node agent's start-up, as flanneld's (main.go): pick the interface, wait for a network
 // config that is valid (also on this node), register the backend (its tunnel device), acquire
-// the subnet lease, program the peers, install the masquerade rules, write subnet.env, then hand
-// back the services that keep all this true: the lease keeper, the peer watcher, the repairer.
+// the subnet lease, program the peers, install the traffic rules (removing the other netfilter
+// backend's first) and the blackhole route, write subnet.env, then hand back the services that
+// keep all this true: the lease keeper, the peer watcher, the repairer, the rule resync.
 // The caller (podnetd) starts the health server before this and runs the services in a
 // ServiceGroup; stopping them leaves the data path and the lease in place, so pods keep talking
 // while the daemon restarts.
 //
 // Everything the agent touches comes in as a value: the lease registry (etcd in podnetd, in
-// memory in tests), the data path (netlink, or the fake kernel), the masquerade rules, the clock
+// memory in tests), the data path (netlink, or the fake kernel), the traffic rules, the clock
 // its services wait on. Kernel and netfilter calls run on `BlockingThreads`.
 
 import Addressing
@@ -19,9 +20,11 @@ import ServiceLifecycle
 
 public struct NodeAgent: Sendable {
     public struct Options: Sendable {
-        /// Interfaces to use, by name: the first that exists with an IPv4 address wins.
+        /// Interfaces to use, by name or IPv4 address: the first that exists with a usable IPv4
+        /// address wins.
         public var interfaces: [String] = []
-        /// Regular expressions over interface names, checked after `interfaces`.
+        /// Regular expressions (unanchored, as Go's MatchString) over interface addresses, then
+        /// names, one regex after the other, checked after `interfaces`.
         public var interfaceRegexes: [String] = []
         /// The interface the kernel would send to this address through (`--iface-can-reach`,
         /// `ip route get`), checked after `interfaceRegexes`.
@@ -31,10 +34,14 @@ public struct NodeAgent: Sendable {
         public var subnetFile = "/run/flannel/subnet.env"
         /// How long before the lease expires it is renewed.
         public var renewMargin: Duration = .seconds(3600)
-        /// Whether the masquerade rules are kept (and FLANNEL_IPMASQ says so).
+        /// What FLANNEL_IPMASQ says (the rules themselves are the `rules` the agent is given).
         public var ipMasq = false
         /// Time between two repairs.
         public var reconcileInterval: Duration = .seconds(10)
+        /// Time between two checks of the traffic rules and the blackhole route (--iptables-resync).
+        public var resyncInterval: Duration = .seconds(5)
+        /// Whether a blackhole route for the node's own subnet is kept (--ip-blackhole-route).
+        public var blackholeRoute = false
         /// Exit (the lease keeper fails with `LeaseLost`) when this node's lease is deleted,
         /// instead of acquiring it again.
         public var exitOnLeaseLoss = false
@@ -50,14 +57,15 @@ public struct NodeAgent: Sendable {
     public let readiness: Readiness
     /// What the services and the wait for a config sleep on: `ContinuousClock()` but in tests.
     public let clock: any Clock<Duration>
-    /// The masquerade rules for the network and this node's subnet, when `ipMasq` is set.
-    public let rules: @Sendable (_ network: IPNetwork, _ subnet: IPNetwork) -> any RuleKeeper
+    /// The traffic rules (masquerade, forward) for the network config and this node's subnet; the
+    /// config says which netfilter backend (`EnableNFTables`).
+    public let rules: @Sendable (_ config: NetworkConfig, _ subnet: IPNetwork) -> any RuleKeeper
     public let logger: Logger
 
     public init(
         options: Options, registry: any LeaseRegistry, dataPath: any DataPath, threads: BlockingThreads,
         readiness: Readiness, clock: any Clock<Duration>,
-        rules: @escaping @Sendable (_ network: IPNetwork, _ subnet: IPNetwork) -> any RuleKeeper, logger: Logger
+        rules: @escaping @Sendable (_ config: NetworkConfig, _ subnet: IPNetwork) -> any RuleKeeper, logger: Logger
     ) {
         self.options = options; self.registry = registry; self.dataPath = dataPath; self.threads = threads
         self.readiness = readiness; self.clock = clock; self.rules = rules; self.logger = logger
@@ -95,8 +103,24 @@ public struct NodeAgent: Sendable {
                 "overlay.changes": "\(report.programmed.total + report.removed.total)",
             ])
 
-        let masq = options.ipMasq ? rules(config.network, lease.subnet) : nil
-        if let masq { _ = try await masq.ensure(on: threads, for: state, logger: logger) }
+        // As flanneld: the other backend's rules go first, so a node can switch either way.
+        let rules = self.rules(config, lease.subnet)
+        do {
+            if try await threads.netfilter({ try rules.removeLeftovers() }) {
+                logger.info("removed the traffic rules of the other netfilter backend")
+            }
+        } catch {
+            logger.warning("could not remove the traffic rules of the other netfilter backend: \(error)")
+        }
+        _ = try await rules.ensure(on: threads, for: state, logger: logger)
+        var blackhole: (@Sendable () throws -> Bool)?
+        if options.blackholeRoute {
+            let route = BlackholeRoute(subnet: lease.subnet, dataPath: dataPath)
+            blackhole = { try route.ensure() }
+        }
+        if let blackhole, try await threads.kernel(blackhole) {
+            logger.info("added the blackhole route", metadata: ["node.subnet": "\(lease.subnet)"])
+        }
         try SubnetFile.write(
             SubnetFile.render(network: config.network, subnet: lease.subnet, mtu: network.mtu, ipMasq: options.ipMasq),
             to: options.subnetFile)
@@ -115,8 +139,11 @@ public struct NodeAgent: Sendable {
                 registry: registry, network: network, state: state, startRevision: snapshot.revision,
                 leaseLost: keeperEvents.continuation, threads: threads, clock: clock, logger: logger),
             Repairer(
-                network: network, state: state, rules: masq, keeper: keeperEvents.continuation,
+                network: network, state: state, keeper: keeperEvents.continuation,
                 interval: options.reconcileInterval, threads: threads, clock: clock, logger: logger),
+            RuleResync(
+                rules: rules, blackhole: blackhole, state: state, interval: options.resyncInterval, threads: threads,
+                clock: clock, logger: logger),
         ]
     }
 

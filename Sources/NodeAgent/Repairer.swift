@@ -1,6 +1,6 @@
 // The repairer: every `interval`, reconciles the kernel against the known peers (putting back
-// what was deleted by hand or lost with a recreated device) and checks the rules it keeps (the
-// masquerade rules). Each on its own thread: a held iptables lock delays the rules only.
+// what was deleted by hand or lost with a recreated device). The traffic rules have their own
+// period and service (RuleResync), so a held iptables lock never delays this.
 
 import Logging
 import Metrics
@@ -10,7 +10,6 @@ import ServiceLifecycle
 public struct Repairer: Service {
     let network: any OverlayNetwork
     let state: NodeState
-    let rules: (any RuleKeeper)?
     /// The lease keeper's events: a recreated device with a new MAC needs the lease put again.
     let keeper: AsyncStream<KeeperEvent>.Continuation
     let interval: Duration
@@ -19,23 +18,18 @@ public struct Repairer: Service {
     let logger: Logger
 
     public init(
-        network: any OverlayNetwork, state: NodeState, rules: (any RuleKeeper)?,
+        network: any OverlayNetwork, state: NodeState,
         keeper: AsyncStream<KeeperEvent>.Continuation, interval: Duration, threads: BlockingThreads,
         clock: any Clock<Duration>, logger: Logger
     ) {
-        self.network = network; self.state = state; self.rules = rules; self.keeper = keeper
+        self.network = network; self.state = state; self.keeper = keeper
         self.interval = interval; self.threads = threads; self.clock = clock; self.logger = logger
     }
 
     public func run() async throws {
         let repairs = Counter(label: "podnet_repairs_total")
-        let interval = self.interval, clock = self.clock, network = self.network
-        while true {
-            // The sleep ends on graceful shutdown too: SIGTERM must not wait out the interval.
-            do {
-                try await cancelWhenGracefulShutdown { try await clock.sleep(for: interval) }
-            } catch { return }
-            if Task.isShuttingDownGracefully { return }
+        let network = self.network
+        await every(interval, on: clock) {
             do {
                 let peers = await state.currentPeers
                 let report = try await threads.kernel { try network.reconcile(peers: peers) }
@@ -51,10 +45,21 @@ public struct Repairer: Service {
                             "repair.device_recreated": "\(report.deviceRecreated)",
                         ])
                 }
-                if let rules, try await rules.ensure(on: threads, for: state, logger: logger) { repairs.increment() }
             } catch {
                 logger.error("repair failed: \(error)")
             }
         }
+    }
+}
+
+/// Runs `body` every `interval` until the graceful shutdown, which also ends the sleep between
+/// two runs: SIGTERM must not wait out the interval.
+func every(_ interval: Duration, on clock: any Clock<Duration>, _ body: () async -> Void) async {
+    while true {
+        do {
+            try await cancelWhenGracefulShutdown { try await clock.sleep(for: interval) }
+        } catch { return }
+        if Task.isShuttingDownGracefully { return }
+        await body()
     }
 }

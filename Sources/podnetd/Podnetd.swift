@@ -41,14 +41,27 @@ struct Podnetd: AsyncParsableCommand {
     @Option(help: "Client key for etcd.") var etcdKeyfile: String?
     @Option(help: "etcd user name.") var etcdUsername: String?
     @Option(help: "etcd password.") var etcdPassword: String?
-    @Option(help: "Interface to use (name); repeatable, the first that exists wins.") var iface: [String] = []
-    @Option(help: "Regular expression over interface names; repeatable, checked after --iface.") var ifaceRegex:
-        [String] = []
+    @Option(help: "Interface to use, by name or IP address; repeatable, the first that matches wins.")
+    var iface: [String] = []
+    @Option(help: "Regular expression over interface IPv4 addresses, then names; repeatable, checked after --iface.")
+    var ifaceRegex: [String] = []
+    @Option(help: "Use the interface the kernel routes this IP address through.") var ifaceCanReach: String?
     @Option(help: "Address to advertise to peers (default: the interface's).") var publicIP: String?
+    @Option(
+        name: .customLong("public-ipv6"),
+        help: "IPv6 address to advertise to peers; used only with EnableIPv6, which podnetd does not run yet.")
+    var publicIPv6: String?
     @Option(help: "Where to write subnet.env.") var subnetFile = "/run/flannel/subnet.env"
     @Option(help: "Minutes before the lease expires to renew it (1-1439).") var subnetLeaseRenewMargin = 60
     @Flag(inversion: .prefixedNo, help: "Masquerade traffic leaving the overlay (FLANNEL-POSTRTG rules).")
     var ipMasq = false
+    @Flag(inversion: .prefixedNo, help: "Masquerade without --random-fully (fully-random in nftables).")
+    var ipMasqFullyRandomDisable = false
+    @Flag(inversion: .prefixedNo, help: "Accept forwarded overlay traffic (FLANNEL-FWD rules).")
+    var iptablesForwardRules = true
+    @Option(help: "Seconds between checks of the traffic rules and the blackhole route.") var iptablesResync = 5
+    @Flag(inversion: .prefixedNo, help: "Keep a blackhole route for this node's subnet.")
+    var ipBlackholeRoute = false
     @Option(help: "Address of the /healthz, /readyz and /metrics server.") var healthzIP = "0.0.0.0"
     @Option(help: "Port of the HTTP server (0: off).") var healthzPort = 0
     @Option(help: "HTTP connections open at once; one more closes the oldest.") var healthzMaxConnections = 64
@@ -65,7 +78,18 @@ struct Podnetd: AsyncParsableCommand {
         guard (1...1439).contains(subnetLeaseRenewMargin) else {
             throw ValidationError("--subnet-lease-renew-margin must be between 1 and 1439 minutes")
         }
-        if publicIP != nil && IPAddress(publicIP!) == nil { throw ValidationError("--public-ip is not an IP address") }
+        if let publicIP, IPAddress(publicIP)?.family != .v4 {
+            throw ValidationError("--public-ip \(publicIP) is not an IPv4 address")
+        }
+        if let publicIPv6, IPAddress(publicIPv6)?.family != .v6 {
+            throw ValidationError("--public-ipv6 \(publicIPv6) is not an IPv6 address")
+        }
+        if let ifaceCanReach, IPAddress(ifaceCanReach) == nil {
+            throw ValidationError("--iface-can-reach \(ifaceCanReach) is not an IP address")
+        }
+        guard (1...86_400).contains(iptablesResync) else {
+            throw ValidationError("--iptables-resync must be between 1 and 86400 seconds")
+        }
         guard (1...86_400).contains(reconcileInterval) else {
             throw ValidationError("--reconcile-interval must be between 1 and 86400 seconds")
         }
@@ -128,20 +152,30 @@ struct Podnetd: AsyncParsableCommand {
         var options = NodeAgent.Options()
         options.interfaces = iface
         options.interfaceRegexes = ifaceRegex
+        options.interfaceCanReach = ifaceCanReach.flatMap { IPAddress($0) }
         options.publicIP = publicIP.flatMap { IPAddress($0) }
         options.subnetFile = subnetFile
         options.renewMargin = .seconds(subnetLeaseRenewMargin * 60)
         options.ipMasq = ipMasq
         options.reconcileInterval = .seconds(reconcileInterval)
+        options.resyncInterval = .seconds(iptablesResync)
+        options.blackholeRoute = ipBlackholeRoute
         options.exitOnLeaseLoss = exitOnLeaseLoss
+        if publicIPv6 != nil {
+            logger.notice("--public-ipv6 is used only with EnableIPv6, which podnetd does not run yet")
+        }
+        var traffic = FlannelTrafficRules.Options()
+        traffic.masquerade = ipMasq
+        traffic.forward = iptablesForwardRules
+        traffic.fullyRandom = !ipMasqFullyRandomDisable
         let agent = NodeAgent(
             options: options, registry: EtcdLeaseRegistry(client: client, prefix: etcdPrefix, logger: logger),
             dataPath: try KernelDataPath(), threads: BlockingThreads(), readiness: readiness,
             clock: ContinuousClock(),
-            rules: {
-                var rules = FlannelTrafficRules.Options()
-                rules.masquerade = true
-                return FlannelTrafficRules(network: $0, subnet: $1, backend: .iptables, options: rules)
+            rules: { [traffic] config, subnet in
+                FlannelTrafficRules(
+                    network: config.network, subnet: subnet, backend: config.enableNFTables ? .nftables : .iptables,
+                    options: traffic)
             },
             logger: logger)
         var services = try await agent.start()
@@ -154,5 +188,8 @@ struct Podnetd: AsyncParsableCommand {
     }
 }
 
-/// flanneld's masquerade and forward rules are what the agent keeps with --ip-masq.
-extension FlannelTrafficRules: RuleKeeper {}
+/// flanneld's masquerade and forward rules, in the backend the network config asks for, are the
+/// rules the agent keeps.
+extension FlannelTrafficRules: RuleKeeper {
+    public func removeLeftovers() throws -> Bool { try removeOtherBackend() }
+}

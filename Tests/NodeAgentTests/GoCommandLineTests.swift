@@ -14,7 +14,7 @@ import Testing
     /// Every flag that takes a value, in Go's four spellings and from the environment.
     @Test func everyValueFlagInEverySpelling() throws {
         let valued = podnetd.flags.subtracting(podnetd.booleans).sorted()
-        #expect(valued.count == 19)
+        #expect(valued.count == 22)
         for flag in valued {
             let want = ["--\(flag)=x"]
             #expect(try rewrite(["-\(flag)=x"]) == want, "\(flag)")
@@ -27,8 +27,12 @@ import Testing
 
     /// Booleans: bare, or `=` with any of Go's spellings; never a separate value.
     @Test func everyBooleanInEverySpelling() throws {
-        #expect(podnetd.booleans.isSuperset(of: ["ip-masq", "exit-on-lease-loss"]))
-        for flag in ["ip-masq", "exit-on-lease-loss"] {
+        let booleans = [
+            "ip-masq", "ip-masq-fully-random-disable", "iptables-forward-rules", "ip-blackhole-route",
+            "exit-on-lease-loss",
+        ]
+        #expect(podnetd.booleans.isSuperset(of: booleans))
+        for flag in booleans {
             for on in ["-\(flag)", "--\(flag)", "-\(flag)=true", "--\(flag)=1", "-\(flag)=t", "-\(flag)=TRUE"] {
                 #expect(try rewrite([on]) == ["--\(flag)"], "\(on)")
             }
@@ -58,6 +62,32 @@ import Testing
                 "--iface=10.0.0.5", "--iface-regex=^eth[0-9]+$", "--ip-masq",
                 "--subnet-file=/run/flannel/subnet.env", "--v=2",
             ])
+    }
+
+    /// Every flag of flanneld's etcd mode (reference §7), as a unit for flanneld would write them.
+    @Test func everyFlanneldFlagOfTheEtcdMode() throws {
+        let line = [
+            "-etcd-endpoints=http://10.0.0.1:2379", "-etcd-prefix=/coreos.com/network", "-etcd-keyfile=/k",
+            "-etcd-certfile=/c", "-etcd-cafile=/ca", "-etcd-username=u", "-etcd-password=p", "-iface=10.0.0.5",
+            "-iface-regex=^10\\.0\\.", "-iface-can-reach=10.0.0.1", "-public-ip=203.0.113.5",
+            "-public-ipv6=2001:db8::5",
+            "-subnet-file=/run/flannel/subnet.env", "-subnet-lease-renew-margin=60", "-ip-masq",
+            "-ip-masq-fully-random-disable", "-iptables-resync=5", "-iptables-forward-rules=false",
+            "-ip-blackhole-route", "-healthz-ip=0.0.0.0", "-healthz-port=8285", "-v=1",
+            "-kube-subnet-mgr=false",
+        ]
+        #expect(
+            try rewrite(line) == [
+                "--etcd-endpoints=http://10.0.0.1:2379", "--etcd-prefix=/coreos.com/network", "--etcd-keyfile=/k",
+                "--etcd-certfile=/c", "--etcd-cafile=/ca", "--etcd-username=u", "--etcd-password=p", "--iface=10.0.0.5",
+                "--iface-regex=^10\\.0\\.", "--iface-can-reach=10.0.0.1", "--public-ip=203.0.113.5",
+                "--public-ipv6=2001:db8::5", "--subnet-file=/run/flannel/subnet.env", "--subnet-lease-renew-margin=60",
+                "--ip-masq", "--ip-masq-fully-random-disable", "--iptables-resync=5", "--no-iptables-forward-rules",
+                "--ip-blackhole-route", "--healthz-ip=0.0.0.0", "--healthz-port=8285", "--v=1",
+            ])
+        // The same from the environment, as flanneld's packaged units set them.
+        let environment = ["FLANNELD_IPTABLES_FORWARD_RULES": "false", "FLANNELD_IFACE_CAN_REACH": "10.0.0.1"]
+        #expect(try rewrite([], environment) == ["--iface-can-reach=10.0.0.1", "--no-iptables-forward-rules"])
     }
 
     /// flanneld's SetFlagsFromEnv: a variable counts only for a flag the command line does not set.
@@ -97,13 +127,13 @@ import Testing
         ) {
             try rewrite(["-kube-subnet-mgr"])
         }
-        #expect(try rewrite(["-kube-subnet-mgr=false", "-ip-blackhole-route=false"]) == [])
+        #expect(try rewrite(["-kube-subnet-mgr=false"]) == [])
         #expect(
             throws: GoCommandLine.Problem(
-                "-iptables-resync is not supported by podnetd: podnetd re-checks its rules every -reconcile-interval seconds"
+                "-net-config-path is not supported by podnetd: podnetd reads the network config from etcd (<etcd-prefix>/config)"
             )
         ) {
-            try rewrite(["-iptables-resync=5"])
+            try rewrite(["-net-config-path=/etc/kube-flannel/net-conf.json"])
         }
         #expect(
             throws: GoCommandLine.Problem(

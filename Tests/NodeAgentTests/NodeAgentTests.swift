@@ -21,7 +21,7 @@ import Testing
         let node = TestNode(registry: registry)
         #expect(!node.readiness.isReady)
         let services = try await node.agent.start()
-        #expect(services.count == 3)
+        #expect(services.count == 4)
         #expect(node.readiness.isReady)
         let own = try #require(node.ownLease)
         #expect(!own.isReservation)
@@ -30,7 +30,8 @@ import Testing
         let file = try String(contentsOfFile: node.options.subnetFile, encoding: .utf8)
         #expect(file.contains("FLANNEL_SUBNET=\(own.subnet.network.address.advanced(by: 1)!)/24\n"))
         #expect(file.contains("FLANNEL_MTU=1450\n") && file.contains("FLANNEL_IPMASQ=false\n"))
-        #expect(node.rules.calls == 0)
+        // The forward rules are flanneld's default: the other backend's rules go first.
+        #expect(node.rules.history == ["removeLeftovers", "ensure"])
     }
 
     @Test func waitsForAValidConfig() async throws {
@@ -210,22 +211,59 @@ import Testing
     @Test func putsBackWhatWasDeletedBehindItsBack() async throws {
         let registry = InMemoryLeaseRegistry(config: vxlanConfig)
         registry.put(peerLease("10.5.2.0/24", "192.168.77.2"))
-        let node = TestNode(registry: registry, rules: TestRules()) { $0.ipMasq = true }
+        let node = TestNode(registry: registry)
         let services = try await node.agent.start()
         node.dataPath.modify { $0.routes.removeAll { $0.destination == IPNetwork("10.5.2.0/24")! } }
         #expect(!node.routes("10.5.2.0/24"))
         try await withServices(services) {
-            await node.clock.waitForSleepers(2)
+            await node.clock.waitForSleepers(3)
             node.clock.advance(by: .seconds(10))
             await node.dataPath.waitUntil { TestNode.routes($0, "10.5.2.0/24") }
-            // The rules are checked by the same repair, and the next sleep follows it.
-            await node.clock.waitForSleepers(2)
-            #expect(node.rules.calls == 2)
         }
     }
 
+    @Test func checksTheRulesEveryResyncPeriod() async throws {
+        let node = TestNode { $0.resyncInterval = .seconds(3) }
+        let services = try await node.agent.start()
+        #expect(node.rules.calls == 1)
+        try await withServices(services) {
+            // The lease keeper, the repairer and the resync sleep.
+            await node.clock.waitForSleepers(3)
+            node.clock.advance(by: .seconds(3))
+            // The next sleep follows the check.
+            await node.clock.waitForSleepers(3)
+            #expect(node.rules.calls == 2)
+            node.clock.advance(by: .seconds(3))
+            await node.clock.waitForSleepers(3)
+            #expect(node.rules.calls == 3)
+        }
+        #expect(node.rules.history.filter { $0 == "removeLeftovers" }.count == 1)
+    }
+
+    @Test func keepsTheBlackholeRouteWithIPBlackholeRoute() async throws {
+        let node = TestNode { $0.blackholeRoute = true }
+        let services = try await node.agent.start()
+        let subnet = try #require(node.ownLease).subnet
+        func blackholed(_ k: FakeKernel) -> Bool {
+            k.routes.contains { $0.type == .blackhole && $0.destination == subnet }
+        }
+        #expect(blackholed(node.dataPath.kernel))
+        node.dataPath.modify { $0.routes.removeAll { $0.type == .blackhole } }
+        try await withServices(services) {
+            await node.clock.waitForSleepers(3)
+            node.clock.advance(by: .seconds(5))
+            await node.dataPath.waitUntil { k in
+                k.routes.contains { $0.type == .blackhole && $0.destination == subnet }
+            }
+        }
+        // Without the flag: none.
+        let plain = TestNode()
+        _ = try await plain.agent.start()
+        #expect(!plain.dataPath.kernel.routes.contains { $0.type == .blackhole })
+    }
+
     @Test func healthzAnswersAndPeersAreProgrammedWhileTheRulesAreBlocked() async throws {
-        // The second ensure (the first repair's) blocks, as iptables-restore waiting for the lock.
+        // The second ensure (the first resync's) blocks, as iptables-restore waiting for the lock.
         let rules = TestRules(blockAfter: 1)
         let node = TestNode(rules: rules) { $0.ipMasq = true }
         let health = try await HealthServer(

@@ -32,6 +32,8 @@ func peerLease(_ subnet: String, _ publicIP: String, mac: String = "02:00:00:00:
 final class TestRules: RuleKeeper, @unchecked Sendable {
     private let lock = NSLock()
     private var count = 0
+    private var removals = 0
+    private var order: [String] = []
     private let blockAfter: Int?
     private let gate = DispatchSemaphore(value: 0)
     let entered = AsyncStream<Int>.makeStream()
@@ -39,11 +41,18 @@ final class TestRules: RuleKeeper, @unchecked Sendable {
     init(blockAfter: Int? = nil) { self.blockAfter = blockAfter }
 
     var calls: Int { lock.withLock { count } }
+    /// "removeLeftovers" and "ensure", in the order they were called.
+    var history: [String] { lock.withLock { order } }
     func release() { gate.signal() }
+
+    func removeLeftovers() throws -> Bool {
+        lock.withLock { order.append("removeLeftovers") }
+        return false
+    }
 
     func ensure() throws -> Bool {
         let n = lock.withLock {
-            count += 1; return count
+            count += 1; order.append("ensure"); return count
         }
         if let blockAfter, n > blockAfter {
             entered.continuation.yield(n)
