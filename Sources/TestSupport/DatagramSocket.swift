@@ -32,7 +32,9 @@ public final class DatagramSocket: @unchecked Sendable {
         var t = timeval(tv_sec: timeout, tv_usec: 0)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &t, socklen_t(MemoryLayout<timeval>.size))
         var buffer = [UInt8](repeating: 0, count: 512)
-        let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+        // A timeout of 0 would wait forever: then only what has arrived already.
+        let flags = timeout > 0 ? 0 : Int32(MSG_DONTWAIT)
+        let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, flags) }
         return n < 0 ? nil : String(decoding: buffer[..<n], as: UTF8.self)
     }
 
