@@ -32,7 +32,15 @@ extension NodeAgent {
     /// The interface overlay traffic leaves through, chosen from the options as the file's note
     /// describes. Throws `NoInterface` when the options name no usable interface. Blocking (netlink).
     public func findInterface() throws -> ExternalInterface {
-        let o = options
+        try options.findInterface(dataPath: dataPath, logger: logger)
+    }
+}
+
+extension NodeAgent.Options {
+    /// The interface these options choose (`NodeAgent.findInterface`), for a tool that runs no
+    /// agent; each option value that matched no usable interface is logged to `logger`.
+    public func findInterface(dataPath: any DataPath, logger: Logger) throws -> ExternalInterface {
+        let o = self
         let publicIP = o.publicIP
         guard !o.interfaces.isEmpty || !o.interfaceRegexes.isEmpty || o.interfaceCanReach != nil else {
             guard let publicIP else { return try ExternalInterface.find(dataPath: dataPath) }
