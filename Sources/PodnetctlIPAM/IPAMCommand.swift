@@ -63,6 +63,13 @@ public struct IPAMCommand: ParsableCommand {
     @OptionGroup public var store: StoreOptions
     @OptionGroup public var liveOptions: LiveOptions
 
+    @Option(
+        name: .long,
+        help: ArgumentHelp(
+            "The network's CNI config (.conf or .conflist with host-local): show its ranges and their use.",
+            valueName: "file"))
+    public var config: String?
+
     @Flag(name: .long, help: "Print JSON (docs/podnetctl-ipam-json.md).")
     public var json = false
 
@@ -80,13 +87,31 @@ public struct IPAMCommand: ParsableCommand {
             context.writeError("podnetctl ipam: \(error)\n")
             return 2
         }
-        let listings: [NetworkListing]
+        var rangeConfig: RangeConfig?
+        if let config {
+            do throws(ConfigError) {
+                let bytes: [UInt8]
+                do throws(SystemError) { bytes = try readFile(config) } catch { throw ConfigError(error.description) }
+                rangeConfig = try RangeConfig(bytes: bytes)
+            } catch {
+                context.writeError("podnetctl ipam: cannot take the ranges from \(config): \(error)\n")
+                return 2
+            }
+        }
+        var listings: [NetworkListing]
         do throws(IPAMError) { listings = try Self.read(store) } catch {
             if json {
                 context.write(IPAMOutput.json([], dataDir: store.dataDir, live: live, error: error.description))
             }
             context.writeError("podnetctl ipam: cannot list \(store.dataDir): \(error)\n")
             return 2
+        }
+        if let rangeConfig {
+            for i in listings.indices where listings[i].network == rangeConfig.network {
+                if case .success(let report) = listings[i].result {
+                    listings[i].ranges = RangeUse.of(rangeConfig, reservations: report.reservations)
+                }
+            }
         }
         if json {
             context.write(IPAMOutput.json(listings, dataDir: store.dataDir, live: live, error: nil))
@@ -118,9 +143,10 @@ public struct IPAMCommand: ParsableCommand {
         try networks(store).map { network in
             do throws(IPAMError) {
                 return NetworkListing(
-                    network: network, result: .success(try StoreReport.read(network: network, dataDir: store.dataDir)))
+                    network: network, result: .success(try StoreReport.read(network: network, dataDir: store.dataDir)),
+                    ranges: nil)
             } catch {
-                return NetworkListing(network: network, result: .failure(error))
+                return NetworkListing(network: network, result: .failure(error), ranges: nil)
             }
         }
     }

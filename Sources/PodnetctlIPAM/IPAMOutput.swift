@@ -11,6 +11,8 @@ import JSONValue
 struct NetworkListing {
     var network: String
     var result: Result<NetworkReport, IPAMError>
+    /// The use of each range, when the network's config was given (`--config`).
+    var ranges: [RangeUse]?
 }
 
 enum IPAMOutput {
@@ -32,6 +34,11 @@ enum IPAMOutput {
             case .success(let r): report = r
             }
             out += "  \(report.directory)\n"
+            for use in listing.ranges ?? [] {
+                let r = use.range
+                out += "  range \(r.rangeStart)-\(r.rangeEnd) (\(r.subnet)): \(use.used)"
+                out += (use.size.map { " of \($0)" } ?? "") + " used\n"
+            }
             if report.reservations.isEmpty {
                 out += "  no reservations\n"
             } else {
@@ -81,7 +88,23 @@ enum IPAMOutput {
                 o["reserved"] = .null
                 o["leaked"] = .null
                 o["reservations"] = .null
+                o["ranges"] = .null
             case .success(let report):
+                o["ranges"] =
+                    listing.ranges.map { uses in
+                        .array(
+                            uses.map { use in
+                                .object([
+                                    "rangeSet": .int(Int64(use.rangeSet)),
+                                    "subnet": .string(use.range.subnet.description),
+                                    "rangeStart": .string(use.range.rangeStart.description),
+                                    "rangeEnd": .string(use.range.rangeEnd.description),
+                                    "gateway": .string(use.range.gateway.description),
+                                    "size": use.size.map { .int($0) } ?? .null,
+                                    "used": .int(Int64(use.used)),
+                                ])
+                            })
+                    } ?? .null
                 o["error"] = .null
                 o["directory"] = .string(report.directory)
                 o["reserved"] = .int(Int64(report.reservations.count))

@@ -113,6 +113,63 @@ import Testing
         }
     }
 
+    @Test func rangesAndTheirUseComeFromTheConfig() throws {
+        try withTempDir { tmp in
+            try fillStore(tmp)
+            try reserve("10.88.0.5", id: liveA, network: "podman", dataDir: tmp)
+            writeFile(
+                tmp + "/10-cbr0.conflist",
+                """
+                {"cniVersion": "1.0.0", "name": "cbr0", "plugins": [
+                  {"type": "bridge", "ipam": {"type": "host-local", "dataDir": "\(tmp)",
+                    "ranges": [[{"subnet": "10.244.1.0/24"}], [{"subnet": "fd00:1::/64", "rangeStart": "fd00:1::10"}]]}},
+                  {"type": "portmap", "capabilities": {"portMappings": true}}]}
+                """)
+            let run = try ipam(["--data-dir", tmp, "--config", tmp + "/10-cbr0.conflist"])
+            #expect(run.status == 0)
+            #expect(
+                run.stdout.hasPrefix(
+                    """
+                    network cbr0
+                      \(tmp)/cbr0
+                      range 10.244.1.1-10.244.1.254 (10.244.1.0/24): 4 of 253 used
+                      range fd00:1::10-fd00:1::ffff:ffff:ffff:ffff (fd00:1::/64): 0 used
+
+                    """))
+            // The config names cbr0: the other network has no ranges.
+            #expect(
+                run.stdout.hasSuffix(
+                    "network podman\n  \(tmp)/podman\n  IP         CONTAINER     IFNAME\n  10.88.0.5  a10000000000  eth0\npodman: 1 reserved\n"
+                ))
+
+            let json = try JSON(
+                parsing: Array(
+                    try ipam(["--data-dir", tmp, "--config", tmp + "/10-cbr0.conflist", "--json"]).stdout.utf8))
+            let networks = try #require(json["networks"]?.arrayValue)
+            #expect(networks[1]["ranges"] == .null)
+            #expect(
+                networks[0]["ranges"]
+                    == .array([
+                        .object([
+                            "rangeSet": .int(0), "subnet": .string("10.244.1.0/24"),
+                            "rangeStart": .string("10.244.1.1"),
+                            "rangeEnd": .string("10.244.1.254"), "gateway": .string("10.244.1.1"), "size": .int(253),
+                            "used": .int(4),
+                        ]),
+                        .object([
+                            "rangeSet": .int(1), "subnet": .string("fd00:1::/64"), "rangeStart": .string("fd00:1::10"),
+                            "rangeEnd": .string("fd00:1::ffff:ffff:ffff:ffff"), "gateway": .string("fd00:1::1"),
+                            "size": .null, "used": .int(0),
+                        ]),
+                    ]))
+
+            writeFile(tmp + "/flannel.conflist", #"{"name": "cbr0", "plugins": [{"type": "flannel"}]}"#)
+            let flannel = try ipam(["--data-dir", tmp, "--config", tmp + "/flannel.conflist"])
+            #expect(flannel.status == 2)
+            #expect(flannel.stderr.contains("no host-local ipam section"))
+        }
+    }
+
     @Test func colourOnlyOnATerminalWithoutNoColor() throws {
         try withTempDir { tmp in
             try fillStore(tmp)
