@@ -182,3 +182,14 @@ func waitForFlockWaiter(on path: String) -> Bool {
     }
     return false
 }
+
+/// The whole text of the file at `path`, or nil when it cannot be read.
+func readText(_ path: String) -> String? {
+    let fd = open(path, O_RDONLY)
+    guard fd >= 0 else { return nil }
+    defer { close(fd) }
+    var out: [UInt8] = []
+    var buf = [UInt8](repeating: 0, count: 65536)
+    while case let n = read(fd, &buf, buf.count), n > 0 { out += buf[0..<n] }
+    return String(decoding: out, as: UTF8.self)
+}
