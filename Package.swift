@@ -103,6 +103,13 @@ let package = Package(
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
             ]),
+        // podnetctl's `ipam` subcommand: host-local's stores, leaks against a live set, release.
+        .target(
+            name: "PodnetctlIPAM",
+            dependencies: [
+                "IPAM", "Addressing", "Spawn", "JSONValue",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]),
         .target(
             name: "TestSupport",
             dependencies: ["CNI", "IPAM", "Addressing", "Netlink", "NetNS", "PluginKernel", "Netfilter", "Overlay"]),
@@ -114,6 +121,13 @@ let package = Package(
         .testTarget(name: "CNITests", dependencies: ["CNI", "Addressing"]),
         .testTarget(
             name: "IPAMTests", dependencies: ["IPAM", "HostLocal", "TestSupport", "Spawn", "Addressing", "CNI"]),
+        // `podnetctl ipam` in-process against stores in temporary directories: no root.
+        .testTarget(
+            name: "PodnetctlIPAMTests",
+            dependencies: [
+                "PodnetctlIPAM", "IPAM", "Addressing", "JSONValue",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]),
         .testTarget(name: "NetfilterTests", dependencies: ["Netfilter", "Spawn", "Addressing", "TestSupport"]),
         .testTarget(name: "PluginTests", dependencies: ["TestSupport"]),
         // Bridge, Loopback and Portmap in-process against TestSupport's in-memory kernel, fake IPAM and
