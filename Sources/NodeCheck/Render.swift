@@ -49,10 +49,13 @@ public func renderTable(_ report: NodeReport, colour: Bool) -> String {
     }
     let env = report.subnetEnv
     let envProblems = report.problems.contains { $0.code == .subnetEnv }
-    field(
-        "subnet.env",
-        env.present
-            ? env.path + (envProblems ? ", differs (see below)" : ", as the lease says") : "missing at \(env.path)")
+    if !env.present {
+        field("subnet.env", "missing at \(env.path)")
+    } else if envProblems {
+        field("subnet.env", "\(env.path), differs (see below)")
+    } else {
+        field("subnet.env", env.path + (report.lease == nil ? "" : ", as the lease says"))
+    }
     if let d = report.device {
         field(
             "device",
@@ -109,7 +112,8 @@ public func renderLeases(_ leases: [Lease], own: IPNetwork? = nil, now: Date = D
             l.attributes.vtepMAC?.description ?? "-", ttl,
         ]
     }
-    return table(headers: ["SUBNET", "PUBLIC IP", "BACKEND", "VTEP MAC", "TTL"], rows: rows) { $1 }
+    let legend = leases.contains { $0.subnet == own } ? "* this node\n" : ""
+    return table(headers: ["SUBNET", "PUBLIC IP", "BACKEND", "VTEP MAC", "TTL"], rows: rows) { $1 } + legend
 }
 
 // MARK: - JSON

@@ -291,6 +291,27 @@ public struct NodeReport: Codable, Equatable, Sendable {
     }
 }
 
+/// The variables of a subnet.env text: `KEY=VALUE` lines; blank lines and `#` comments skipped.
+public func subnetEnvValues(_ text: String) -> [String: String] {
+    var values: [String: String] = [:]
+    for line in text.split(whereSeparator: \.isNewline) {
+        let l = line.drop { $0 == " " }
+        guard !l.hasPrefix("#"), let eq = l.firstIndex(of: "=") else { continue }
+        values[String(l[..<eq])] = String(l[l.index(after: eq)...]).trimmingTrailingSpaces
+    }
+    return values
+}
+
+/// The variables of the subnet.env at `path`; nil when it cannot be read (missing).
+public func readSubnetEnv(at path: String = defaultSubnetEnvPath) -> [String: String]? {
+    guard let data = FileManager.default.contents(atPath: path) else { return nil }
+    return subnetEnvValues(String(decoding: data, as: UTF8.self))
+}
+
+extension String {
+    fileprivate var trimmingTrailingSpaces: String { String(reversed().drop { $0 == " " }.reversed()) }
+}
+
 /// This node's lease among `leases`: the one carrying its public IP, as podnetd's subnet manager
 /// finds it on start-up.
 public func ownLease(in leases: [Lease], publicIP: IPAddress) -> Lease? {

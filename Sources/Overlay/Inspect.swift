@@ -194,11 +194,11 @@ extension NetworkConfig {
         throws(OverlayError) -> [String]
     {
         var out: [String] = []
-        if !tunnel.isCompatible(link) {
-            let kind = link.kind ?? "kind-less"
-            out.append(
-                "\(link.name) is not the device podnetd wants (a \(kind) device with other settings): "
-                    + "podnetd recreates it, or refuses when it is not a tunnel of its kind")
+        if link.kind != backendType {
+            // vxlan deletes and recreates it; ipip refuses to touch it (`deviceConflict`).
+            out.append("\(link.name) is a \(link.kind ?? "kind-less") device, not \(backendType)")
+        } else if !tunnel.isCompatible(link) {
+            out.append("\(link.name) has other settings than podnetd gives it: podnetd recreates it")
         } else if link.mtu != tunnel.mtu {
             out.append("\(link.name) has MTU \(link.mtu), want \(tunnel.mtu)")
         }

@@ -241,6 +241,34 @@ import Testing
         try expectRepairs(node, changes: 2)
     }
 
+    @Test func whatReconcileFixesOnTheDeviceIsOneProblemEach() throws {
+        let node = try TestNode()
+        let dev = node.device
+        node.dp.modify { k in
+            if let i = k.links.firstIndex(where: { $0.index == dev }) { k.links[i].mtu = 1400 }
+            k.addresses[dev] = [net("10.244.7.0/32")]
+        }
+        var report = try node.report()
+        #expect(
+            report.problems.map(\.message) == [
+                "flannel.1 has MTU 1400, want 1450", "flannel.1 lacks its address 10.244.1.0/32",
+                "flannel.1 has a stale address 10.244.7.0/32",
+            ])
+        #expect(report.device?.problems.count == 3)
+        #expect(report.peers.map(\.verdict) == [.ok, .ok])
+        _ = try node.reconcile()
+        #expect(try node.report().problems == [])
+
+        node.dp.modify { k in
+            if let i = k.links.firstIndex(where: { $0.index == dev }) { k.links[i].vxlan?.port = 4789 }
+        }
+        report = try node.report()
+        #expect(
+            report.problems.map(\.message) == [
+                "flannel.1 has other settings than podnetd gives it: podnetd recreates it"
+            ])
+    }
+
     @Test func hostGWComparesOneRoutePerPeer() throws {
         // A peer across a router cannot be a host-gw next hop: skipped, not a problem.
         let node = try TestNode(backend: "host-gw", extra: [lease("10.244.4.0/24", "172.16.0.4", backend: "host-gw")])

@@ -94,6 +94,19 @@ import Testing
         #expect(stripEscapes(coloured) == plain)
     }
 
+    @Test func subnetEnvIsReadAsTheCNIPluginReadsIt() throws {
+        let text = "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.1.1/24\n\n# comment\nFLANNEL_MTU=1450 \n"
+        #expect(
+            subnetEnvValues(text) == [
+                "FLANNEL_NETWORK": "10.244.0.0/16", "FLANNEL_SUBNET": "10.244.1.1/24", "FLANNEL_MTU": "1450",
+            ])
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("podnet-subnet-\(UUID()).env").path
+        #expect(readSubnetEnv(at: path) == nil)
+        try text.write(toFile: path, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        #expect(readSubnetEnv(at: path)?["FLANNEL_MTU"] == "1450")
+    }
+
     @Test func colourNeedsATerminalAndNoNO_COLOR() {
         #expect(useColour(isTTY: true, environment: ["TERM": "xterm-256color"]))
         #expect(!useColour(isTTY: false, environment: ["TERM": "xterm-256color"]))
