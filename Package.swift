@@ -80,6 +80,9 @@ let package = Package(
                 "Overlay", "Etcd", "Addressing",
                 .product(name: "Logging", package: "swift-log"),
             ]),
+        // podnetctl's comparison of etcd's leases with this node's kernel (Overlay's inspection) and
+        // its output: rows with verdicts, problems, 80-column tables, JSON.
+        .target(name: "NodeCheck", dependencies: ["Overlay", "Addressing"]),
         // The daemon's logic as a library: start-up, lease keeper, peer watcher, repairer, health server.
         .target(
             name: "NodeAgent",
@@ -159,6 +162,12 @@ let package = Package(
         // The built plugins as real runtimes run them: entered with setns (nsenter --net, no /sys remount).
         .testTarget(name: "RuntimeTests", dependencies: ["TestSupport"]),
         .testTarget(name: "FuzzReplayTests", dependencies: ["FuzzTargets"]),
+        // The comparison and its output against the fake kernel, without root; golden tables in golden/.
+        .testTarget(
+            name: "NodeCheckTests",
+            dependencies: [
+                "NodeCheck", "Overlay", "Netlink", "NetNS", "Addressing", "JSONValue", "TestSupport",
+            ], exclude: ["golden"]),
         .testTarget(
             name: "OverlayTests",
             dependencies: ["Overlay", "Netlink", "NetNS", "Addressing", "TestSupport", "NodeAgent"]),

@@ -12,7 +12,7 @@ public struct BackendKind: Sendable {
     /// Reads the type's options from the `Backend` object into the config.
     let readOptions: @Sendable (GoObject, inout NetworkConfig) throws(ConfigError) -> Void
     /// Builds the backend of a config of this type.
-    let make: @Sendable (NetworkConfig, ExternalInterface) -> any Backend
+    let make: @Sendable (NetworkConfig, ExternalInterface) -> any ModeBackend
 }
 
 public enum BackendRegistry {

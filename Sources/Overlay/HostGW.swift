@@ -35,6 +35,10 @@ public struct HostGWBackend: Backend {
     }
 }
 
+extension HostGWBackend: ModeBackend {
+    var mode: any NetworkMode { HostGWMode(interface: interface) }
+}
+
 struct HostGWMode: NetworkMode {
     let interface: ExternalInterface
     var backendType: String { "host-gw" }

@@ -41,17 +41,26 @@ public struct IPIPBackend: Backend {
             throw .invalidConfiguration("ipip: only IPv4 interfaces and networks are supported")
         }
         try removeOtherOverlayDevices(keeping: Self.deviceName, dataPath: dataPath, logger: logger)
-        let mode = IPIPMode(
-            ipip: IPIPDevice(
-                attributes: IPIPAttributes(
-                    local: interface.address.address, remote: nil, underlyingInterface: interface.index, ttl: 0,
-                    pathMTUDiscovery: false),
-                mtu: mtu), interface: interface, directRouting: config.directRouting)
+        let mode = ipipMode
         let (link, _) = try mode.ipip.ensure(dataPath, lastKnown: nil, logger: logger)
         return PeerNetwork(
             mode: mode, dataPath: dataPath, interface: interface, network: network, mtu: mtu,
             device: link, logger: logger)
     }
+
+    /// The device this backend ensures and what each peer gets.
+    var ipipMode: IPIPMode {
+        IPIPMode(
+            ipip: IPIPDevice(
+                attributes: IPIPAttributes(
+                    local: interface.address.address, remote: nil, underlyingInterface: interface.index, ttl: 0,
+                    pathMTUDiscovery: false),
+                mtu: mtu), interface: interface, directRouting: config.directRouting)
+    }
+}
+
+extension IPIPBackend: ModeBackend {
+    var mode: any NetworkMode { ipipMode }
 }
 
 struct IPIPDevice: TunnelDevice {

@@ -16,6 +16,11 @@ enum Plan: Equatable, Sendable {
 /// A tunnel device a network keeps in shape.
 protocol TunnelDevice: Sendable {
     var name: String { get }
+    /// The MTU `ensure` gives the device.
+    var mtu: Int { get }
+    /// Whether `ensure` keeps `link`, the device found under `name` (its MTU corrected); it
+    /// deletes and recreates any other.
+    func isCompatible(_ link: Link) -> Bool
     /// Creates the device, or keeps an existing compatible one (its MTU corrected) and recreates
     /// an incompatible one. `lastKnown` is the device as last seen, if it was: a device created
     /// again gets its MAC back where the kind has one, so peers need no update. Returns the device
@@ -23,6 +28,15 @@ protocol TunnelDevice: Sendable {
     func ensure(_ dataPath: any DataPath, lastKnown: Link?, logger: Logger) throws(OverlayError) -> (
         link: Link, created: Bool
     )
+}
+
+/// A backend whose network is a `PeerNetwork` of one mode (all of podnet's): what the read-only
+/// inspection needs to judge the kernel as the network would, without creating anything.
+protocol ModeBackend: Backend {
+    /// The mode `registerNetwork` gives its network.
+    var mode: any NetworkMode { get }
+    /// The MTU pods get (the network's `mtu`).
+    var mtu: Int { get }
 }
 
 /// What differs between backends.
@@ -112,20 +126,8 @@ final class PeerNetwork: OverlayNetwork {
                 network: network, ownSubnet: subnet, device: device?.index,
                 ownsNeighbours: mode.ownsNeighbours && device != nil, interface: interface.index)
             // The one read of the kernel per pass.
-            var kernel = KernelState(
-                routes: try netlink { () throws(NetlinkError) in
-                    try dataPath.routes(family: .v4, table: 254, interface: nil)
-                })
-            if ownership.ownsNeighbours, let device {
-                kernel.neighbours = try netlink { () throws(NetlinkError) in
-                    try dataPath.neighbours(interface: device.index, family: .v4)
-                }
-                kernel.fdb = try netlink { () throws(NetlinkError) in try dataPath.fdbEntries(interface: device.index) }
-            }
-            let addresses = try netlink { () throws(NetlinkError) in
-                try dataPath.addresses(link: interface.index, family: .v4)
-            }
-            s.connected = connectedPrefixes(interface: interface.index, addresses: addresses, routes: kernel.routes)
+            let kernel: KernelState
+            (kernel, s.connected) = try KernelState.read(dataPath, ownership: ownership)
 
             var desired: [IPNetwork: PeerEntries] = [:]
             var skipped: [IPNetwork: String] = [:]
@@ -250,35 +252,12 @@ final class PeerNetwork: OverlayNetwork {
         }
     }
 
-    /// The plan for `peer`, or nil for this node's own lease. The lease layer rejects hostile
-    /// leases before they become peers (NetworkConfig.check(peer:)); the same values are refused
-    /// here again, so that no caller can put them into the kernel. Every route is marked with
-    /// podnet's route protocol.
+    /// The plan for `peer` (see `peerPlan`).
     private func plan(_ peer: Peer, _ s: inout State) -> Plan? {
-        guard let own = s.subnet, peer.subnet != own else { return nil }
-        guard peer.subnet.family == .v4, peer.publicIP.family == .v4 else { return .skip("not an IPv4 lease") }
-        guard network.contains(peer.subnet.address), peer.subnet.prefixLength >= network.prefixLength else {
-            return .skip("its subnet is not inside the overlay network \(network)")
-        }
-        guard !peer.subnet.overlaps(own) else { return .skip("its subnet overlaps this node's \(own)") }
-        for mine in [interface.address.address, interface.publicIP] where peer.subnet.contains(mine) {
-            return .skip("its subnet contains this node's address \(mine)")
-        }
-        guard peer.publicIP != interface.publicIP, peer.publicIP != interface.address.address else {
-            return .skip("it carries this node's public IP \(peer.publicIP)")
-        }
-        if let problem = peer.publicIP.underlayProblem { return .skip("its public IP \(peer.publicIP) is \(problem)") }
-        guard !network.contains(peer.publicIP) else {
-            return .skip("its public IP \(peer.publicIP) is inside the overlay network")
-        }
-        if let problem = peer.vtepMAC?.vtepProblem { return .skip("its VtepMAC \(peer.vtepMAC!) is \(problem)") }
-        switch mode.plan(peer, device: s.device, connected: s.connected) {
-        case .program(var entries):
-            entries.route.proto = RouteProtocol.podnet
-            return .program(entries)
-        case .skip(let reason):
-            return .skip(reason)
-        }
+        guard let own = s.subnet else { return nil }
+        return peerPlan(
+            peer, mode: mode, network: network, interface: interface, ownSubnet: own, device: s.device,
+            connected: s.connected)
     }
 
     private func noteSkips(
@@ -303,5 +282,40 @@ final class PeerNetwork: OverlayNetwork {
         if let n = old.neighbour { c.removeNeighbours = [n] }
         if let f = old.fdb, !fdbShared(f, except: subnet, s) { c.removeFDB = [f] }
         return c
+    }
+}
+
+/// The plan for `peer` on a node with subnet `own`, or nil for this node's own lease. The lease
+/// layer rejects hostile leases before they become peers (NetworkConfig.check(peer:)); the same
+/// values are refused here again, so that no caller can put them into the kernel. Every route is
+/// marked with podnet's route protocol. Shared by reconcile and the read-only inspection, so that
+/// both want the same entries.
+func peerPlan(
+    _ peer: Peer, mode: any NetworkMode, network: IPNetwork, interface: ExternalInterface, ownSubnet own: IPNetwork,
+    device: Link?, connected: [IPNetwork]
+) -> Plan? {
+    guard peer.subnet != own else { return nil }
+    guard peer.subnet.family == .v4, peer.publicIP.family == .v4 else { return .skip("not an IPv4 lease") }
+    guard network.contains(peer.subnet.address), peer.subnet.prefixLength >= network.prefixLength else {
+        return .skip("its subnet is not inside the overlay network \(network)")
+    }
+    guard !peer.subnet.overlaps(own) else { return .skip("its subnet overlaps this node's \(own)") }
+    for mine in [interface.address.address, interface.publicIP] where peer.subnet.contains(mine) {
+        return .skip("its subnet contains this node's address \(mine)")
+    }
+    guard peer.publicIP != interface.publicIP, peer.publicIP != interface.address.address else {
+        return .skip("it carries this node's public IP \(peer.publicIP)")
+    }
+    if let problem = peer.publicIP.underlayProblem { return .skip("its public IP \(peer.publicIP) is \(problem)") }
+    guard !network.contains(peer.publicIP) else {
+        return .skip("its public IP \(peer.publicIP) is inside the overlay network")
+    }
+    if let problem = peer.vtepMAC?.vtepProblem { return .skip("its VtepMAC \(peer.vtepMAC!) is \(problem)") }
+    switch mode.plan(peer, device: device, connected: connected) {
+    case .program(var entries):
+        entries.route.proto = RouteProtocol.podnet
+        return .program(entries)
+    case .skip(let reason):
+        return .skip(reason)
     }
 }

@@ -77,6 +77,30 @@ struct KernelState: Sendable {
     /// Neighbours and FDB entries of the tunnel device (empty when the network owns none).
     var neighbours: [Neighbour] = []
     var fdb: [FDBEntry] = []
+
+    /// Reads what a pass compares: one route dump, the device's neighbours and FDB entries when
+    /// the network owns them, and the prefixes the underlay interface reaches directly (from its
+    /// addresses and those routes). Reconcile and the read-only inspection read alike.
+    static func read(_ dataPath: any DataPath, ownership: Ownership) throws(OverlayError) -> (
+        kernel: KernelState, connected: [IPNetwork]
+    ) {
+        var kernel = KernelState(
+            routes: try netlink { () throws(NetlinkError) in
+                try dataPath.routes(family: .v4, table: 254, interface: nil)
+            })
+        if ownership.ownsNeighbours, let device = ownership.device {
+            kernel.neighbours = try netlink { () throws(NetlinkError) in
+                try dataPath.neighbours(interface: device, family: .v4)
+            }
+            kernel.fdb = try netlink { () throws(NetlinkError) in try dataPath.fdbEntries(interface: device) }
+        }
+        let addresses = try netlink { () throws(NetlinkError) in
+            try dataPath.addresses(link: ownership.interface, family: .v4)
+        }
+        return (
+            kernel, connectedPrefixes(interface: ownership.interface, addresses: addresses, routes: kernel.routes)
+        )
+    }
 }
 
 /// The changes that turn the kernel's state into the desired one.

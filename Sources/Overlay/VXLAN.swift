@@ -90,18 +90,27 @@ public struct VXLANBackend: Backend {
             throw .invalidConfiguration("vxlan: only IPv4 public addresses and networks are supported")
         }
         try removeOtherOverlayDevices(keeping: deviceName, dataPath: dataPath, logger: logger)
-        let mode = VXLANMode(
+        let mode = vxlanMode
+        let (link, _) = try mode.vxlan.ensure(dataPath, lastKnown: nil, logger: logger)
+        return PeerNetwork(
+            mode: mode, dataPath: dataPath, interface: interface, network: network, mtu: mtu,
+            device: link, logger: logger)
+    }
+
+    /// The device this backend ensures and what each peer gets.
+    var vxlanMode: VXLANMode {
+        VXLANMode(
             device: VXLANDevice(
                 name: deviceName,
                 attributes: VXLANAttributes(
                     vni: config.vni, local: interface.publicIP, port: config.port, learning: config.learning,
                     underlyingInterface: interface.index, gbp: config.gbp), mtu: mtu, mac: config.mac),
             interfaceIndex: interface.index, publicIP: interface.publicIP, directRouting: config.directRouting)
-        let (link, _) = try mode.vxlan.ensure(dataPath, lastKnown: nil, logger: logger)
-        return PeerNetwork(
-            mode: mode, dataPath: dataPath, interface: interface, network: network, mtu: mtu,
-            device: link, logger: logger)
     }
+}
+
+extension VXLANBackend: ModeBackend {
+    var mode: any NetworkMode { vxlanMode }
 }
 
 struct VXLANDevice: TunnelDevice {
