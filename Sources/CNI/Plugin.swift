@@ -1,6 +1,8 @@
 // The plugin dispatcher: environment + stdin -> ADD/DEL/CHECK/VERSION/STATUS/GC -> stdout.
 // The counterpart of the reference's skel.PluginMainFuncs.
 
+import Spawn
+
 #if canImport(Glibc)
     import Glibc
 #endif
@@ -37,13 +39,7 @@ public enum CNIMain {
     /// (see `Delegate.builtIn`).
     public static func run(_ plugin: some CNIPlugin, about: String, delegates: [String: any CNIPlugin]) -> Never {
         Delegate.builtIn = delegates
-        var env: [String: String] = [:]
-        var p = environ
-        while let entry = p.pointee {
-            let s = String(cString: entry)
-            if let eq = s.firstIndex(of: "=") { env[String(s[..<eq])] = String(s[s.index(after: eq)...]) }
-            p += 1
-        }
+        let env = Spawn.environment()
         if (env["CNI_COMMAND"] ?? "").isEmpty {
             let versions = plugin.supportedVersions.map(\.rawValue).joined(separator: ", ")
             logStderr("\(about)\nCNI protocol versions supported: \(versions)")

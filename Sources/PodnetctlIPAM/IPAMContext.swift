@@ -48,13 +48,7 @@ public struct IPAMContext {
 
     /// The real process: file descriptors 0, 1 and 2, `environ`, runtime queries with a 30 s limit.
     public static func system() -> IPAMContext {
-        var env: [String: String] = [:]
-        var p = environ
-        while let entry = p.pointee {
-            let s = String(cString: entry)
-            if let eq = s.firstIndex(of: "=") { env[String(s[..<eq])] = String(s[s.index(after: eq)...]) }
-            p += 1
-        }
+        let env = Spawn.environment()
         return IPAMContext(
             write: { writeAll(1, $0) }, writeError: { writeAll(2, $0) }, isTTY: isatty(1) == 1,
             environment: env, readStdin: { (try? readAll(fd: 0)) ?? [] })

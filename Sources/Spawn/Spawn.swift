@@ -185,6 +185,18 @@ public enum Spawn {
         return Output(status: exit, stdout: out, stderr: err)
     }
 
+    /// This process's environment (`environ`), as a dictionary.
+    public static func environment() -> [String: String] {
+        var env: [String: String] = [:]
+        var p = environ
+        while let entry = p.pointee {
+            let s = String(cString: entry)
+            if let eq = s.firstIndex(of: "=") { env[String(s[..<eq])] = String(s[s.index(after: eq)...]) }
+            p += 1
+        }
+        return env
+    }
+
     /// The first executable `name` in PATH, then in the sbin and bin directories: iptables and nft
     /// live in /usr/sbin, which a runtime's PATH does not always include.
     public static func lookPath(_ name: String) -> String? {

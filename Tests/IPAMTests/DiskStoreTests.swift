@@ -3,6 +3,7 @@
 
 import Addressing
 import IPAM
+import TestSupport
 import Testing
 
 #if canImport(Glibc)

@@ -6,6 +6,7 @@
 import Addressing
 import CNI
 import Spawn
+import TestSupport
 import Testing
 
 #if canImport(Glibc)

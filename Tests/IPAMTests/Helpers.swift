@@ -6,6 +6,7 @@ import CNI
 import HostLocal
 import IPAM
 import Synchronization
+import TestSupport
 import Testing
 
 #if canImport(Glibc)
@@ -16,27 +17,6 @@ func ip(_ s: String) -> IPAddress { IPAddress(s)! }
 func cidr(_ s: String) -> IPNetwork { IPNetwork(s)! }
 
 // MARK: - Temporary directories
-
-/// Runs `body` with a fresh directory under /tmp and removes it afterwards, whatever happens.
-func withTempDir<T>(_ body: (String) throws -> T) throws -> T {
-    var template = Array("/tmp/podnet-ipam-XXXXXX".utf8CString)
-    let dir = try #require(
-        template.withUnsafeMutableBufferPointer { mkdtemp($0.baseAddress!) }.map { String(cString: $0) })
-    defer { removeTree(dir) }
-    return try body(dir)
-}
-
-/// `rm -rf path` (no symlinks are followed: lstat decides what is a directory).
-func removeTree(_ path: String) {
-    var st = stat()
-    guard lstat(path, &st) == 0 else { return }
-    if st.st_mode & S_IFMT == S_IFDIR {
-        for name in listDir(path) { removeTree(path + "/" + name) }
-        rmdir(path)
-    } else {
-        unlink(path)
-    }
-}
 
 // MARK: - Files
 
@@ -73,20 +53,6 @@ func currentUmask() -> mode_t {
         return mode_t(line.dropFirst(6).trimmingPrefix(while: { $0 == " " || $0 == "\t" }), radix: 8) ?? 0o022
     }
     return 0o022
-}
-
-/// Names in a directory, sorted, without "." and "..".
-func listDir(_ path: String) -> [String] {
-    guard let d = opendir(path) else { return [] }
-    defer { closedir(d) }
-    var out: [String] = []
-    while let e = readdir(d) {
-        let name = withUnsafePointer(to: &e.pointee.d_name) {
-            $0.withMemoryRebound(to: CChar.self, capacity: 256) { String(cString: $0) }
-        }
-        if name != "." && name != ".." { out.append(name) }
-    }
-    return out.sorted()
 }
 
 /// The reservation files (names that are addresses) in a network directory, sorted by address.

@@ -6,6 +6,7 @@ import Addressing
 import CNI
 import HostLocal
 import IPAM
+import TestSupport
 import Testing
 
 #if canImport(Glibc)

@@ -6,6 +6,7 @@ import ArgumentParser
 import IPAM
 import PodnetctlIPAM
 import Synchronization
+import TestSupport
 import Testing
 
 #if canImport(Glibc)
@@ -19,41 +20,6 @@ let liveA = "a1" + String(repeating: "0", count: 61) + "1"
 let liveB = "b2" + String(repeating: "0", count: 61) + "2"
 let goneC = "c3" + String(repeating: "0", count: 61) + "3"
 let goneD = "d4" + String(repeating: "0", count: 61) + "4"
-
-/// Runs `body` with a fresh directory under /tmp and removes it afterwards.
-func withTempDir<T>(_ body: (String) throws -> T) throws -> T {
-    var template = Array("/tmp/podnet-ctl-XXXXXX".utf8CString)
-    let dir = try #require(
-        template.withUnsafeMutableBufferPointer { mkdtemp($0.baseAddress!) }.map { String(cString: $0) })
-    defer { removeTree(dir) }
-    return try body(dir)
-}
-
-/// `rm -rf path`, without following symbolic links.
-func removeTree(_ path: String) {
-    var st = stat()
-    guard lstat(path, &st) == 0 else { return }
-    if st.st_mode & S_IFMT == S_IFDIR {
-        for name in listDir(path) { removeTree(path + "/" + name) }
-        rmdir(path)
-    } else {
-        unlink(path)
-    }
-}
-
-/// Names in a directory, sorted, without "." and "..".
-func listDir(_ path: String) -> [String] {
-    guard let d = opendir(path) else { return [] }
-    defer { closedir(d) }
-    var out: [String] = []
-    while let e = readdir(d) {
-        let name = withUnsafePointer(to: &e.pointee.d_name) {
-            $0.withMemoryRebound(to: CChar.self, capacity: 256) { String(cString: $0) }
-        }
-        if name != "." && name != ".." { out.append(name) }
-    }
-    return out.sorted()
-}
 
 func writeFile(_ path: String, _ text: String, mode: mode_t = 0o644) {
     let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, mode)

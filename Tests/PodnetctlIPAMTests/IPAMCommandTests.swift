@@ -5,6 +5,7 @@ import Addressing
 import IPAM
 import JSONValue
 import PodnetctlIPAM
+import TestSupport
 import Testing
 
 #if canImport(Glibc)

@@ -3,6 +3,7 @@
 // the document's example has the same shape.
 
 import JSONValue
+import TestSupport
 import Testing
 
 #if canImport(Glibc)
