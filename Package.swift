@@ -25,6 +25,7 @@ let package = Package(
         .executable(name: "portmap", targets: ["PortmapPlugin"]),
         .executable(name: "flannel", targets: ["FlannelPlugin"]),
         .executable(name: "podnetd", targets: ["podnetd"]),
+        .executable(name: "podnetctl", targets: ["podnetctl"]),
     ],
     // Only podnetd uses these; the CNI plugins depend on none of them.
     dependencies: [
@@ -113,6 +114,14 @@ let package = Package(
                 "IPAM", "Addressing", "Spawn", "JSONValue",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
+        .executableTarget(
+            name: "podnetctl",
+            dependencies: [
+                "NodeCheck", "PodnetctlIPAM", "NodeAgent", "EtcdLeases", "Overlay", "Etcd", "Addressing",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Logging", package: "swift-log"),
+            ]),
         .target(
             name: "TestSupport",
             dependencies: ["CNI", "IPAM", "Addressing", "Netlink", "NetNS", "PluginKernel", "Netfilter", "Overlay"]),
@@ -128,7 +137,7 @@ let package = Package(
         .testTarget(
             name: "PodnetctlIPAMTests",
             dependencies: [
-                "PodnetctlIPAM", "IPAM", "Addressing", "JSONValue",
+                "PodnetctlIPAM", "IPAM", "Addressing", "JSONValue", "TestSupport",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
         .testTarget(name: "NetfilterTests", dependencies: ["Netfilter", "Spawn", "Addressing", "TestSupport"]),

@@ -2,9 +2,9 @@
 # Builds the release binaries (all, or the products named as arguments) and prints the folder that
 # holds them. The CNI plugins are fully static executables (glibc, the Swift runtime, libstdc++ and
 # libnl included): they need no shared library on the host, and a static executable maps fewer
-# pages at start-up, which is part of every pod's latency and memory. podnetd links glibc
-# dynamically (its etcd endpoints may be host names, resolved through the host's NSS) and everything
-# else statically.
+# pages at start-up, which is part of every pod's latency and memory. podnetd and podnetctl link
+# glibc dynamically (their etcd endpoints may be host names, resolved through the host's NSS) and
+# everything else statically.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh >&2
@@ -23,13 +23,13 @@ plugin_flags=("${common[@]}" -Xswiftc -static-executable -Xswiftc -use-ld=lld
 # flags would otherwise rebuild everything on each switch).
 daemon_flags=("${common[@]}" --scratch-path .build/daemon -Xswiftc -Xclang-linker -Xswiftc -static-libgcc
               -Xswiftc -Xclang-linker -Xswiftc -no-pie)
-# Products to build: the arguments, else every CNI plugin and podnetd.
+# Products to build: the arguments, else every CNI plugin, podnetd and podnetctl.
 products=("$@")
-[ ${#products[@]} -gt 0 ] || products=(bridge host-local loopback portmap flannel podnetd)
+[ ${#products[@]} -gt 0 ] || products=(bridge host-local loopback portmap flannel podnetd podnetctl)
 out=.build/podnet-bin
 mkdir -p "$out"
 for p in "${products[@]}"; do
-  if [ "$p" = podnetd ]; then flags=("${daemon_flags[@]}"); else flags=("${plugin_flags[@]}"); fi
+  case $p in podnetd|podnetctl) flags=("${daemon_flags[@]}");; *) flags=("${plugin_flags[@]}");; esac
   # Linker noise, filtered: podnetd's static FoundationEssentials' mktemp, and the warnings about glibc
   # functions that would need the host's shared NSS modules in a static executable, for callers
   # the plugins never reach: libnl's address/protocol name helpers and the Swift runtime's lookup

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds podnet's release binaries and installs the CNI plugins into ${CNI_BIN_DIR:-/opt/cni/bin},
-# podnetd into ${PODNETD_DIR:-/usr/local/bin} and its systemd unit into ${SYSTEMD_UNIT_DIR:-/etc/systemd/system}
+# podnetd and podnetctl into ${PODNETD_DIR:-/usr/local/bin} and its systemd unit into ${SYSTEMD_UNIT_DIR:-/etc/systemd/system}
 # (enable it with `systemctl enable --now podnetd` after setting PODNETD_ARGS in /etc/default/podnetd).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,9 +15,11 @@ for p in bridge host-local loopback portmap flannel; do
 done
 daemon_dir=${PODNETD_DIR:-/usr/local/bin}
 mkdir -p "$daemon_dir"
-install -m 0755 "$bin/podnetd" "$daemon_dir/.podnetd.podnet-new"
-mv -f "$daemon_dir/.podnetd.podnet-new" "$daemon_dir/podnetd"
-echo "installed $daemon_dir/podnetd"
+for p in podnetd podnetctl; do
+  install -m 0755 "$bin/$p" "$daemon_dir/.$p.podnet-new"
+  mv -f "$daemon_dir/.$p.podnet-new" "$daemon_dir/$p"
+  echo "installed $daemon_dir/$p"
+done
 unit_dir=${SYSTEMD_UNIT_DIR:-/etc/systemd/system}
 if [ -d "$unit_dir" ]; then
   sed "s|/usr/local/bin/podnetd|$daemon_dir/podnetd|" netconf/podnetd.service > "$unit_dir/podnetd.service"
