@@ -7,8 +7,10 @@
 #   podnet-demo-node1..3 one podnetd each, at 192.168.50.11..13
 #   podnet-demo-podN-M   two pods per node, created through podnet's flannel CNI plugin
 #
-# It prints the leases and a full-mesh pod-to-pod ping matrix, then removes everything it
-# created (also when interrupted). Nothing outside these namespaces is touched.
+# It prints the leases, a full-mesh pod-to-pod ping matrix and node1's `podnetctl status`, deletes
+# a route by hand and shows `podnetctl check` find it and pass again once podnetd has repaired it,
+# then removes everything it created (also when interrupted). Nothing outside these namespaces is
+# touched.
 #   scripts/demo.sh [--backend vxlan|host-gw]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -80,7 +82,8 @@ etcdctl put /coreos.com/network/config "{\"Network\":\"10.244.0.0/16\",\"Backend
 for n in "${nodes[@]}"; do
   mkdir -p "$tmp/node$n"
   ip netns exec "podnet-demo-node$n" "$bin/podnetd" --etcd-endpoints http://192.168.50.2:2379 --iface eth0 \
-    --subnet-file "$tmp/node$n/subnet.env" --healthz-port 0 >"$tmp/node$n/podnetd.log" 2>&1 &
+    --subnet-file "$tmp/node$n/subnet.env" --healthz-ip 127.0.0.1 --healthz-port 9102 \
+    >"$tmp/node$n/podnetd.log" 2>&1 &
   echo $! > "$tmp/node$n.pid"
 done
 for n in "${nodes[@]}"; do
@@ -125,6 +128,23 @@ for n in "${nodes[@]}"; do for p in "${pods[@]}"; do
     if in_ns "pod$n-$p" ping -c 1 -W 2 "${ip[$m-$q]}" >/dev/null 2>&1; then printf '%9s' "ok"; else printf '%9s' "FAIL"; fail=1; fi
   done; done; echo
 done; done
+
+# podnetctl on node1: the node's view; then a peer's route deleted by hand, which `check` names
+# (exit 1) until podnetd's repair (every 10 s) puts it back.
+ctl() {
+  in_ns node1 "$bin/podnetctl" "$@" --etcd-endpoints http://192.168.50.2:2379 --iface eth0 \
+    --subnet-file "$tmp/node1/subnet.env" --healthz-ip 127.0.0.1 --healthz-port 9102
+}
+echo "podnetctl status on node1:"
+ctl status || fail=1
+peer=$(sed -n 's/^FLANNEL_SUBNET=\(.*\)\.1\/\(.*\)/\1.0\/\2/p' "$tmp/node2/subnet.env")
+in_ns node1 ip route del "$peer"
+echo "deleted the route to node2's $peer on node1; podnetctl status, then check:"
+ctl status || fail=1
+status=0; ctl check || status=$?
+[ $status = 1 ] || { echo "podnetctl check should have found the missing route (exit $status)"; fail=1; }
+for _ in $(seq 30); do ctl check >/dev/null && break; sleep 1; done
+if ctl check; then echo "podnetd repaired it; podnetctl check: consistent (exit 0)"; else fail=1; fi
 
 for n in "${nodes[@]}"; do for p in "${pods[@]}"; do
   in_ns "node$n" python3 scripts/cni_runtime.py DEL "$tmp/node$n/flannel.conflist" --id "pod$n-$p" \
