@@ -3,6 +3,11 @@
 plugins, on the same config, interleaved pod by pod, with and without ipMasq. Also prints binary
 sizes and the peak RSS of one invocation, measured by GNU time (%M) so that the figure is the
 plugin's own and not inherited from this Python process; for bridge it covers its IPAM child too.
+Then the kernel floor: what the kernel itself needs for the same objects per pod (the veth pair with
+one end in the pod's namespace, the bridge port, the pod's address and default route, and with
+ipMasq a masquerade rule), made and removed by `ip -batch` (one batch on the host side and one in the
+pod's namespace: a batch cannot switch namespaces) plus one `nft -f` with ipMasq, and podnet's ratio
+to it.
 
 usage: bench_plugins.py OURS_DIR REF_DIR [PODS]
 Runs as root; everything happens in network namespaces named podnet-bench-*, deleted at the end.
@@ -48,6 +53,41 @@ def peak_rss(directory, typ, command, conf, cid, netns):
     if p.returncode != 0:
         sys.exit(f"{directory}/{typ} {command} failed: {p.stdout.decode()} {p.stderr.decode()}")
     return int(p.stderr.decode().strip().splitlines()[-1])
+
+
+def run_timed(argv, stdin):
+    """Runs argv with stdin, spawned as `invoke` spawns a plugin; returns seconds. Fails the
+    benchmark on a non-zero exit."""
+    r, w = os.pipe()
+    t0 = time.perf_counter()
+    pid = os.posix_spawnp(argv[0], argv, {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
+                          file_actions=[(os.POSIX_SPAWN_DUP2, r, 0), (os.POSIX_SPAWN_CLOSE, w)])
+    os.close(r)
+    os.write(w, stdin.encode()); os.close(w)
+    _, status = os.waitpid(pid, 0)
+    seconds = time.perf_counter() - t0
+    if os.waitstatus_to_exitcode(status) != 0:
+        sys.exit(f"{' '.join(argv)} failed (exit {os.waitstatus_to_exitcode(status)})")
+    return seconds
+
+
+def floor_add_del(i, pod, masq):
+    """One pod's objects made and removed by the kernel's own tools; returns (ADD, DEL) seconds.
+    Runs in the host namespace, where the plugins' bridge cni0 (10.99.0.1/16) is."""
+    veth, address = f"vfloor{i}", f"10.99.{200 + i // 250}.{1 + i % 250}"
+    host_add = f"link add {veth} type veth peer name eth0 netns {pod}\nlink set {veth} master cni0\nlink set {veth} up\n"
+    pod_add = f"link set eth0 up\naddr add {address}/16 dev eth0\nroute add default via 10.99.0.1\n"
+    table = f"ip podnet_floor_{i}"
+    nft_add = (f"add table {table}\nadd chain {table} post {{ type nat hook postrouting priority srcnat ; }}\n"
+               f"add rule {table} post ip saddr {address} ip daddr != 10.99.0.0/16 masquerade\n")
+    add = run_timed(["ip", "-batch", "-"], host_add) + run_timed(["ip", "-n", pod, "-batch", "-"], pod_add)
+    if masq:
+        add += run_timed(["nft", "-f", "-"], nft_add)
+    # DEL: the pod's end goes, and its peer with it; then the rule.
+    delete = run_timed(["ip", "-n", pod, "-batch", "-"], "link del eth0\n")
+    if masq:
+        delete += run_timed(["nft", "-f", "-"], f"delete table {table}\n")
+    return add, delete
 
 
 def config(masq, data_dir):
@@ -134,6 +174,7 @@ def main():
         for masq in (False, True):
             conf = config(masq, data)
             times = {name: [] for name, _ in impls}
+            phases = {"ADD": [], "DEL": []}  # podnet's, for the floor
             # Warm-up: creates the bridge and loads page caches for both.
             for name, d in impls:
                 for cmd in ("ADD", "DEL"):
@@ -147,7 +188,11 @@ def main():
                     if sa or sd:
                         sys.exit(f"{name} failed (ADD {sa}, DEL {sd}): {oa.decode()} {od.decode()}")
                     times[name].append(ta + td)
-            rows.append((masq, times))
+                    if name == "podnet":
+                        phases["ADD"].append(ta); phases["DEL"].append(td)
+            rows.append((masq, times, phases))
+        # The kernel floor for the same objects, pod by pod (the bridge exists by now).
+        floors = {masq: [floor_add_del(i, p, masq) for i, p in enumerate(pod_names)] for masq in (False, True)}
         netns = f"/run/netns/{pod_names[0]}"
         for name, d in impls:
             conf = config(True, data)
@@ -161,7 +206,7 @@ def main():
 
     print(f"bench plugins: bridge + host-local, ADD+DEL per pod, {pods} pods, interleaved")
     print(f"{'config':<22}{'podnet ms':>12}{'reference ms':>15}{'ratio':>8}   (median; mean in brackets)")
-    for masq, times in rows:
+    for masq, times, _ in rows:
         a, b = statistics.median(times["podnet"]) * 1e3, statistics.median(times["reference"]) * 1e3
         ma, mb = statistics.mean(times["podnet"]) * 1e3, statistics.mean(times["reference"]) * 1e3
         label = "ipMasq (iptables)" if masq else "no ipMasq"
@@ -174,6 +219,16 @@ def main():
         a, b = rss[("podnet", typ)], rss[("reference", typ)]
         label = f"{typ} peak RSS KiB"
         print(f"{label:<22}{a:>12}{b:>15}{a / b:>7.2f}x")
+    print("kernel floor: the same objects per pod made and removed by ip -batch (host side, pod side)")
+    print("plus nft -f with ipMasq. The floor's DEL waits for the kernel to unregister the veth (RCU,")
+    print("10-20 ms); podnet's DEL hands that to a detached helper (PluginKernel/DeferredUnregister)")
+    print(f"{'config':<22}{'podnet ms':>12}{'floor ms':>15}{'ratio':>8}   (median)")
+    for masq, _, phases in rows:
+        for phase in ("ADD", "DEL"):
+            a = statistics.median(phases[phase]) * 1e3
+            f = statistics.median([x[0 if phase == "ADD" else 1] for x in floors[masq]]) * 1e3
+            label = ("ipMasq (nft floor) " if masq else "no ipMasq ") + phase
+            print(f"{label:<22}{a:>12.2f}{f:>15.2f}{a / f:>7.2f}x")
     bench_portmap(ours_dir, ref_dir, pods)
 
 
