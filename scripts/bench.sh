@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Benchmarks, each against the reference tools in the same run, printed as ratios.
-#   scripts/bench.sh plugins [PODS]   bridge + host-local ADD+DEL per pod, with and without ipMasq
+#   scripts/bench.sh plugins [PODS]   bridge + host-local ADD+DEL per pod, with and without ipMasq,
+#                                     and against the kernel floor (ip -batch, nft -f) per pod
 #   scripts/bench.sh overlay [--backend vxlan|host-gw] [--peers N] [--runs N]
 #                                     podnetd: convergence with 1000 peers against ip -batch, lease
-#                                     propagation, peak RSS, pod-to-pod iperf3 against a hand-built path
+#                                     propagation, peak RSS, pod-to-pod iperf3 against a hand-built path;
+#                                     with --peers over 1000, time and RSS per 1000 peers from 1000 on
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "bench.sh needs root (network namespaces)" >&2; exit 1; }

@@ -9,6 +9,8 @@
 - propagation: the time from a new lease's PUT to its route on a node (seen by `ip monitor route`),
   over LEASES leases put one after the other. Targets: p50 <= 20 ms, p99 <= 100 ms.
 - memory: the daemon's peak RSS (VmHWM) with PEERS peers. Target: <= 25 MB.
+- scaling, with PEERS over 1000 (up to 6000): one convergence run per 1000 peers more in etcd,
+  with its time per 1000 peers and its peak RSS, so that growth worse than linear shows.
 - data plane: iperf3 between pods on two nodes through podnetd's overlay, next to the same
   topology built by hand with `ip` (a VXLAN for vxlan, a plain routed path for host-gw),
   interleaved. Targets: >= 90% (vxlan), >= 95% (host-gw).
@@ -25,7 +27,7 @@ P = "podnet-bench-ov"
 SW, ETCD, N1, N2, POD1, POD2 = (f"{P}-{x}" for x in ("sw", "etcd", "node1", "node2", "pod1", "pod2"))
 H1, H2, HPOD1, HPOD2, FLOOR = (f"{P}-{x}" for x in ("hand1", "hand2", "hpod1", "hpod2", "floor"))
 ETCD_IP, N1_IP, N2_IP, H1_IP, H2_IP = "172.20.0.2", "172.20.0.11", "172.20.0.12", "172.20.0.21", "172.20.0.22"
-NETWORK = "10.96.0.0/12"  # 4096 /24s: PEERS fake peers, the nodes, and LEASES more
+NETWORK = "10.96.0.0/11"  # 8192 /24s: PEERS fake peers (up to 6000), the nodes, and LEASES more
 PREFIX = "/coreos.com/network"
 
 ap = argparse.ArgumentParser()
@@ -407,29 +409,44 @@ def main():
     kv = Etcd()
     kv.put(f"{PREFIX}/config", json.dumps({"Network": NETWORK, "Backend": {"Type": args.backend}}))
     # Peers 1..PEERS are subnets 1..PEERS; the nodes take free ones after them.
-    kv.put_many([(lease_key(i + 1), lease_value(peer_ip(i), peer_mac(i))) for i in range(args.peers)])
+    if args.peers <= 1000:
+        kv.put_many([(lease_key(i + 1), lease_value(peer_ip(i), peer_mac(i))) for i in range(args.peers)])
+
+    def converge(previous, peers):
+        """A fresh node1 with `peers` peers in etcd: (daemon, seconds to program them, phases, VmHWM KiB)."""
+        if previous:
+            previous.stop()
+            delete_ns(N1)
+        attach(N1, N1_IP)
+        d = Daemon(N1, "node1")
+        done = d.wait_for("programmed the peers")
+        marks = [d.wait_for(text) for _, text in PHASES] + [done]
+        counts, expected = count_entries(N1), (peers, peers, peers) if vxlan else (peers, 0, 0)
+        if counts != expected:
+            sys.exit(f"bench_overlay: podnetd programmed {counts}, not {expected}:\n" + open(d.log.name).read()[-2000:])
+        d.wait_for("subnet file written")
+        return d, done, marks, d.vm_hwm_kib()
+
+    # Scaling, with more than 1000 peers: one run per 1000 peers more in etcd, before the rest.
+    scaling, daemon = [], None
+    if args.peers > 1000:
+        for n in range(1000, args.peers + 1, 1000):
+            kv.put_many([(lease_key(i + 1), lease_value(peer_ip(i), peer_mac(i))) for i in range(n - 1000, n)])
+            daemon, done, _, peak = converge(daemon, n)
+            scaling.append((n, done, peak))
 
     # Convergence: a fresh node namespace per run; the floor in a fresh namespace per run.
-    conv, floors, hwm, phases, daemon = [], [], [], [], None
+    conv, floors, hwm, phases = [], [], [], []
     steal = Steal()
     for run in range(args.runs):
         took, counts = floor_once()
         if counts != want:
             sys.exit(f"bench_overlay: the floor programmed {counts}, not {want}")
         floors.append(took)
-        if daemon:
-            daemon.stop()
-            delete_ns(N1)
-        attach(N1, N1_IP)
-        daemon = Daemon(N1, "node1")
-        done = daemon.wait_for("programmed the peers")
-        phases.append([daemon.wait_for(text) for _, text in PHASES] + [done])
-        counts = count_entries(N1)
-        if counts != want:
-            sys.exit(f"bench_overlay: podnetd programmed {counts}, not {want}:\n" + open(daemon.log.name).read()[-2000:])
-        daemon.wait_for("subnet file written")
+        daemon, done, marks, peak = converge(daemon, args.peers)
+        phases.append(marks)
         conv.append(done)
-        hwm.append(daemon.vm_hwm_kib())
+        hwm.append(peak)
     c50, f50 = statistics.median(conv), statistics.median(floors)
     limit = 3 * f50 + 0.1
     n_entries = sum(want)
@@ -461,13 +478,13 @@ def main():
     threading.Thread(target=watch_routes, daemon=True).start()
     time.sleep(0.3)
     latencies = []
-    base = 2001
+    base = args.peers + 1001  # free subnets: past the peers and the floor's own
     steal = Steal()
     for j in range(args.leases):
         k = base + j
         s = subnet(k)
         t0 = time.perf_counter()
-        kv.put(lease_key(k), lease_value(f"172.20.9.{j % 250 + 1}", f"02:43:00:00:{j // 256:02x}:{j % 256:02x}"))
+        kv.put(lease_key(k), lease_value(f"172.30.{j // 250}.{j % 250 + 1}", f"02:43:00:00:{j // 256:02x}:{j % 256:02x}"))
         with cond:
             while s not in seen:
                 if not cond.wait(timeout=2):
@@ -490,6 +507,14 @@ def main():
     anon, file = daemon.status_kib("RssAnon"), daemon.status_kib("RssFile") + daemon.status_kib("RssShmem")
     print(f"  its RSS now: {(anon + file) / 1024:.1f} MB = {anon / 1024:.1f} MB anonymous (heap, stacks) "
           f"+ {file / 1024:.1f} MB file-backed (pages of the {os.path.getsize(args.bin + '/podnetd') / 2**20:.0f} MB binary)")
+    if scaling:
+        print(f"\nscaling: one run per 1000 peers more, podnetd start -> peers programmed, and peak RSS")
+        for k, (n, took, peak) in enumerate(scaling):
+            line = f"  {n:>5} peers: {ms(took):>10} ({ms(took / n * 1000)} per 1000), {peak / 1024:.1f} MB"
+            if k:
+                p_n, p_took, p_peak = scaling[k - 1]
+                line += (f"; the last 1000 added {ms(took - p_took)} and {(peak - p_peak) / 1024:.1f} MB")
+            print(line)
 
     # Data plane: pods on node1 and node2 through podnetd, next to the same built by hand.
     attach(N2, N2_IP)
