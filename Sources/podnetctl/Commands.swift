@@ -31,12 +31,7 @@ struct Facts {
 
     static func gather(_ options: NodeOptions) async throws -> Facts {
         let subnetEnv = readSubnetEnv(at: options.subnetPath)
-        let (data, snapshot) = try await withEtcd(options) { r in (try await r.config(), try await r.leases()) }
-        guard let data else { throw CannotTell("no network config at \(options.prefix)/config") }
-        let config: NetworkConfig
-        do { config = try NetworkConfig(json: data) } catch {
-            throw CannotTell("the network config at \(options.prefix)/config is invalid: \(error)")
-        }
+        // The kernel first: then one etcd client reads the config, the leases and this node's TTL.
         let dataPath: KernelDataPath
         let interface: ExternalInterface
         do {
@@ -48,21 +43,28 @@ struct Facts {
         // As the daemon: the interface's address, and the public address when it differs.
         let nodeAddresses =
             [interface.address.address] + (interface.publicIP == interface.address.address ? [] : [interface.publicIP])
-        // This node's lease: subnet.env's subnet, else the lease of its public address.
         let fromFile = subnetEnv?["FLANNEL_SUBNET"].flatMap { IPNetwork($0)?.network }
-        var own =
-            fromFile.flatMap { s in snapshot.leases.first { $0.subnet == s } }
-            ?? ownLease(in: snapshot.leases, publicIP: interface.publicIP)
-        if let id = own?.etcdLease {
-            own?.expiration = try? await withEtcd(options) { r in
-                try await r.client.timeToLive(LeaseID(rawValue: id)).remaining.map {
+        let (data, leases, own) = try await withEtcd(options) { r in
+            let (data, leases) = (try await r.config(), try await r.leases().leases)
+            // This node's lease: subnet.env's subnet, else the lease of its public address.
+            var own =
+                fromFile.flatMap { s in leases.first { $0.subnet == s } }
+                ?? ownLease(in: leases, publicIP: interface.publicIP)
+            if let id = own?.etcdLease {
+                own?.expiration = try await r.client.timeToLive(LeaseID(rawValue: id)).remaining.map {
                     Date().addingTimeInterval($0.seconds)
                 }
             }
+            return (data, leases, own)
+        }
+        guard let data else { throw CannotTell("no network config at \(options.prefix)/config") }
+        let config: NetworkConfig
+        do { config = try NetworkConfig(json: data) } catch {
+            throw CannotTell("the network config at \(options.prefix)/config is invalid: \(error)")
         }
         var inspection: Inspection?
         if let own {
-            let peers = config.peers(from: snapshot.leases, own: own.subnet, nodeAddresses: nodeAddresses)
+            let peers = config.peers(from: leases, own: own.subnet, nodeAddresses: nodeAddresses)
             do {
                 inspection = try config.inspect(
                     interface: interface, ownSubnet: own.subnet, peers: peers, dataPath: dataPath)
@@ -75,7 +77,7 @@ struct Facts {
             daemon = await askDaemon(host: options.healthAddress, port: options.healthPort, timeout: options.timeout)
         }
         let report = NodeReport(
-            config: config, own: own, leases: snapshot.leases, nodeAddresses: nodeAddresses,
+            config: config, own: own, leases: leases, nodeAddresses: nodeAddresses,
             inspection: inspection, subnetEnv: subnetEnv, subnetEnvPath: options.subnetPath, daemon: daemon)
         return Facts(report: report)
     }
