@@ -42,9 +42,10 @@ extension DaemonEndToEnd {
                         "a deleted FDB entry", "bridge fdb del \(mac3) dev flannel.1 dst \(n3.address)",
                         "\(s3): fdb entry missing", (s3, "missing")
                     ),
+                    // Above the nodes' SubnetMax (10.244.199.0): never a node's own lease.
                     (
-                        "a stale route", "ip route add 10.244.99.0/24 via 10.244.99.0 dev flannel.1 onlink",
-                        "stale route 10.244.99.0/24", ("10.244.99.0/24", "stale")
+                        "a stale route", "ip route add 10.244.250.0/24 via 10.244.250.0 dev flannel.1 onlink",
+                        "stale route 10.244.250.0/24", ("10.244.250.0/24", "stale")
                     ),
                 ]
                 for (what, change, named, row) in cases {
