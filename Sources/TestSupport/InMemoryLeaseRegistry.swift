@@ -301,6 +301,7 @@ public final class InMemoryLeaseRegistry: LeaseRegistry {
     }
 
     private static func signal(_ s: inout State) {
+        guard !s.waiters.isEmpty else { return }  // a snapshot parses every value
         let snap = snapshot(s)
         var waiting: [(condition: @Sendable (Snapshot) -> Bool, continuation: CheckedContinuation<Void, Never>)] = []
         for w in s.waiters {

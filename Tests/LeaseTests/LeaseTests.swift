@@ -191,6 +191,36 @@ func config(_ json: String) throws -> NetworkConfig { try NetworkConfig(json: Da
     }
 }
 
+@Suite struct TakenSubnetsTests {
+    /// The index answers as a pass over every taken subnet does, for leases of any length
+    /// (a hand-written /16 or /26 among the /24s) and candidates on every side of them.
+    @Test func agreesWithTheOverlapOfEveryLease() throws {
+        let taken = ["10.5.3.0/24", "10.5.4.0/24", "10.5.16.0/20", "10.5.100.64/26", "10.6.0.0/16", "10.5.9.0/24"]
+            .map { IPNetwork($0)! }
+        let index = TakenSubnets(taken)
+        var candidates = (0..<256).map { IPNetwork("10.5.\($0).0/24")! }
+        candidates += ["10.6.200.0/24", "10.7.0.0/24", "10.4.255.0/24", "10.5.100.0/24", "10.5.0.0/16"]
+            .map { IPNetwork($0)! }
+        for c in candidates {
+            #expect(index.isFree(c) == !taken.contains { $0.overlaps(c) }, "\(c)")
+        }
+        #expect(TakenSubnets([]).isFree(IPNetwork("10.5.0.0/24")!))
+    }
+
+    @Test func aNearlyFullNetworkYieldsOneOfTheSubnetsLeft() async throws {
+        // The first 1000 subnets of a /14 taken: the node gets one of those left.
+        let wide = try config(#"{"Network":"10.96.0.0/14","Backend":{"Type":"vxlan"}}"#)
+        let r = InMemoryLeaseRegistry(config: nil)
+        let all = Array(wide.subnets)
+        for (i, s) in all.prefix(1000).enumerated() {
+            r.put(Lease(subnet: s, attributes: attrs("192.0.\(2 + i / 250).\(i % 250 + 1)"), etcdLease: 1))
+        }
+        let l = try await SubnetManager(registry: r, logger: logger).acquire(
+            config: wide, attributes: attrs("198.51.100.1"), previous: nil)
+        #expect(all.dropFirst(1000).contains(l.subnet))
+    }
+}
+
 final class Counter: @unchecked Sendable {
     private var n = 0
     private let lock = NSLock()

@@ -54,8 +54,8 @@ public struct SubnetManager: Sendable {
                 try await registry.delete(mine.subnet)
                 continue
             }
-            let taken = snapshot.leases.map(\.subnet)
-            func isFree(_ s: IPNetwork) -> Bool { !taken.contains { $0.overlaps(s) } }
+            let taken = TakenSubnets(snapshot.leases.map(\.subnet))
+            func isFree(_ s: IPNetwork) -> Bool { taken.isFree(s) }
             let candidate: IPNetwork
             if let previous, config.accepts(previous), isFree(previous) {
                 candidate = previous
