@@ -64,6 +64,7 @@ let package = Package(
         .target(
             name: "Etcd",
             dependencies: [
+                "JSONValue",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),

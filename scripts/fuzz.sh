@@ -39,7 +39,7 @@ main() {
                    entry=CNIConfigFuzz; file=CNIConfig.swift ;;
     cni-result)    modules=(JSONValue Addressing Spawn CNI); entry=CNIResultFuzz; file=CNIResult.swift ;;
     subnet-env)    modules=(JSONValue Addressing Spawn CNI Flannel); entry=SubnetEnvFuzz; file=SubnetEnv.swift ;;
-    etcd-response) modules=(Etcd); entry=EtcdResponseFuzz; file=EtcdResponse.swift ;;
+    etcd-response) modules=(JSONValue Etcd); entry=EtcdResponseFuzz; file=EtcdResponse.swift ;;
     lease-value)   modules=(JSONValue Addressing CLibNL Netlink Overlay); entry=LeaseValueFuzz; file=LeaseValue.swift ;;
     *) echo "fuzz.sh: unknown target $target (one of: ${targets[*]})" >&2; exit 2 ;;
   esac

@@ -73,7 +73,7 @@ extension EtcdClient {
 private func firstFrame(_ bytes: ByteBufferView) throws -> StreamFrame<LeaseKeepAliveWire> {
     var lines = LineSplitter()
     guard let line = lines.append(bytes).first ?? lines.finish() else {
-        throw DecodingError.dataCorrupted(.init(codingPath: [], debugDescription: "empty keepalive answer"))
+        throw WireDecodingError("empty keepalive answer")
     }
     return try decodeWire(StreamFrame<LeaseKeepAliveWire>.self, from: line)
 }
