@@ -182,7 +182,12 @@ struct Podnetd: AsyncParsableCommand {
         if let health { services.append(health) }
         // Last, so that a graceful shutdown reaches it first: STOPPING=1 before the rest stops.
         services.append(ReadinessNotifier(notifier: .fromEnvironment, logger: logger))
-        let group = ServiceGroup(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+        // Named by type: the default name is the service's value printed by reflection, which walks
+        // the agent's whole state (every peer) and costs milliseconds per start.
+        let group = ServiceGroup(
+            configuration: ServiceGroupConfiguration(
+                services: services.map { .init(service: $0, serviceName: _typeName(type(of: $0), qualified: false)) },
+                gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
         logger.info("stopped; the data path and the lease stay in place")
     }
