@@ -176,13 +176,32 @@ public struct MACAddress: Hashable, Sendable, CustomStringConvertible {
         self.bytes = bytes
     }
 
-    /// Parses "aa:bb:cc:dd:ee:ff" (also with "-" separators, as Go's ParseMAC accepts).
+    /// Parses "aa:bb:cc:dd:ee:ff" (also with "-" separators, as Go's ParseMAC accepts): six
+    /// pairs of hex digits, read as UTF-8 bytes (a lease listing parses thousands of them).
     public init?(_ text: some StringProtocol) {
-        let parts = text.split(whereSeparator: { $0 == ":" || $0 == "-" }).map { UInt8($0, radix: 16) }
-        guard parts.count == 6, parts.allSatisfy({ $0 != nil }),
-            text.split(whereSeparator: { $0 == ":" || $0 == "-" }).allSatisfy({ $0.count == 2 })
-        else { return nil }
-        self.bytes = parts.map { $0! }
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(6)
+        var digits = 0, value: UInt8 = 0
+        for c in text.utf8 {
+            if digits == 2 {
+                guard c == UInt8(ascii: ":") || c == UInt8(ascii: "-"), bytes.count < 5 else { return nil }
+                bytes.append(value)
+                digits = 0; value = 0
+                continue
+            }
+            let nibble: UInt8
+            switch c {
+            case UInt8(ascii: "0")...UInt8(ascii: "9"): nibble = c - UInt8(ascii: "0")
+            case UInt8(ascii: "a")...UInt8(ascii: "f"): nibble = c - UInt8(ascii: "a") + 10
+            case UInt8(ascii: "A")...UInt8(ascii: "F"): nibble = c - UInt8(ascii: "A") + 10
+            default: return nil
+            }
+            value = value << 4 | nibble
+            digits += 1
+        }
+        guard digits == 2, bytes.count == 5 else { return nil }
+        bytes.append(value)
+        self.bytes = bytes
     }
 
     public var description: String {

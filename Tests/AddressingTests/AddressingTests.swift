@@ -18,6 +18,13 @@ import Testing
         #expect(IPNetwork("fd00::1/64")?.lastAddress.description == "fd00::ffff:ffff:ffff:ffff")
         #expect(MACAddress("0A:1b:2c:3d:4e:5f")?.description == "0a:1b:2c:3d:4e:5f")
         #expect(MACAddress("0a:1b:2c") == nil)
+        #expect(MACAddress("0a-1b-2c-3d-4e-5f")?.description == "0a:1b:2c:3d:4e:5f")
+        for bad in [
+            "0a:1b:2c:3d:4e:5f:", "0a:1b:2c:3d:4e:5", "0a::1b:2c:3d:4e:5f", "+a:1b:2c:3d:4e:5f", "0a:1b:2c:3d:4e:5g",
+            "",
+        ] {
+            #expect(MACAddress(bad) == nil, "\(bad)")
+        }
     }
 
     @Test func arithmeticAndContainment() throws {
