@@ -298,13 +298,16 @@ extension NetlinkSession {
             if route.onlink { rtnl_route_nh_set_flags(nh, 0x4) }  // RTNH_F_ONLINK
             rtnl_route_add_nexthop(r, nh)  // the route owns nh from here
         }
-        let what =
+        // Printed only for an error: formatting it for every route of a large cluster costs more
+        // than libnl's encoding.
+        func what() -> String {
             (route.type == .unicast ? "" : "\(route.type) ")
-            + "\(route.destination) via \(route.gateway.map(\.description) ?? "-") dev \(route.interface.map(String.init) ?? "-")"
+                + "\(route.destination) via \(route.gateway.map(\.description) ?? "-") dev \(route.interface.map(String.init) ?? "-")"
+        }
         if add {
-            try check(rtnl_route_add(sock, r, flags), "RTM_NEWROUTE \(what)")
+            try check(rtnl_route_add(sock, r, flags), "RTM_NEWROUTE \(what())")
         } else {
-            try check(rtnl_route_delete(sock, r, 0), "RTM_DELROUTE \(what)")
+            try check(rtnl_route_delete(sock, r, 0), "RTM_DELROUTE \(what())")
         }
     }
 }

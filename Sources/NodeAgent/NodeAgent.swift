@@ -83,6 +83,9 @@ public struct NodeAgent: Sendable {
         let config = try await waitForConfig(nodeAddresses: nodeAddresses)
         let backend = try config.makeBackend(interface: interface)
         let dataPath = self.dataPath
+        // The leases are listed while the device is made: the lease value needs the device's
+        // MAC, the listing does not.
+        async let listing = registry.leases()
         let network = try await threads.kernel {
             try backend.registerNetwork(dataPath: dataPath, logger: Logger(label: "podnet.overlay"))
         }
@@ -91,7 +94,7 @@ public struct NodeAgent: Sendable {
         // The listing the lease was chosen from gives the peers: no second listing of every lease.
         let (lease, snapshot) = try await manager.acquireWithSnapshot(
             config: config, attributes: network.leaseAttributes,
-            previous: SubnetFile.previousSubnet(at: options.subnetFile))
+            previous: SubnetFile.previousSubnet(at: options.subnetFile), listing: try await listing)
         try await threads.kernel { try network.start(subnet: lease.subnet) }
         let state = NodeState(lease: lease, config: config, nodeAddresses: nodeAddresses)
         let peers = await state.replacePeers(snapshot.leases, logger: logger)

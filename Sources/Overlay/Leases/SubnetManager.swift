@@ -34,12 +34,21 @@ public struct SubnetManager: Sendable {
     /// ``acquire(config:attributes:previous:)``, also returning the listing the lease was chosen
     /// from: its other leases are the peers as of `snapshot.revision`, so the caller need not list
     /// them again; a watch from that revision sees every later change (this node's own put too).
+    /// `listing`, when given, is used for the first attempt instead of listing again: a caller
+    /// that lists while it creates the device saves etcd's time for the listing.
     public func acquireWithSnapshot(
         config: NetworkConfig, attributes: LeaseAttributes,
-        previous: IPNetwork?
+        previous: IPNetwork?, listing: LeaseSnapshot? = nil
     ) async throws -> (lease: Lease, snapshot: LeaseSnapshot) {
+        var listing = listing
         for attempt in 1...raceRetries {
-            let snapshot = try await registry.leases()
+            let snapshot: LeaseSnapshot
+            if let first = listing {
+                snapshot = first
+                listing = nil
+            } else {
+                snapshot = try await registry.leases()
+            }
             if let mine = snapshot.leases.first(where: { $0.attributes.publicIP == attributes.publicIP }) {
                 if config.accepts(mine.subnet) {
                     logger.info("reusing the lease of this node", metadata: ["lease.subnet": "\(mine.subnet)"])
