@@ -20,13 +20,25 @@ common=(-c release --static-swift-stdlib -Xlinker -L"$PWD/$static" -Xlinker -s -
 plugin_flags=("${common[@]}" -Xswiftc -static-executable -Xswiftc -use-ld=lld
               -Xlinker --symbol-ordering-file="$PWD/scripts/plugins.order" -Xlinker --no-warn-symbol-ordering)
 # The two kinds are linked differently, so they build in separate scratch folders (a change of
-# flags would otherwise rebuild everything on each switch).
-daemon_flags=("${common[@]}" --scratch-path .build/daemon -Xswiftc -Xclang-linker -Xswiftc -static-libgcc
-              -Xswiftc -Xclang-linker -Xswiftc -no-pie)
+# flags would otherwise rebuild everything on each switch). podnetd and podnetctl link with lld
+# too, ordered by podnetd's profile (scripts/orderfile-podnetd.sh), and export no symbols: a
+# dynamic symbol table of every Swift function is 2.5 MB the loader has no use for.
+daemon_flags=("${common[@]}" --scratch-path .build/daemon -Xswiftc -use-ld=lld
+              -Xswiftc -Xclang-linker -Xswiftc -static-libgcc -Xswiftc -Xclang-linker -Xswiftc -no-pie
+              -Xlinker --no-export-dynamic)
+out=.build/podnet-bin
+if [ "${PODNET_ORDER_PROFILE:-}" = 1 ]; then
+  # For scripts/orderfile-podnetd.sh: unstripped and unordered, in a folder of its own.
+  unstripped=()
+  for f in "${daemon_flags[@]}"; do [ "$f" = -s ] && unset 'unstripped[-1]' || unstripped+=("$f"); done
+  daemon_flags=("${unstripped[@]}")
+  out=.build/podnet-bin-profile
+else
+  daemon_flags+=(-Xlinker --symbol-ordering-file="$PWD/scripts/podnetd.order" -Xlinker --no-warn-symbol-ordering)
+fi
 # Products to build: the arguments, else every CNI plugin, podnetd and podnetctl.
 products=("$@")
 [ ${#products[@]} -gt 0 ] || products=(bridge host-local loopback portmap flannel podnetd podnetctl)
-out=.build/podnet-bin
 mkdir -p "$out"
 for p in "${products[@]}"; do
   case $p in podnetd|podnetctl) flags=("${daemon_flags[@]}");; *) flags=("${plugin_flags[@]}");; esac
