@@ -431,6 +431,12 @@ def main():
     scaling, daemon = [], None
     if args.peers > 1000:
         for n in range(1000, args.peers + 1, 1000):
+            # The node stops first: its lease may lie among the subnets the new peers take, and a
+            # running node puts its own lease back when another writer overwrites it.
+            if daemon:
+                daemon.stop()
+                delete_ns(N1)
+                daemon = None
             kv.put_many([(lease_key(i + 1), lease_value(peer_ip(i), peer_mac(i))) for i in range(n - 1000, n)])
             daemon, done, _, peak = converge(daemon, n)
             scaling.append((n, done, peak))
