@@ -9,6 +9,7 @@ import ArgumentParser
 import Etcd
 import EtcdLeases
 import FoundationEssentials
+import Glibc
 import Logging
 import Metrics
 import Netfilter
@@ -29,7 +30,7 @@ struct Podnetd: AsyncParsableCommand {
         // the blocking threads each took an arena of their own, and memory freed in one was never
         // reused by another (5000 peers: 4 MB less peak RSS). podnetd allocates little after
         // start-up, so the shared arenas cost it nothing measurable.
-        _ = mallopt(-8, 2)  // M_ARENA_MAX
+        setMallocArenaMax(2)
         do {
             let arguments = try GoCommandLine.podnetd.rewrite(
                 Array(CommandLine.arguments.dropFirst()), environment: ProcessInfo.processInfo.environment)
@@ -204,5 +205,10 @@ extension FlannelTrafficRules: RuleKeeper {
     public func removeLeftovers() throws -> Bool { try removeOtherBackend() }
 }
 
-/// glibc's mallopt(3), which the Glibc module does not export (it is declared in malloc.h).
-@_silgen_name("mallopt") private func mallopt(_ parameter: Int32, _ value: Int32) -> Int32
+/// glibc's mallopt(M_ARENA_MAX, n). The Glibc module does not export malloc.h, so the function is
+/// looked up by name and called with the C calling convention.
+private func setMallocArenaMax(_ n: Int32) {
+    typealias Mallopt = @convention(c) (Int32, Int32) -> Int32
+    guard let symbol = dlsym(nil, "mallopt") else { return }
+    _ = unsafeBitCast(symbol, to: Mallopt.self)(-8, n)  // M_ARENA_MAX is -8
+}
