@@ -61,6 +61,8 @@ let package = Package(
         plugin("loopback", "Loopback"),
         plugin("portmap", "Portmap"),
         plugin("flannel", "Flannel", inProcess: ["Bridge", "HostLocal", "PluginKernel"]),
+        // BGP-4 messages and the session state machine, pure (no I/O): the bgp backend's speaker.
+        .target(name: "BGP", dependencies: ["Addressing"]),
         .target(
             name: "Etcd",
             dependencies: [
@@ -131,6 +133,7 @@ let package = Package(
         .target(
             name: "FuzzTargets", dependencies: ["CNI", "Bridge", "HostLocal", "Portmap", "Flannel", "Etcd", "Overlay"]),
         .testTarget(name: "AddressingTests", dependencies: ["Addressing"]),
+        .testTarget(name: "BGPTests", dependencies: ["BGP", "Addressing"]),
         .testTarget(name: "CNITests", dependencies: ["CNI", "Addressing"]),
         .testTarget(
             name: "IPAMTests", dependencies: ["IPAM", "HostLocal", "TestSupport", "Spawn", "Addressing", "CNI"]),
