@@ -67,12 +67,20 @@ public struct Masquerade: Sendable {
             // that vanished between the two (someone flushed the table) fails the whole
             // transaction, so nothing was changed: list again, once.
             let m = NFTMasquerade(network: network, ifname: ifname, containerID: containerID)
+            // Over netlink the listing is of the whole table, so that a postrouting chain that is
+            // already right is left alone (see `setupBatch`).
             let done = try executor.viaNetlink { (kernel) throws(NetfilterError) in
                 try executor.transactNetlink(
-                    list: { () throws(NetfilterError) in try Self.masqChecks(kernel) },
+                    list: { () throws(NetfilterError) in
+                        try kernel.rules(.inet, table: MasqueradeNames.nftTable, chain: nil)
+                    },
                     render: { rules in
-                        let stale = rules.filter { $0.comment?.hasPrefix(m.instanceHash) ?? false }
-                        return m.setupBatch(addresses: addresses, stale: stale.map(\.handle))
+                        let stale = rules.filter {
+                            $0.chain == MasqueradeNames.nftChain && ($0.comment?.hasPrefix(m.instanceHash) ?? false)
+                        }
+                        return m.setupBatch(
+                            addresses: addresses, stale: stale.map(\.handle),
+                            keepPostrouting: NFTMasquerade.postroutingIsCurrent(rules))
                     })
             }
             if done { return }

@@ -11,6 +11,7 @@
 
 import Addressing
 import Netlink
+import Synchronization
 
 /// nf_tables as the nftables backends use it. Errors are `NetfilterError.netlink`.
 public protocol NFTablesKernel: Sendable {
@@ -20,18 +21,45 @@ public protocol NFTablesKernel: Sendable {
     func apply(_ batch: NFTBatch) throws(NetfilterError)
 }
 
-/// The kernel itself, in the calling thread's network namespace.
-public struct NetlinkNFTables: NFTablesKernel {
-    public init() {}
+/// The kernel itself, through one NETLINK_NETFILTER socket opened at first use in the calling
+/// thread's network namespace and kept for the life of this value: a listing and the batch after
+/// it share it, and it is released once. (Releasing such a socket waits for the kernel's work of
+/// every earlier commit, see NFTablesSession.swift, so fewer releases mean fewer waits.)
+public final class NetlinkNFTables: NFTablesKernel, @unchecked Sendable {
+    /// Whether the socket, once a batch went through it, is left to a detached child to release
+    /// (`NFTablesSession.closeDetached`): right for a plugin process, which exits at once; a
+    /// long-lived process would collect unreaped children.
+    public let detachedClose: Bool
+    private let lock = Mutex(())
+    /// Guarded by `lock`.
+    nonisolated(unsafe) private var cached: NFTablesSession?
+
+    public init(detachedClose: Bool = true) {
+        self.detachedClose = detachedClose
+    }
+
+    private func session() throws(NetlinkError) -> NFTablesSession {
+        try lock.withLock { (_) throws(NetlinkError) -> NFTablesSession in
+            if let cached { return cached }
+            let s = try NFTablesSession()
+            cached = s
+            return s
+        }
+    }
 
     public func rules(_ family: NFTFamily, table: String, chain: String?) throws(NetfilterError) -> [NFTListedRule] {
         do throws(NetlinkError) {
-            return try NFTablesSession().rules(family, table: table, chain: chain)
+            return try session().rules(family, table: table, chain: chain)
         } catch { throw .netlink(error) }
     }
 
+    /// Applies the batch; with `detachedClose`, the socket is then left to a detached child.
     public func apply(_ batch: NFTBatch) throws(NetfilterError) {
-        do throws(NetlinkError) { try NFTablesSession().apply(batch) } catch { throw .netlink(error) }
+        do throws(NetlinkError) {
+            let s = try session()
+            try s.apply(batch)
+            if detachedClose { s.closeDetached() }
+        } catch { throw .netlink(error) }
     }
 }
 

@@ -119,7 +119,11 @@ public struct NFTMasquerade: Hashable, Sendable {
     }
 
     /// `setupScript` as one netlink batch: the same objects, rules and comments, in the same order.
-    public func setupBatch(addresses: [IPNetwork], stale: [UInt64]) -> NFTBatch {
+    /// With `keepPostrouting` (the chain already holds exactly `postroutingRules`, see
+    /// `postroutingIsCurrent`), the flush and re-add of postrouting are left out: `nft list
+    /// ruleset` prints the same afterwards, and a batch that deletes no rule spares the caller the
+    /// RCU grace period that nf_tables waits for when the socket of a deleting batch is closed.
+    public func setupBatch(addresses: [IPNetwork], stale: [UInt64], keepPostrouting: Bool = false) -> NFTBatch {
         let t = MasqueradeNames.nftTable
         var batch = NFTBatch([
             .addTable(.inet, t, comment: MasqueradeNames.nftTableComment),
@@ -127,17 +131,13 @@ public struct NFTMasquerade: Hashable, Sendable {
             .addChain(
                 .inet, table: t, chain: Self.base,
                 base: NFTBaseChain(type: "nat", hook: .postrouting, priority: NFTBaseChain.srcnat), comment: nil),
-            .flushChain(.inet, table: t, chain: Self.base),
-            .addRule(
-                .inet, table: t, chain: Self.base,
-                expressions: NFTMatch.nfproto(.v4) + NFTMatch.address(source: false, .eq, IPNetwork("224.0.0.0/4")!)
-                    + [.verdict(.return)], comment: nil),
-            .addRule(
-                .inet, table: t, chain: Self.base,
-                expressions: NFTMatch.nfproto(.v6) + NFTMatch.address(source: false, .eq, IPNetwork("ff00::/8")!)
-                    + [.verdict(.return)], comment: nil),
-            .addRule(.inet, table: t, chain: Self.base, expressions: [.verdict(.goto(Self.chain))], comment: nil),
         ])
+        if !keepPostrouting {
+            batch.append(.flushChain(.inet, table: t, chain: Self.base))
+            for e in Self.postroutingRules {
+                batch.append(.addRule(.inet, table: t, chain: Self.base, expressions: e, comment: nil))
+            }
+        }
         for handle in stale { batch.append(.deleteRule(.inet, table: t, chain: Self.chain, handle: handle)) }
         var seen: Set<IPAddress> = []
         for a in addresses where seen.insert(a.address).inserted {
@@ -145,6 +145,20 @@ public struct NFTMasquerade: Hashable, Sendable {
                 .addRule(.inet, table: t, chain: Self.chain, expressions: ruleExpressions(a), comment: comment))
         }
         return batch
+    }
+
+    /// The rules of postrouting, as expressions: `ip daddr 224.0.0.0/4 return`,
+    /// `ip6 daddr ff00::/8 return`, `goto masq_checks`.
+    static let postroutingRules: [[NFTExpression]] = [
+        NFTMatch.nfproto(.v4) + NFTMatch.address(source: false, .eq, IPNetwork("224.0.0.0/4")!) + [.verdict(.return)],
+        NFTMatch.nfproto(.v6) + NFTMatch.address(source: false, .eq, IPNetwork("ff00::/8")!) + [.verdict(.return)],
+        [.verdict(.goto(chain))],
+    ]
+
+    /// Whether postrouting in `rules` (a dump of the table) is exactly what setup would rebuild.
+    public static func postroutingIsCurrent(_ rules: [NFTListedRule]) -> Bool {
+        let base = rules.filter { $0.chain == Self.base }
+        return base.allSatisfy { $0.comment == nil } && base.map(\.expressions) == postroutingRules
     }
 
     /// `rule(address)` as expressions: `ip saddr <a> ip daddr != <net> masquerade`.

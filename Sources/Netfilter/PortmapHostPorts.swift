@@ -3,8 +3,8 @@
 //
 // Processes per call, for a container with one address family (a second family doubles the
 // iptables numbers):
-//   setup     iptables: 2 (read the nat table, one restore); nftables: none, one netlink batch
-//             for every family (1 `nft -f` without netlink)
+//   setup     iptables: 2 (read the nat table, one restore); nftables: none, one GETRULE dump
+//             per family and one netlink batch for every family (1 `nft -f` without netlink)
 //   teardown  iptables: 1 read per family asked for + 1 restore where the container has rules;
 //             nftables: none, one GETRULE dump per family + 1 batch if the container has rules
 //             (the same count of `nft` processes without netlink)
@@ -73,16 +73,23 @@ public struct HostPorts: Sendable {
                 }
             }
         case .nftables:
-            let operations = containers.map {
-                NFTPortmap(family: $0.family, forwarding: forwarding).setupOperations(container: $0.address)
+            var encodable = true
+            let done = try executor.viaNetlink { (kernel) throws(NetfilterError) in
+                var batch = NFTBatch()
+                for c in containers {
+                    let listed = try kernel.rules(NFTFamily(c.family), table: PortmapNames.nftTable, chain: nil)
+                    guard
+                        let ops = NFTPortmap(family: c.family, forwarding: forwarding).setupOperations(
+                            container: c.address, listed: listed)
+                    else {
+                        encodable = false
+                        return
+                    }
+                    batch.operations += ops
+                }
+                try kernel.apply(batch)
             }
-            if !operations.contains(where: { $0 == nil }),
-                try executor.viaNetlink({ (kernel) throws(NetfilterError) in
-                    try kernel.apply(NFTBatch(operations.flatMap { $0 ?? [] }))
-                })
-            {
-                return chosen
-            }
+            if done && encodable { return chosen }
             let lines = containers.flatMap {
                 NFTPortmap(family: $0.family, forwarding: forwarding).setupLines(container: $0.address)
             }

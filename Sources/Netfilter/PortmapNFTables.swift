@@ -19,7 +19,8 @@
 // missing, rebuilds the three jump chains, and adds the container's rules. (A repeated ADD of
 // one container, which the spec rules out, would add its rules twice; DEL removes all copies.)
 //
-// Over netlink the same lines are `setupOperations`, one batch for every family. The
+// Over netlink the same lines are `setupOperations`, one batch for every family, after one dump
+// per family that lets jump chains that are already right stay as they are. The
 // `conditionsV4`/`conditionsV6` tokens are nft syntax, which only nft parses in full: the
 // operations understand address matches (`ip daddr [!=] 192.0.2.0/24`) and leave any other
 // condition to the `nft -f -` script.
@@ -95,8 +96,11 @@ public struct NFTPortmap: Hashable, Sendable {
     }
 
     /// `setupLines` as netlink operations: the same objects and rules in the same order; nil
-    /// when a condition is not one `NFTPortmap.conditionExpressions` understands.
-    public func setupOperations(container: IPAddress) -> [NFTOperation]? {
+    /// when a condition is not one `NFTPortmap.conditionExpressions` understands. `listed`, a dump
+    /// of this family's table, lets a jump chain that already holds exactly its rules be left
+    /// alone instead of flushed and rebuilt (`nft list ruleset` prints the same; a batch that
+    /// deletes no rule spares the RCU grace period nf_tables waits for when its socket closes).
+    public func setupOperations(container: IPAddress, listed: [NFTListedRule] = []) -> [NFTOperation]? {
         guard let cond = Self.conditionExpressions(forwarding.conditions(family), family: family) else { return nil }
         let f = NFTFamily(family), t = PortmapNames.nftTable
         func rule(_ chain: String, _ e: [NFTExpression], _ comment: String? = nil) -> NFTOperation {
@@ -105,20 +109,22 @@ public struct NFTPortmap: Hashable, Sendable {
         func chain(_ name: String, _ base: NFTBaseChain? = nil) -> NFTOperation {
             .addChain(f, table: t, chain: name, base: base, comment: nil)
         }
+        /// Flushes `name` and adds `rules`, unless it holds exactly these rules already.
+        func rebuild(_ name: String, _ rules: [[NFTExpression]]) -> [NFTOperation] {
+            let now = listed.filter { $0.chain == name }
+            if now.allSatisfy({ $0.comment == nil }) && now.map(\.expressions) == rules { return [] }
+            return [.flushChain(f, table: t, chain: name)] + rules.map { rule(name, $0) }
+        }
         let all = PortmapNames.nftHostPortsAll
         var ops: [NFTOperation] = [
             .addTable(f, t, comment: PortmapNames.nftTableComment),
             chain(PortmapNames.nftHostPorts), chain(PortmapNames.nftHostIPHostPorts), chain(all),
-            .flushChain(f, table: t, chain: all),
-            rule(all, [.verdict(.jump(PortmapNames.nftHostIPHostPorts))]),
-            rule(all, [.verdict(.jump(PortmapNames.nftHostPorts))]),
         ]
+        ops += rebuild(
+            all, [[.verdict(.jump(PortmapNames.nftHostIPHostPorts))], [.verdict(.jump(PortmapNames.nftHostPorts))]])
         for (name, hook) in [(PortmapNames.nftPrerouting, NFTHook.prerouting), (PortmapNames.nftOutput, .output)] {
-            ops += [
-                chain(name, NFTBaseChain(type: "nat", hook: hook, priority: NFTBaseChain.dstnat)),
-                .flushChain(f, table: t, chain: name),
-                rule(name, cond + NFTMatch.fibDaddrLocal + [.verdict(.jump(all))]),
-            ]
+            ops.append(chain(name, NFTBaseChain(type: "nat", hook: hook, priority: NFTBaseChain.dstnat)))
+            ops += rebuild(name, [cond + NFTMatch.fibDaddrLocal + [.verdict(.jump(all))]])
         }
         if forwarding.snat {
             ops.append(

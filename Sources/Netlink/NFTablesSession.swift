@@ -10,6 +10,14 @@
 //
 // Listing is a GETRULE dump filtered by the kernel to one table (and chain): the rules with their
 // handles, userdata comments and expressions, decoded back into `NFTExpression`s.
+//
+// Closing costs more than sending. Every commit queues its transactions for release after an RCU
+// grace period, and the release of a NETLINK_NETFILTER socket waits for that work to finish
+// (nf_tables' NETLINK_URELEASE notifier flushes it): 5-15 ms on a busy node, more than the whole
+// batch, paid by nft and iptables-nft at their exit too. The rules are in place before the batch
+// returns, so nothing of the pod's needs that wait: `closeDetached` hands the last reference of
+// the socket to a detached child (`/bin/cat` on a pipe that we close after the socket, output to
+// /dev/null), whose exit pays it instead, as DeferredUnregister does for a veth's unregister.
 
 import Addressing
 import CLibNL
@@ -52,7 +60,52 @@ public final class NFTablesSession {
         sock = s
     }
 
-    deinit { nl_socket_free(sock) }
+    /// The write end of the pipe a `closeDetached` child reads until we are gone.
+    private var holderPipe: Int32 = -1
+
+    deinit {
+        nl_socket_free(sock)
+        // Only now may the child see end of file, exit and release the socket last.
+        if holderPipe >= 0 { close(holderPipe) }
+    }
+
+    /// Lets the session end without waiting for nf_tables' release work (see the file's note): a
+    /// detached `/bin/cat` inherits the socket and reads a pipe whose write end this session
+    /// closes only after its own socket, so that the child's exit, not our close, releases the
+    /// socket. When the child cannot be started, our close waits as usual. For short-lived
+    /// processes: the child is never reaped by this process.
+    public func closeDetached() {
+        let fd = nl_socket_get_fd(sock)
+        var ends: [Int32] = [-1, -1]
+        guard fd >= 0, holderPipe < 0, pipe(&ends) == 0 else { return }
+        defer { close(ends[0]) }
+        for end in ends { _ = fcntl(end, F_SETFD, FD_CLOEXEC) }  // the child gets the read end as its stdin only
+        let flags = fcntl(fd, F_GETFD)
+        guard flags >= 0, fcntl(fd, F_SETFD, flags & ~FD_CLOEXEC) == 0 else {
+            close(ends[1])
+            return
+        }
+        defer { _ = fcntl(fd, F_SETFD, flags) }
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_adddup2(&actions, ends[0], 0)
+        posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
+        var attr = posix_spawnattr_t()
+        posix_spawnattr_init(&attr)
+        defer { posix_spawnattr_destroy(&attr) }
+        posix_spawnattr_setflags(&attr, Int16(0x80))  // POSIX_SPAWN_SETSID
+        var pid: pid_t = 0
+        let argv: [UnsafeMutablePointer<CChar>?] = [strdup("cat"), nil]
+        defer { for a in argv { free(a) } }
+        let env: [UnsafeMutablePointer<CChar>?] = [nil]
+        if posix_spawn(&pid, "/bin/cat", &actions, &attr, argv, env) == 0 {
+            holderPipe = ends[1]
+        } else {
+            close(ends[1])
+        }
+    }
 
     /// Applies `batch` as one transaction. Throws the first error the kernel reported, naming the
     /// operation (`NFT_MSG_NEWRULE inet cni_plugins_masquerade masq_checks: ...`); then nothing of

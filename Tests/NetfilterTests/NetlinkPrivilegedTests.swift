@@ -43,16 +43,19 @@ struct NamespacedNFTables: NFTablesKernel {
     }
 
     func rules(_ family: NFTFamily, table: String, chain: String?) throws(NetfilterError) -> [NFTListedRule] {
-        try inside { () throws(NetfilterError) in try NetlinkNFTables().rules(family, table: table, chain: chain) }
+        try inside { () throws(NetfilterError) in
+            try NetlinkNFTables(detachedClose: false).rules(family, table: table, chain: chain)
+        }
     }
 
     func apply(_ batch: NFTBatch) throws(NetfilterError) {
-        try inside { () throws(NetfilterError) in try NetlinkNFTables().apply(batch) }
+        try inside { () throws(NetfilterError) in try NetlinkNFTables(detachedClose: false).apply(batch) }
     }
 }
 
 extension TestNamespace {
-    /// `nft list ruleset`, and the same with handles.
+    /// `nft list ruleset`. (Not with handles: netlink leaves a chain that is already right alone
+    /// where the nft script flushes and re-adds it, so the handles of those rules differ.)
     func ruleset() throws -> String { try run("nft", "list", "ruleset") }
 }
 
@@ -79,8 +82,6 @@ struct NetlinkMasqueradeTests {
                 try step(viaNft)
                 try step(viaNetlink)
                 #expect(try nss[0].ruleset() == nss[1].ruleset())
-                #expect(
-                    try nss[0].run("nft", "-a", "list", "ruleset") == nss[1].run("nft", "-a", "list", "ruleset"))
             }
             try both(add("ctr-1", ["10.77.0.5/24", "fd77::5/64"]))
             try both(add("ctr-2", ["10.77.0.9/24"]))
@@ -155,8 +156,6 @@ struct NetlinkPortmapTests {
                 let a = try step(viaNft), b = try step(viaNetlink)
                 #expect(a == b)
                 #expect(try nss[0].ruleset() == nss[1].ruleset())
-                #expect(
-                    try nss[0].run("nft", "-a", "list", "ruleset") == nss[1].run("nft", "-a", "list", "ruleset"))
             }
             try both { try $0.setup(backend: .nftables, forwarding("ctr-1"), addresses: [v4, v6]) }
             var conditioned = forwarding("ctr-2", masqAll: true)

@@ -23,8 +23,28 @@ import Testing
         let fake = RecordingCommandRunner()
         try setup(Masquerade(runner: fake, nftables: kernel))
         #expect(fake.lines == [])
-        #expect(kernel.listings == ["inet cni_plugins_masquerade masq_checks"])
+        #expect(kernel.listings == ["inet cni_plugins_masquerade"])
         #expect(kernel.batches == [m.setupBatch(addresses: dual, stale: [9])])
+        #expect(kernel.batches[0].operations.contains { if case .flushChain = $0 { true } else { false } })
+    }
+
+    @Test func aPostroutingChainThatIsRightIsNotRebuilt() throws {
+        // What the kernel lists after a first setup.
+        let listed = m.setupBatch(addresses: dual, stale: []).operations.enumerated().compactMap {
+            i, op -> NFTListedRule? in
+            guard case .addRule(_, _, let chain, let e, let c) = op else { return nil }
+            return NFTListedRule(chain: chain, handle: UInt64(i), comment: c, expressions: e)
+        }
+        #expect(NFTMasquerade.postroutingIsCurrent(listed))
+        let kernel = RecordingNFTables(listing: { _, _, _ in listed })
+        try setup(Masquerade(runner: RecordingCommandRunner(), nftables: kernel))
+        let ops = try #require(kernel.batches.first).operations
+        #expect(!ops.contains { if case .flushChain = $0 { true } else { false } })
+        #expect(ops.filter { if case .deleteRule = $0 { true } else { false } }.count == 2)
+        #expect(ops.filter { if case .addRule = $0 { true } else { false } }.count == 2)
+
+        // One rule of postrouting missing: rebuilt.
+        #expect(!NFTMasquerade.postroutingIsCurrent(listed.filter { $0.handle != 6 }))
     }
 
     @Test func teardownDeletesTheAttachmentsRulesInOneBatch() throws {
@@ -95,10 +115,31 @@ import Testing
             try HostPorts(runner: fake, nftables: kernel).setup(backend: .nftables, forwarding, addresses: [container])
                 == .nftables)
         #expect(fake.lines == [])
-        #expect(kernel.listings == [])
+        #expect(kernel.listings == ["ip cni_hostport"])
         let ops = try #require(
             NFTPortmap(family: .v4, forwarding: forwarding).setupOperations(container: container.address))
         #expect(kernel.batches == [NFTBatch(ops)])
+    }
+
+    @Test func jumpChainsThatAreRightAreNotRebuilt() throws {
+        let first = try #require(
+            NFTPortmap(family: .v4, forwarding: forwarding).setupOperations(container: container.address))
+        let listed = first.enumerated().compactMap { i, op -> NFTListedRule? in
+            guard case .addRule(_, _, let chain, let e, let c) = op else { return nil }
+            return NFTListedRule(chain: chain, handle: UInt64(i), comment: c, expressions: e)
+        }
+        let again = try #require(
+            NFTPortmap(family: .v4, forwarding: forwarding).setupOperations(
+                container: container.address, listed: listed))
+        #expect(!again.contains { if case .flushChain = $0 { true } else { false } })
+        #expect(again.count == first.count - 3 - 4)  // 3 flushes, 4 jump rules
+        // Other conditions: prerouting and output are rebuilt, hostports_all is kept.
+        var f = forwarding
+        f.conditionsV4 = ["ip", "saddr", "10.0.0.0/8"]
+        let changed = try #require(
+            NFTPortmap(family: .v4, forwarding: f).setupOperations(container: container.address, listed: listed))
+        #expect(
+            changed.compactMap { if case .flushChain(_, _, let c) = $0 { c } else { nil } } == ["prerouting", "output"])
     }
 
     @Test func aRefusedBatchFallsBackToNft() throws {
