@@ -49,7 +49,7 @@ let package = Package(
         .target(name: "NetNS", dependencies: ["CNetNS"]),
         .target(name: "Netlink", dependencies: ["CLibNL", "Addressing"]),
         .target(name: "IPAM", dependencies: ["Addressing"]),
-        .target(name: "Netfilter", dependencies: ["Addressing", "Spawn"]),
+        .target(name: "Netfilter", dependencies: ["Addressing", "Spawn", "Netlink"]),
         .target(name: "PluginKernel", dependencies: ["Addressing", "Netlink", "NetNS"]),
         .target(name: "HostLocal", dependencies: ["CNI", "IPAM", "Addressing"]),
         .target(name: "Bridge", dependencies: ["CNI", "Netlink", "NetNS", "Netfilter", "PluginKernel", "Addressing"]),
@@ -144,7 +144,9 @@ let package = Package(
                 "PodnetctlIPAM", "IPAM", "Addressing", "JSONValue", "TestSupport",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
-        .testTarget(name: "NetfilterTests", dependencies: ["Netfilter", "Spawn", "Addressing", "TestSupport"]),
+        .testTarget(
+            name: "NetfilterTests",
+            dependencies: ["Netfilter", "Netlink", "NetNS", "Spawn", "Addressing", "TestSupport"]),
         .testTarget(name: "PluginTests", dependencies: ["TestSupport"]),
         // Bridge, Loopback and Portmap in-process against TestSupport's in-memory kernel, fake IPAM and
         // a recording command runner: no root.

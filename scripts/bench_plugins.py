@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """Times ADD+DEL per pod through bridge + host-local, for podnet's binaries and the Go reference
-plugins, on the same config, interleaved pod by pod, with and without ipMasq. Also prints binary
+plugins, on the same config, interleaved pod by pod, without ipMasq, with ipMasq (iptables) and
+with ipMasq and `ipMasqBackend: nftables` (podnet programs nftables over netlink, in-process; the
+reference 1.1.1 has no nftables backend and masquerades with iptables there). Also prints binary
 sizes and the peak RSS of one invocation, measured by GNU time (%M) so that the figure is the
 plugin's own and not inherited from this Python process; for bridge it covers its IPAM child too.
 Then the kernel floor: what the kernel itself needs for the same objects per pod (the veth pair with
@@ -90,17 +92,25 @@ def floor_add_del(i, pod, masq):
     return add, delete
 
 
-def config(masq, data_dir):
+def config(masq, data_dir, backend=None):
     c = {"cniVersion": "1.0.0", "name": "benchnet", "type": "bridge", "bridge": "cni0", "isGateway": True,
          "ipMasq": masq, "ipam": {"type": "host-local", "dataDir": data_dir,
                                   "ranges": [[{"subnet": "10.99.0.0/16"}]], "routes": [{"dst": "0.0.0.0/0"}]}}
+    if backend:
+        c["ipMasqBackend"] = backend  # the reference 1.1.1 ignores the key: iptables
     return json.dumps(c).encode()
 
 
-def bench_portmap(ours_dir, ref_dir, pods):
+# The bridge configurations timed: (label, ipMasq, ipMasqBackend).
+VARIANTS = (("no ipMasq", False, None), ("ipMasq (iptables)", True, None), ("ipMasq (nftables)", True, "nftables"))
+
+
+def bench_portmap(ours_dir, ref_dir, pods, backend):
     """The chain bridge + portmap with one TCP mapping, as a runtime runs it: bridge ADD, portmap
     ADD with bridge's result as prevResult, then portmap DEL and bridge DEL with that result.
-    Ours and the reference interleaved pod by pod, in fresh namespaces (podnet-bench-pm-*)."""
+    Ours and the reference interleaved pod by pod, in fresh namespaces (podnet-bench-pm-*). With
+    backend "nftables", ours uses portmap's nftables backend (netlink, in-process) and the
+    reference 1.1.1, which has none, ignores the key and uses iptables."""
     data = tempfile.mkdtemp(prefix="podnet-bench-pm-")
     pm_host = "podnet-bench-pm-host"
     pod_names = [f"podnet-bench-pm-p{i}" for i in range(pods)]
@@ -108,6 +118,7 @@ def bench_portmap(ours_dir, ref_dir, pods):
               "ipam": {"type": "host-local", "dataDir": data, "ranges": [[{"subnet": "10.98.0.0/16"}]],
                        "routes": [{"dst": "0.0.0.0/0"}]}}
     portmap = {"cniVersion": "1.0.0", "name": "benchpm", "type": "portmap",
+               "backend": backend,
                "runtimeConfig": {"portMappings": [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]}}
 
     def chain(d, cid, netns):
@@ -148,14 +159,16 @@ def bench_portmap(ours_dir, ref_dir, pods):
             subprocess.run(["ip", "netns", "delete", p], stderr=subprocess.DEVNULL)
         subprocess.run(["rm", "-rf", data])
 
-    print(f"bench plugins: bridge + host-local + portmap (one TCP mapping, iptables), ADD+DEL per pod, {pods} pods, interleaved")
+    print(f"bench plugins: bridge + host-local + portmap (one TCP mapping, podnet {backend}, reference iptables), "
+          f"ADD+DEL per pod, {pods} pods, interleaved")
     print(f"{'chain':<22}{'podnet ms':>12}{'reference ms':>15}{'ratio':>8}   (median; mean in brackets)")
     for label, times in (("bridge + portmap", whole), ("portmap alone", alone)):
         a, b = statistics.median(times["podnet"]) * 1e3, statistics.median(times["reference"]) * 1e3
         ma, mb = statistics.mean(times["podnet"]) * 1e3, statistics.mean(times["reference"]) * 1e3
         print(f"{label:<22}{a:>8.2f} [{ma:.1f}]{b:>10.2f} [{mb:.1f}]{a / b:>7.2f}x")
-    a, b = os.path.getsize(f"{ours_dir}/portmap") / 1024, os.path.getsize(f"{ref_dir}/portmap") / 1024
-    print(f"{'portmap size KiB':<22}{a:>12.0f}{b:>15.0f}{a / b:>7.2f}x")
+    if backend == "iptables":
+        a, b = os.path.getsize(f"{ours_dir}/portmap") / 1024, os.path.getsize(f"{ref_dir}/portmap") / 1024
+        print(f"{'portmap size KiB':<22}{a:>12.0f}{b:>15.0f}{a / b:>7.2f}x")
 
 
 def main():
@@ -171,8 +184,8 @@ def main():
         impls = [("podnet", ours_dir), ("reference", ref_dir)]
         rows = []
         rss = {}
-        for masq in (False, True):
-            conf = config(masq, data)
+        for v, (label, masq, backend) in enumerate(VARIANTS):
+            conf = config(masq, data, backend)
             times = {name: [] for name, _ in impls}
             phases = {"ADD": [], "DEL": []}  # podnet's, for the floor
             # Warm-up: creates the bridge and loads page caches for both.
@@ -182,7 +195,7 @@ def main():
             for i, p in enumerate(pod_names):
                 order = impls if i % 2 == 0 else impls[::-1]
                 for name, d in order:
-                    cid = f"bench-{name}-{int(masq)}-{i}"
+                    cid = f"bench-{name}-{v}-{i}"
                     ta, sa, oa = invoke(d, "bridge", "ADD", conf, cid, f"/run/netns/{p}")
                     td, sd, od = invoke(d, "bridge", "DEL", conf, cid, f"/run/netns/{p}")
                     if sa or sd:
@@ -190,7 +203,7 @@ def main():
                     times[name].append(ta + td)
                     if name == "podnet":
                         phases["ADD"].append(ta); phases["DEL"].append(td)
-            rows.append((masq, times, phases))
+            rows.append((label, masq, times, phases))
         # The kernel floor for the same objects, pod by pod (the bridge exists by now).
         floors = {masq: [floor_add_del(i, p, masq) for i, p in enumerate(pod_names)] for masq in (False, True)}
         netns = f"/run/netns/{pod_names[0]}"
@@ -206,10 +219,9 @@ def main():
 
     print(f"bench plugins: bridge + host-local, ADD+DEL per pod, {pods} pods, interleaved")
     print(f"{'config':<22}{'podnet ms':>12}{'reference ms':>15}{'ratio':>8}   (median; mean in brackets)")
-    for masq, times, _ in rows:
+    for label, masq, times, _ in rows:
         a, b = statistics.median(times["podnet"]) * 1e3, statistics.median(times["reference"]) * 1e3
         ma, mb = statistics.mean(times["podnet"]) * 1e3, statistics.mean(times["reference"]) * 1e3
-        label = "ipMasq (iptables)" if masq else "no ipMasq"
         print(f"{label:<22}{a:>8.2f} [{ma:.1f}]{b:>10.2f} [{mb:.1f}]{a / b:>7.2f}x")
     print(f"{'binary':<22}{'podnet KiB':>12}{'reference KiB':>15}{'ratio':>8}")
     for typ in ("bridge", "host-local", "loopback"):
@@ -223,13 +235,15 @@ def main():
     print("plus nft -f with ipMasq. The floor's DEL waits for the kernel to unregister the veth (RCU,")
     print("10-20 ms); podnet's DEL hands that to a detached helper (PluginKernel/DeferredUnregister)")
     print(f"{'config':<22}{'podnet ms':>12}{'floor ms':>15}{'ratio':>8}   (median)")
-    for masq, _, phases in rows:
+    for label, masq, _, phases in rows:
         for phase in ("ADD", "DEL"):
             a = statistics.median(phases[phase]) * 1e3
             f = statistics.median([x[0 if phase == "ADD" else 1] for x in floors[masq]]) * 1e3
-            label = ("ipMasq (nft floor) " if masq else "no ipMasq ") + phase
-            print(f"{label:<22}{a:>12.2f}{f:>15.2f}{a / f:>7.2f}x")
-    bench_portmap(ours_dir, ref_dir, pods)
+            row = {"no ipMasq": "no ipMasq ", "ipMasq (iptables)": "ipMasq (nft floor) ",
+                   "ipMasq (nftables)": "nftables (floor) "}[label] + phase
+            print(f"{row:<22}{a:>12.2f}{f:>15.2f}{a / f:>7.2f}x")
+    bench_portmap(ours_dir, ref_dir, pods, "iptables")
+    bench_portmap(ours_dir, ref_dir, pods, "nftables")
 
 
 main()

@@ -25,13 +25,13 @@ import PluginKernel
 
 public struct Bridge: CNIPlugin {
     let kernel: any PluginKernel
-    /// Applies the ipMasq rules.
+    /// Applies the ipMasq rules: nftables over netlink in-process, iptables through its tools.
     let netfilter: Masquerade
     /// Runs the IPAM plugin.
     let ipam: any DelegateRunner
 
     public init(
-        kernel: any PluginKernel = SystemKernel(), netfilter: Masquerade = Masquerade(),
+        kernel: any PluginKernel = SystemKernel(), netfilter: Masquerade = Masquerade(nftables: NetlinkNFTables()),
         ipam: any DelegateRunner = CNIPathDelegates()
     ) {
         self.kernel = kernel

@@ -12,6 +12,7 @@
 // operation gets is the rule set's call, since only it knows which races its scripts can lose.
 
 import Addressing
+import Netlink
 
 /// The two ways to program netfilter: the bridge's `ipMasqBackend` and portmap's `backend` values.
 public enum NetfilterBackend: String, Sendable, Hashable, CaseIterable {
@@ -45,12 +46,16 @@ public struct Transaction: Hashable, Sendable {
     }
 }
 
-/// Lists tables, applies transactions and probes backends through a `CommandRunner`.
+/// Lists tables, applies transactions and probes backends through a `CommandRunner`, and
+/// nftables batches through `nftables` when there is one.
 public struct NetfilterExecutor: Sendable {
     public let runner: any CommandRunner
+    /// nftables over netlink; nil: every nftables change is an `nft -f -` process.
+    public let nftables: (any NFTablesKernel)?
 
-    public init(runner: any CommandRunner = SystemCommandRunner()) {
+    public init(runner: any CommandRunner = SystemCommandRunner(), nftables: (any NFTablesKernel)? = nil) {
         self.runner = runner
+        self.nftables = nftables
     }
 
     /// "iptables" or "ip6tables".
@@ -110,6 +115,46 @@ public struct NetfilterExecutor: Sendable {
                 throw .commandFailed(
                     command: transaction.command.description, status: out.status,
                     stderr: trimmed(out.stderr))
+            }
+        }
+        return nil
+    }
+
+    // MARK: - nftables over netlink
+
+    /// Runs `body` against the netlink kernel. Returns false, having done nothing, when there is
+    /// none or the kernel refused nftables over netlink (`refusesNetlink`): then the caller does
+    /// the same with `nft`. Every other error is thrown.
+    public func viaNetlink(_ body: (any NFTablesKernel) throws(NetfilterError) -> Void) throws(NetfilterError) -> Bool {
+        guard let nftables else { return false }
+        do throws(NetfilterError) {
+            try body(nftables)
+            return true
+        } catch {
+            if error.refusesNetlink { return false }
+            throw error
+        }
+    }
+
+    /// The netlink twin of `transact`: lists, renders a batch and applies it, up to `attempts`
+    /// times; a batch that failed because a listed rule was gone (ENOENT) is rendered again from
+    /// a fresh listing, as is nothing else. Returns the listing the applied batch came from; nil
+    /// when `render` found nothing to do.
+    @discardableResult
+    public func transactNetlink<Listing>(
+        attempts: Int = 2, list: () throws(NetfilterError) -> Listing,
+        render: (Listing) -> NFTBatch
+    ) throws(NetfilterError) -> Listing? {
+        for attempt in 1...max(attempts, 1) {
+            let listing = try list()
+            let batch = render(listing)
+            if batch.isEmpty { return nil }
+            guard let nftables else { return nil }
+            do throws(NetfilterError) {
+                try nftables.apply(batch)
+                return listing
+            } catch {
+                if attempt >= attempts || !error.isNetlinkNotFound { throw error }
             }
         }
         return nil

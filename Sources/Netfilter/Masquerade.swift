@@ -8,14 +8,19 @@
 //   leaks the chain when DEL comes without the link (plugins#810).
 // - GC works for both layouts (the reference's iptables GC is a stub).
 // - Each family costs one read and one write per call instead of a process per rule:
-//     setup     iptables: 2 spawns per family that has an address; nftables: 2
-//     teardown  4 (iptables and ip6tables, read + restore) + 1 (nft list) + 1 if nft rules exist
+//     setup     iptables: 2 spawns per family that has an address; nftables: no process, one
+//               GETRULE dump of masq_checks and one netlink batch (2 `nft` spawns without netlink)
+//     teardown  4 (iptables and ip6tables, read + restore); nftables: a dump and, if the
+//               attachment has rules, one batch (1 + 1 `nft` spawns without netlink)
 //     gc        like teardown, but the writes only when something is stale
+//     check     nftables still reads `nft -a list table` text (rule bodies are compared as text)
 //   A backend probe (`iptables -S INPUT`, `nft --check`) runs only when something failed, to tell
 //   "this backend is not usable here" (ignored, as the reference does) from a real error.
-// Every process goes through `NetfilterExecutor`.
+// Every process and netlink batch goes through `NetfilterExecutor`; when the kernel refuses
+// nftables over netlink (see NFTNetlink.swift), the same change is made with `nft -f -`.
 
 import Addressing
+import Netlink
 
 public struct Masquerade: Sendable {
     /// The `ipMasqBackend` config value.
@@ -26,9 +31,11 @@ public struct Masquerade: Sendable {
     public let runner: any CommandRunner
     let executor: NetfilterExecutor
 
-    public init(runner: any CommandRunner = SystemCommandRunner()) {
+    /// `nftables` nil makes every nftables change an `nft` process through `runner`
+    /// (`NetlinkNFTables()` is what the plugins pass).
+    public init(runner: any CommandRunner = SystemCommandRunner(), nftables: (any NFTablesKernel)? = nil) {
         self.runner = runner
-        executor = NetfilterExecutor(runner: runner)
+        executor = NetfilterExecutor(runner: runner, nftables: nftables)
     }
 
     /// Installs the rules for one attachment's addresses. `backend` nil means the reference's
@@ -60,6 +67,23 @@ public struct Masquerade: Sendable {
             // that vanished between the two (someone flushed the table) fails the whole
             // transaction, so nothing was changed: list again, once.
             let m = NFTMasquerade(network: network, ifname: ifname, containerID: containerID)
+            // Over netlink the listing is of the whole table, so that a postrouting chain that is
+            // already right is left alone (see `setupBatch`).
+            let done = try executor.viaNetlink { (kernel) throws(NetfilterError) in
+                try executor.transactNetlink(
+                    list: { () throws(NetfilterError) in
+                        try kernel.rules(.inet, table: MasqueradeNames.nftTable, chain: nil)
+                    },
+                    render: { rules in
+                        let stale = rules.filter {
+                            $0.chain == MasqueradeNames.nftChain && ($0.comment?.hasPrefix(m.instanceHash) ?? false)
+                        }
+                        return m.setupBatch(
+                            addresses: addresses, stale: stale.map(\.handle),
+                            keepPostrouting: NFTMasquerade.postroutingIsCurrent(rules))
+                    })
+            }
+            if done { return }
             try executor.transact(attempts: 2, list: masqChecks) { listing in
                 let stale = listing.rules(in: MasqueradeNames.nftChain, commentPrefix: m.instanceHash)
                 return .nft(m.setupScript(addresses: addresses, stale: stale.map(\.handle)), retryable: !stale.isEmpty)
@@ -90,8 +114,10 @@ public struct Masquerade: Sendable {
         }
         do throws(NetfilterError) {
             let prefix = MasqueradeNames.nftInstanceHash(network: network, ifname: ifname, containerID: containerID)
-            try executor.transact(list: masqChecks) {
-                Self.deleteNFT($0.rules(in: MasqueradeNames.nftChain, commentPrefix: prefix))
+            if try !deleteNetlink({ $0.comment?.hasPrefix(prefix) ?? false }) {
+                try executor.transact(list: masqChecks) {
+                    Self.deleteNFT($0.rules(in: MasqueradeNames.nftChain, commentPrefix: prefix))
+                }
             }
         } catch {
             if executor.nftablesUsable(Self.nftTable.family, Self.nftTable.name) { errors.append(error) }
@@ -124,9 +150,16 @@ public struct Masquerade: Sendable {
                     MasqueradeNames.nftInstanceHash(network: network, ifname: $0.ifname, containerID: $0.containerID)
                 })
             let prefix = MasqueradeNames.nftNetworkHash(network) + "-"
-            try executor.transact(list: masqChecks) { listing in
-                let rules = listing.rules(in: MasqueradeNames.nftChain, commentPrefix: prefix)
-                return Self.deleteNFT(rules.filter { rule in !keep.contains { rule.comment?.hasPrefix($0) ?? false } })
+            let stale = { (comment: String?) -> Bool in
+                guard let c = comment, c.hasPrefix(prefix) else { return false }
+                return !keep.contains { c.hasPrefix($0) }
+            }
+            if try !deleteNetlink({ stale($0.comment) }) {
+                try executor.transact(list: masqChecks) { listing in
+                    let rules = listing.rules(in: MasqueradeNames.nftChain, commentPrefix: prefix)
+                    return Self.deleteNFT(
+                        rules.filter { rule in !keep.contains { rule.comment?.hasPrefix($0) ?? false } })
+                }
             }
         } catch {
             if executor.nftablesUsable(Self.nftTable.family, Self.nftTable.name) { errors.append(error) }
@@ -169,6 +202,21 @@ public struct Masquerade: Sendable {
     /// The `masq_checks` chain, with handles; empty when it does not exist yet.
     private func masqChecks() throws(NetfilterError) -> NFTListing {
         try executor.listNFT(Self.nftTable.family, Self.nftTable.name, chain: MasqueradeNames.nftChain)
+    }
+
+    /// The rules of `masq_checks` over netlink; empty when the table or chain does not exist yet.
+    private static func masqChecks(_ kernel: any NFTablesKernel) throws(NetfilterError) -> [NFTListedRule] {
+        try kernel.rules(.inet, table: MasqueradeNames.nftTable, chain: MasqueradeNames.nftChain)
+    }
+
+    /// Deletes the rules of `masq_checks` that `select` picks, over netlink: one dump, and one
+    /// batch when there is something to delete. False when the caller must do it with `nft`.
+    private func deleteNetlink(_ select: @escaping (NFTListedRule) -> Bool) throws(NetfilterError) -> Bool {
+        try executor.viaNetlink { (kernel) throws(NetfilterError) in
+            try executor.transactNetlink(
+                list: { () throws(NetfilterError) in try Self.masqChecks(kernel) },
+                render: { NFTMasquerade.deleteBatch(handles: $0.filter(select).map(\.handle)) })
+        }
     }
 
     /// The transaction deleting `rules` from `masq_checks`; nil when there are none.

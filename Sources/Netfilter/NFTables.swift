@@ -19,6 +19,7 @@
 // rebuilt, the attachment's old rules are deleted and its new ones added, all or nothing.
 
 import Addressing
+import Netlink
 
 /// One rule line of `nft -a list ...`: its chain, text (without `# handle N`) and handle.
 public struct NFTRule: Hashable, Sendable {
@@ -115,6 +116,61 @@ public struct NFTMasquerade: Hashable, Sendable {
             lines.append("add rule \(t) \(Self.chain) \(rule(a))")
         }
         return (lines + [""]).joined(separator: "\n")
+    }
+
+    /// `setupScript` as one netlink batch: the same objects, rules and comments, in the same order.
+    /// With `keepPostrouting` (the chain already holds exactly `postroutingRules`, see
+    /// `postroutingIsCurrent`), the flush and re-add of postrouting are left out: `nft list
+    /// ruleset` prints the same afterwards, and a batch that deletes no rule spares the caller the
+    /// RCU grace period that nf_tables waits for when the socket of a deleting batch is closed.
+    public func setupBatch(addresses: [IPNetwork], stale: [UInt64], keepPostrouting: Bool = false) -> NFTBatch {
+        let t = MasqueradeNames.nftTable
+        var batch = NFTBatch([
+            .addTable(.inet, t, comment: MasqueradeNames.nftTableComment),
+            .addChain(.inet, table: t, chain: Self.chain, base: nil, comment: MasqueradeNames.nftChainComment),
+            .addChain(
+                .inet, table: t, chain: Self.base,
+                base: NFTBaseChain(type: "nat", hook: .postrouting, priority: NFTBaseChain.srcnat), comment: nil),
+        ])
+        if !keepPostrouting {
+            batch.append(.flushChain(.inet, table: t, chain: Self.base))
+            for e in Self.postroutingRules {
+                batch.append(.addRule(.inet, table: t, chain: Self.base, expressions: e, comment: nil))
+            }
+        }
+        for handle in stale { batch.append(.deleteRule(.inet, table: t, chain: Self.chain, handle: handle)) }
+        var seen: Set<IPAddress> = []
+        for a in addresses where seen.insert(a.address).inserted {
+            batch.append(
+                .addRule(.inet, table: t, chain: Self.chain, expressions: ruleExpressions(a), comment: comment))
+        }
+        return batch
+    }
+
+    /// The rules of postrouting, as expressions: `ip daddr 224.0.0.0/4 return`,
+    /// `ip6 daddr ff00::/8 return`, `goto masq_checks`.
+    static let postroutingRules: [[NFTExpression]] = [
+        NFTMatch.nfproto(.v4) + NFTMatch.address(source: false, .eq, IPNetwork("224.0.0.0/4")!) + [.verdict(.return)],
+        NFTMatch.nfproto(.v6) + NFTMatch.address(source: false, .eq, IPNetwork("ff00::/8")!) + [.verdict(.return)],
+        [.verdict(.goto(chain))],
+    ]
+
+    /// Whether postrouting in `rules` (a dump of the table) is exactly what setup would rebuild.
+    public static func postroutingIsCurrent(_ rules: [NFTListedRule]) -> Bool {
+        let base = rules.filter { $0.chain == Self.base }
+        return base.allSatisfy { $0.comment == nil } && base.map(\.expressions) == postroutingRules
+    }
+
+    /// `rule(address)` as expressions: `ip saddr <a> ip daddr != <net> masquerade`.
+    func ruleExpressions(_ address: IPNetwork) -> [NFTExpression] {
+        let whole = IPNetwork(address: address.address, prefixLength: address.family.bitWidth)!
+        return NFTMatch.nfproto(address.family) + NFTMatch.address(source: true, .eq, whole)
+            + NFTMatch.address(source: false, .neq, address.network) + [.masquerade]
+    }
+
+    /// `deleteScript` as one netlink batch.
+    public static func deleteBatch(handles: [UInt64]) -> NFTBatch {
+        NFTBatch(handles.map { .deleteRule(.inet, table: MasqueradeNames.nftTable, chain: chain, handle: $0) })
     }
 
     /// A transaction deleting the rules with these handles from `masq_checks`.

@@ -1,4 +1,6 @@
-// Errors of the Netfilter library: which command failed and what it printed.
+// Errors of the Netfilter library: which command or netlink operation failed and why.
+
+import Netlink
 
 #if canImport(Glibc)
     import Glibc
@@ -15,6 +17,9 @@ public enum NetfilterError: Error, Equatable, Sendable, CustomStringConvertible 
     case timedOut(command: String, seconds: Double)
     /// The command exited non-zero; `stderr` is what it printed, trimmed.
     case commandFailed(command: String, status: Int32, stderr: String)
+    /// nftables over netlink failed: the kernel's error for the operation that caused it
+    /// (`NFT_MSG_NEWRULE inet cni_plugins_masquerade masq_checks: Operation not supported`).
+    case netlink(NetlinkError)
     /// Several independent steps failed (teardown and GC try every backend and family).
     case multiple([NetfilterError])
 
@@ -28,6 +33,8 @@ public enum NetfilterError: Error, Equatable, Sendable, CustomStringConvertible 
             return "\(command) did not finish within \(seconds)s"
         case .commandFailed(let command, let status, let stderr):
             return "\(command) failed (exit status \(status)): \(stderr)"
+        case .netlink(let error):
+            return "nftables: \(error)"
         case .multiple(let errors):
             return errors.map(\.description).joined(separator: "\n")
         }

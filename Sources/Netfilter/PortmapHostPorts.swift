@@ -3,12 +3,17 @@
 //
 // Processes per call, for a container with one address family (a second family doubles the
 // iptables numbers):
-//   setup     iptables: 2 (read the nat table, one restore); nftables: 1 (one transaction)
+//   setup     iptables: 2 (read the nat table, one restore); nftables: none, one GETRULE dump
+//             per family and one netlink batch for every family (1 `nft -f` without netlink)
 //   teardown  iptables: 1 read per family asked for + 1 restore where the container has rules;
-//             nftables: 1 listing per family + 1 transaction if the container has rules
-//   check     1 read or listing per family
-//   gc        iptables: 2 reads + 1 restore per family with stale rules; nftables: 2 listings + 1
+//             nftables: none, one GETRULE dump per family + 1 batch if the container has rules
+//             (the same count of `nft` processes without netlink)
+//   check     1 read or listing per family (nftables: `nft -a list table` text)
+//   gc        iptables: 2 reads + 1 restore per family with stale rules; nftables: 2 dumps + 1
 //   conntrack 1 (`conntrack -R -`, every UDP port and family in one batch), only for UDP ports
+// nftables goes over netlink (NFTNetlink.swift) when `nftables` is given, and falls back to the
+// same change as an `nft -f -` script when the kernel refuses the batch, or when a condition is
+// nft syntax that the netlink encoder does not understand.
 // With the backend left to the reference's automatic choice, the first iptables read doubles as
 // the usability probe; nftables is probed only when it fails. Every process but conntrack goes
 // through `NetfilterExecutor`.
@@ -19,6 +24,7 @@
 // - GC removes the rules of containers that are not valid attachments (the reference's is a no-op).
 
 import Addressing
+import Netlink
 
 public struct HostPorts: Sendable {
     /// The `backend` config value; the same two as the bridge's `ipMasqBackend`.
@@ -31,9 +37,11 @@ public struct HostPorts: Sendable {
     public let runner: any CommandRunner
     let executor: NetfilterExecutor
 
-    public init(runner: any CommandRunner = SystemCommandRunner()) {
+    /// `nftables` nil makes every nftables change an `nft` process through `runner`
+    /// (`NetlinkNFTables()` is what the plugin passes).
+    public init(runner: any CommandRunner = SystemCommandRunner(), nftables: (any NFTablesKernel)? = nil) {
         self.runner = runner
-        executor = NetfilterExecutor(runner: runner)
+        executor = NetfilterExecutor(runner: runner, nftables: nftables)
     }
 
     /// Installs the forwarding to the first address of each family in `addresses`. `backend`
@@ -65,6 +73,23 @@ public struct HostPorts: Sendable {
                 }
             }
         case .nftables:
+            var encodable = true
+            let done = try executor.viaNetlink { (kernel) throws(NetfilterError) in
+                var batch = NFTBatch()
+                for c in containers {
+                    let listed = try kernel.rules(NFTFamily(c.family), table: PortmapNames.nftTable, chain: nil)
+                    guard
+                        let ops = NFTPortmap(family: c.family, forwarding: forwarding).setupOperations(
+                            container: c.address, listed: listed)
+                    else {
+                        encodable = false
+                        return
+                    }
+                    batch.operations += ops
+                }
+                try kernel.apply(batch)
+            }
+            if done && encodable { return chosen }
             let lines = containers.flatMap {
                 NFTPortmap(family: $0.family, forwarding: forwarding).setupLines(container: $0.address)
             }
@@ -113,6 +138,18 @@ public struct HostPorts: Sendable {
     }
 
     private func teardownNFT(containerID: String, families: [IPFamily]) throws(NetfilterError) -> [UDPPort] {
+        var removed: [UDPPort] = []
+        let done = try executor.viaNetlink { (kernel) throws(NetfilterError) in
+            let used = try deleteNetlink(kernel, families) {
+                NFTPortmap.containerRules(containerID: containerID, in: $1)
+            }
+            removed = (used ?? []).flatMap { family, rules in
+                NFTPortmap.udpPorts(NFTPortmap.containerRules(containerID: containerID, in: rules)).map {
+                    UDPPort(family: family, port: $0)
+                }
+            }
+        }
+        if done { return removed }
         let select = { (_: IPFamily, listing: NFTListing) in
             NFTPortmap.containerRules(containerID: containerID, in: listing)
         }
@@ -178,6 +215,10 @@ public struct HostPorts: Sendable {
     }
 
     private func gcNFT(_ valid: Set<String>) throws(NetfilterError) {
+        let done = try executor.viaNetlink { (kernel) throws(NetfilterError) in
+            try deleteNetlink(kernel, [.v4, .v6]) { NFTPortmap.staleRules(validContainerIDs: valid, in: $1) }
+        }
+        if done { return }
         try deleteNFT([.v4, .v6]) { _, listing in NFTPortmap.staleRules(validContainerIDs: valid, in: listing) }
     }
 
@@ -269,6 +310,27 @@ public struct HostPorts: Sendable {
                     NFTPortmap.deleteLines(family, select(family, listing))
                 }
                 return lines.isEmpty ? nil : .nft((lines + [""]).joined(separator: "\n"))
+            })
+    }
+
+    /// `deleteNFT` over netlink: a dump of each family's table, one batch deleting what
+    /// `select` picks. Returns the dumps the batch was made from; nil when nothing was deleted.
+    @discardableResult
+    private func deleteNetlink(
+        _ kernel: any NFTablesKernel, _ families: [IPFamily],
+        _ select: @escaping (IPFamily, [NFTListedRule]) -> [NFTListedRule]
+    ) throws(NetfilterError) -> [(IPFamily, [NFTListedRule])]? {
+        try executor.transactNetlink(
+            list: { () throws(NetfilterError) in
+                var dumps: [(IPFamily, [NFTListedRule])] = []
+                for family in families {
+                    dumps.append(
+                        (family, try kernel.rules(NFTFamily(family), table: PortmapNames.nftTable, chain: nil)))
+                }
+                return dumps
+            },
+            render: { dumps in
+                NFTBatch(dumps.flatMap { family, rules in NFTPortmap.deleteOperations(family, select(family, rules)) })
             })
     }
 

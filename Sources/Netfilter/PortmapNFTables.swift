@@ -18,8 +18,15 @@
 // go into one `nft -f -` transaction (all or nothing) that adds the tables and chains if
 // missing, rebuilds the three jump chains, and adds the container's rules. (A repeated ADD of
 // one container, which the spec rules out, would add its rules twice; DEL removes all copies.)
+//
+// Over netlink the same lines are `setupOperations`, one batch for every family, after one dump
+// per family that lets jump chains that are already right stay as they are. The
+// `conditionsV4`/`conditionsV6` tokens are nft syntax, which only nft parses in full: the
+// operations understand address matches (`ip daddr [!=] 192.0.2.0/24`) and leave any other
+// condition to the `nft -f -` script.
 
 import Addressing
+import Netlink
 
 /// The nftables rules of one container in one family.
 public struct NFTPortmap: Hashable, Sendable {
@@ -86,6 +93,144 @@ public struct NFTPortmap: Hashable, Sendable {
             lines.append("add rule \(t) \(PortmapNames.nftMasquerading) \(r) \(comment)")
         }
         return lines
+    }
+
+    /// `setupLines` as netlink operations: the same objects and rules in the same order; nil
+    /// when a condition is not one `NFTPortmap.conditionExpressions` understands. `listed`, a dump
+    /// of this family's table, lets a jump chain that already holds exactly its rules be left
+    /// alone instead of flushed and rebuilt (`nft list ruleset` prints the same; a batch that
+    /// deletes no rule spares the RCU grace period nf_tables waits for when its socket closes).
+    public func setupOperations(container: IPAddress, listed: [NFTListedRule] = []) -> [NFTOperation]? {
+        guard let cond = Self.conditionExpressions(forwarding.conditions(family), family: family) else { return nil }
+        let f = NFTFamily(family), t = PortmapNames.nftTable
+        func rule(_ chain: String, _ e: [NFTExpression], _ comment: String? = nil) -> NFTOperation {
+            .addRule(f, table: t, chain: chain, expressions: e, comment: comment)
+        }
+        func chain(_ name: String, _ base: NFTBaseChain? = nil) -> NFTOperation {
+            .addChain(f, table: t, chain: name, base: base, comment: nil)
+        }
+        /// Flushes `name` and adds `rules`, unless it holds exactly these rules already.
+        func rebuild(_ name: String, _ rules: [[NFTExpression]]) -> [NFTOperation] {
+            let now = listed.filter { $0.chain == name }
+            if now.allSatisfy({ $0.comment == nil }) && now.map(\.expressions) == rules { return [] }
+            return [.flushChain(f, table: t, chain: name)] + rules.map { rule(name, $0) }
+        }
+        let all = PortmapNames.nftHostPortsAll
+        var ops: [NFTOperation] = [
+            .addTable(f, t, comment: PortmapNames.nftTableComment),
+            chain(PortmapNames.nftHostPorts), chain(PortmapNames.nftHostIPHostPorts), chain(all),
+        ]
+        ops += rebuild(
+            all, [[.verdict(.jump(PortmapNames.nftHostIPHostPorts))], [.verdict(.jump(PortmapNames.nftHostPorts))]])
+        for (name, hook) in [(PortmapNames.nftPrerouting, NFTHook.prerouting), (PortmapNames.nftOutput, .output)] {
+            ops.append(chain(name, NFTBaseChain(type: "nat", hook: hook, priority: NFTBaseChain.dstnat)))
+            ops += rebuild(name, [cond + NFTMatch.fibDaddrLocal + [.verdict(.jump(all))]])
+        }
+        if forwarding.snat {
+            ops.append(
+                chain(
+                    PortmapNames.nftMasquerading,
+                    NFTBaseChain(type: "nat", hook: .postrouting, priority: NFTBaseChain.srcnat)))
+        }
+        for m in forwarding.mappings where m.applies(to: family) {
+            guard let dport = NFTMatch.dport(m.proto, m.hostPort),
+                let dnat = NFTMatch.dnat(container, port: m.containerPort)
+            else { return nil }
+            let daddr = m.destination.map { NFTMatch.address(source: false, $0) } ?? []
+            ops.append(rule(PortmapNames.nftHostPorts, daddr + dport + dnat, forwarding.containerID))
+        }
+        if forwarding.snat {
+            let source =
+                forwarding.masqAll
+                ? IPNetwork(address: family == .v4 ? IPAddress("0.0.0.0")! : IPAddress("::")!, prefixLength: 0)!
+                : IPNetwork(address: container, prefixLength: family.bitWidth)!
+            var sources = [source]
+            if family == .v4 && !forwarding.masqAll {
+                sources.append(IPNetwork(address: IPAddress("127.0.0.1")!, prefixLength: 32)!)
+            }
+            for s in sources {
+                let e =
+                    NFTMatch.address(source: true, .eq, s) + NFTMatch.address(source: false, container)
+                    + [.masquerade]
+                ops.append(rule(PortmapNames.nftMasquerading, e, forwarding.containerID))
+            }
+        }
+        return ops
+    }
+
+    /// The expressions of condition tokens that are address matches of `family`
+    /// (`ip|ip6 saddr|daddr [==|!=] <address>[/<prefix>]`, repeated); nil for anything else.
+    public static func conditionExpressions(_ tokens: [String], family: IPFamily) -> [NFTExpression]? {
+        var out: [NFTExpression] = []
+        var rest = tokens[...]
+        while let ipx = rest.popFirst() {
+            guard ipx == (family == .v4 ? "ip" : "ip6"), let field = rest.popFirst(),
+                field == "saddr" || field == "daddr"
+            else { return nil }
+            var op = NFTCmpOp.eq
+            if rest.first == "!=" || rest.first == "==" {
+                op = rest.popFirst() == "!=" ? .neq : .eq
+            }
+            guard let text = rest.popFirst() else { return nil }
+            let net: IPNetwork?
+            if text.contains("/") {
+                net = IPNetwork(text).flatMap { $0.hasHostBits ? nil : $0 }
+            } else {
+                net = IPAddress(text).flatMap { IPNetwork(address: $0, prefixLength: $0.family.bitWidth) }
+            }
+            guard let net, net.family == family else { return nil }
+            out += NFTMatch.address(source: field == "saddr", op, net)
+        }
+        return out
+    }
+
+    /// The UDP host ports that DNAT rules among `rules` (from a netlink listing) forward: a
+    /// rule whose layer 4 protocol is UDP (`meta l4proto`, or `ip protocol`/`ip6 nexthdr` as
+    /// reference v1.6 wrote it) and whose transport destination port is compared.
+    public static func udpPorts(_ rules: [NFTListedRule]) -> [Int] {
+        var out: [Int] = []
+        for r in rules where r.chain != PortmapNames.nftMasquerading {
+            var loaded: NFTExpression?
+            var udp = false
+            var port: Int?
+            for e in r.expressions {
+                switch e {
+                case .meta, .payload: loaded = e
+                case .cmp(.eq, _, let data):
+                    switch loaded {
+                    case .meta(.l4proto, _)?, .payload(.network, offset: 9, length: 1, _)?,
+                        .payload(.network, offset: 6, length: 1, _)?:
+                        if data == [17] { udp = true }
+                    case .payload(.transport, offset: 2, length: 2, _)? where data.count == 2:
+                        port = Int(data[0]) << 8 | Int(data[1])
+                    default: break
+                    }
+                    loaded = nil
+                default: loaded = nil
+                }
+            }
+            if udp, let port, !out.contains(port) { out.append(port) }
+        }
+        return out
+    }
+
+    /// The rules of a netlink listing whose comment is exactly the container ID, in the chains
+    /// that hold such rules (`containerRules` for listings).
+    public static func containerRules(containerID: String, in rules: [NFTListedRule]) -> [NFTListedRule] {
+        rules.filter { PortmapNames.nftContainerChains.contains($0.chain) && $0.comment == containerID }
+    }
+
+    /// `staleRules` for a netlink listing.
+    public static func staleRules(validContainerIDs: Set<String>, in rules: [NFTListedRule]) -> [NFTListedRule] {
+        rules.filter { r in
+            guard PortmapNames.nftContainerChains.contains(r.chain), let c = r.comment else { return false }
+            return !validContainerIDs.contains(c)
+        }
+    }
+
+    /// Operations deleting `rules` (by handle) from this family's table.
+    public static func deleteOperations(_ family: IPFamily, _ rules: [NFTListedRule]) -> [NFTOperation] {
+        rules.map { .deleteRule(NFTFamily(family), table: PortmapNames.nftTable, chain: $0.chain, handle: $0.handle) }
     }
 
     /// What is missing for this container in `listing` (of this family's table), or nil: a DNAT

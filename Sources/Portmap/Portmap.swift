@@ -22,9 +22,12 @@ public struct Portmap: CNIPlugin {
     /// Where route_localnet is set (LocalnetRouting.swift).
     let kernel: any PluginKernel
 
-    /// The rules are applied through `hostPorts`' command runner and route_localnet through
-    /// `kernel`: tests pass a recording runner and an in-memory kernel.
-    public init(hostPorts: HostPorts = HostPorts(), kernel: any PluginKernel = SystemKernel()) {
+    /// The rules are applied through `hostPorts` (nftables over netlink, iptables through its
+    /// tools) and route_localnet through `kernel`: tests pass a recording runner and an
+    /// in-memory kernel.
+    public init(
+        hostPorts: HostPorts = HostPorts(nftables: NetlinkNFTables()), kernel: any PluginKernel = SystemKernel()
+    ) {
         self.hostPorts = hostPorts
         self.kernel = kernel
     }
