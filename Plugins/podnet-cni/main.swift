@@ -35,8 +35,9 @@ guard let entry = plugins.first(where: { $0.type == invokedAs }) else {
     // reference's skel (code 4, invalid environment variables). Error object on stdout, exit 1.
     let names = plugins.map(\.type).joined(separator: ", ")
     let error = CNIError(
-        .invalidEnvironment, "unknown plugin name \"\(invokedAs)\" (argv[0])",
-        details: "podnet-cni runs as one of: \(names); install it under those names (scripts/install.sh)")
+        .invalidEnvironment,
+        "podnet-cni run as \"\(invokedAs)\", which is not a plugin name: it runs as one of \(names)",
+        details: "install it under those names, as hard links (scripts/install.sh)")
     logStderr(error.description)
     print(String(decoding: error.json(cniVersion: nil).encoded(pretty: true), as: UTF8.self))
     exit(1)

@@ -23,14 +23,15 @@ private func identity(_ path: String) throws -> (dev: UInt64, ino: UInt64, links
     )
 }
 
-/// Runs `binary` as a runtime would, but with argv[0] set to `name` (bash's `exec -a`); returns
-/// the exit status and stdout parsed as a JSON object.
+/// Runs `binary` as a runtime would, but with argv[0] set to `name` (bash's `exec -a`) and nothing
+/// on stdin (it may exit before reading it); returns the exit status and stdout parsed as a JSON
+/// object.
 private func runAs(_ name: String, _ binary: String, command: String = "VERSION") throws -> (
     status: Int32, json: [String: Any], text: String
 ) {
     let r = try run(
         ["/bin/bash", "-c", "exec -a \"$0\" \"$1\"", name, binary],
-        env: ["CNI_COMMAND": command, "CNI_PATH": "/nonexistent"], stdin: "{}")
+        env: ["CNI_COMMAND": command, "CNI_PATH": "/nonexistent"])
     let json = (try? JSONSerialization.jsonObject(with: Data(r.stdout.utf8))) as? [String: Any] ?? [:]
     return (r.status, json, r.stdout + r.stderr)
 }
@@ -102,7 +103,7 @@ private func runAs(_ name: String, _ binary: String, command: String = "VERSION"
         for name in ["loopback", "host-local"] {
             try FileManager.default.copyItem(atPath: cni + "/" + name, toPath: copies + "/" + name)
             let r = try runPlugin(
-                name, "VERSION", PluginCall(netns: "", path: copies), config: "{}", directory: copies)
+                name, "VERSION", PluginCall(netns: "", path: copies), config: "", directory: copies)
             #expect(r.status == 0, "\(r.stdout) \(r.stderr)")
             #expect(r.json["supportedVersions"] is [Any])
         }
