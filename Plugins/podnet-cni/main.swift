@@ -16,32 +16,47 @@ import Portmap
     import Glibc
 #endif
 
-/// The plugins this executable answers to, by CNI type, with the text each prints when run by hand.
-let plugins: [(type: String, plugin: any CNIPlugin, about: String)] = [
-    ("bridge", Bridge(), "podnet bridge plugin"),
-    ("host-local", HostLocal(), "podnet host-local IPAM plugin"),
-    ("loopback", Loopback(), "podnet loopback plugin"),
-    ("portmap", Portmap(), "podnet portmap plugin"),
-    ("flannel", Flannel(), "podnet flannel plugin"),
-]
+// Nothing but the call below at top level: top-level code is main-actor isolated in Swift 6, and a
+// global variable or closure there gets a run-time isolation check, which starts the concurrency
+// runtime and libdispatch: over 1 MB more resident memory in every invocation.
 
-let invokedAs = CommandLine.arguments.first.map { String($0.split(separator: "/").last ?? "") } ?? ""
-
-// The bridge's DEL re-executes this file under this name to unregister the pod's interface.
-if invokedAs == DeferredUnregister.helperName { DeferredUnregister.runIfRequested() }
-
-guard let entry = plugins.first(where: { $0.type == invokedAs }) else {
-    // Not a plugin name: the invocation itself is wrong, as an unknown CNI_COMMAND is for the
-    // reference's skel (code 4, invalid environment variables). Error object on stdout, exit 1.
-    let names = plugins.map(\.type).joined(separator: ", ")
-    let error = CNIError(
-        .invalidEnvironment,
-        "podnet-cni run as \"\(invokedAs)\", which is not a plugin name: it runs as one of \(names)",
-        details: "install it under those names, as hard links (scripts/install.sh)")
-    logStderr(error.description)
-    print(String(decoding: error.json(cniVersion: nil).encoded(pretty: true), as: UTF8.self))
-    exit(1)
+/// Runs the plugin called `name`: each builds only its own plugin and the delegates it may run
+/// in-process, as five separate executables did, so what start-up touches stays its own.
+nonisolated func run(as name: String) -> Never {
+    switch name {
+    case "bridge":
+        CNIMain.run(Bridge(), about: "podnet bridge plugin", delegates: ["host-local": HostLocal()])
+    case "host-local":
+        CNIMain.run(HostLocal(), about: "podnet host-local IPAM plugin")
+    case "loopback":
+        CNIMain.run(Loopback(), about: "podnet loopback plugin")
+    case "portmap":
+        CNIMain.run(Portmap(), about: "podnet portmap plugin")
+    case "flannel":
+        CNIMain.run(
+            Flannel(), about: "podnet flannel plugin", delegates: ["bridge": Bridge(), "host-local": HostLocal()])
+    case DeferredUnregister.helperName:
+        // The bridge's DEL re-executes this file under this name to unregister the pod's interface.
+        DeferredUnregister.runIfRequested()
+        fallthrough
+    default:
+        // Not a plugin name: the invocation itself is wrong, as an unknown CNI_COMMAND is for the
+        // reference's skel (code 4, invalid environment variables). Error object on stdout, exit 1.
+        let error = CNIError(
+            .invalidEnvironment,
+            "podnet-cni run as \"\(name)\", which is not a plugin name: it runs as one of "
+                + "bridge, host-local, loopback, portmap, flannel",
+            details: "install it under those names, as hard links (scripts/install.sh)")
+        logStderr(error.description)
+        print(String(decoding: error.json(cniVersion: nil).encoded(pretty: true), as: UTF8.self))
+        exit(1)
+    }
 }
-CNIMain.run(
-    entry.plugin, about: entry.about,
-    delegates: Dictionary(uniqueKeysWithValues: plugins.map { ($0.type, $0.plugin) }))
+
+/// The basename of argv[0].
+nonisolated func invokedName() -> String {
+    guard let path = CommandLine.arguments.first, let last = path.split(separator: "/").last else { return "" }
+    return String(last)
+}
+
+run(as: invokedName())
