@@ -7,23 +7,14 @@ import PackageDescription
 //
 // CNI plugins are short-lived processes on every pod's start-up path: they use no Foundation at all
 // (JSONValue parses and prints JSON itself) and no async runtime. scripts/build.sh links their
-// release builds as fully static executables (glibc, Swift standard library, libstdc++, libnl).
-
-func plugin(_ type: String, _ library: String, inProcess: [String] = []) -> Target {
-    .executableTarget(
-        name: "\(library)Plugin", dependencies: ([library, "CNI"] + inProcess).map { .target(name: $0) },
-        path: "Plugins/\(type)")
-}
+// release build as one fully static executable (glibc, Swift standard library, libstdc++, libnl),
+// podnet-cni, installed as hard links named after the plugins it dispatches to.
 
 let package = Package(
     name: "podnet",
     platforms: [.macOS(.v15)],
     products: [
-        .executable(name: "bridge", targets: ["BridgePlugin"]),
-        .executable(name: "host-local", targets: ["HostLocalPlugin"]),
-        .executable(name: "loopback", targets: ["LoopbackPlugin"]),
-        .executable(name: "portmap", targets: ["PortmapPlugin"]),
-        .executable(name: "flannel", targets: ["FlannelPlugin"]),
+        .executable(name: "podnet-cni", targets: ["podnet-cni"]),
         .executable(name: "podnetd", targets: ["podnetd"]),
         .executable(name: "podnetctl", targets: ["podnetctl"]),
     ],
@@ -56,11 +47,11 @@ let package = Package(
         .target(name: "Loopback", dependencies: ["CNI", "Netlink", "PluginKernel", "Addressing"]),
         .target(name: "Portmap", dependencies: ["CNI", "Netfilter", "Netlink", "PluginKernel", "Addressing"]),
         .target(name: "Flannel", dependencies: ["CNI", "Addressing"]),
-        plugin("bridge", "Bridge", inProcess: ["HostLocal", "PluginKernel"]),
-        plugin("host-local", "HostLocal"),
-        plugin("loopback", "Loopback"),
-        plugin("portmap", "Portmap"),
-        plugin("flannel", "Flannel", inProcess: ["Bridge", "HostLocal", "PluginKernel"]),
+        // Every CNI plugin in one executable, dispatching on the name it is run as (argv[0]).
+        .executableTarget(
+            name: "podnet-cni",
+            dependencies: ["Bridge", "HostLocal", "Loopback", "Portmap", "Flannel", "PluginKernel", "CNI"],
+            path: "Plugins/podnet-cni"),
         // BGP-4 messages and the session state machine, pure (no I/O): the bgp backend's speaker.
         .target(name: "BGP", dependencies: ["Addressing"]),
         .target(

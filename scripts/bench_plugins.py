@@ -57,6 +57,26 @@ def peak_rss(directory, typ, command, conf, cid, netns):
     return int(p.stderr.decode().strip().splitlines()[-1])
 
 
+PLUGINS = ("bridge", "host-local", "loopback", "portmap", "flannel")
+
+
+def set_size(directory):
+    """(KiB on disk, how many of PLUGINS the directory has) for the plugin set in `directory`,
+    counted as du counts: allocated blocks, each inode once, so the five hard links of podnet's one
+    executable count once while the reference's five files count five times."""
+    seen, blocks, present = set(), 0, 0
+    for typ in PLUGINS:
+        try:
+            st = os.stat(os.path.join(directory, typ))
+        except FileNotFoundError:
+            continue
+        present += 1
+        if (st.st_dev, st.st_ino) not in seen:
+            seen.add((st.st_dev, st.st_ino))
+            blocks += st.st_blocks
+    return blocks * 512 / 1024, present
+
+
 def run_timed(argv, stdin):
     """Runs argv with stdin, spawned as `invoke` spawns a plugin; returns seconds. Fails the
     benchmark on a non-zero exit."""
@@ -224,9 +244,13 @@ def main():
         ma, mb = statistics.mean(times["podnet"]) * 1e3, statistics.mean(times["reference"]) * 1e3
         print(f"{label:<22}{a:>8.2f} [{ma:.1f}]{b:>10.2f} [{mb:.1f}]{a / b:>7.2f}x")
     print(f"{'binary':<22}{'podnet KiB':>12}{'reference KiB':>15}{'ratio':>8}")
+    # Per name, the file's own size: podnet's names are all the one executable.
     for typ in ("bridge", "host-local", "loopback"):
         a, b = os.path.getsize(f"{ours_dir}/{typ}") / 1024, os.path.getsize(f"{ref_dir}/{typ}") / 1024
         print(f"{typ + ' size':<22}{a:>12.0f}{b:>15.0f}{a / b:>7.2f}x")
+    (a, na), (b, nb) = set_size(ours_dir), set_size(ref_dir)
+    print(f"{f'plugin set on disk':<22}{a:>12.0f}{b:>15.0f}{a / b:>7.2f}x   (du: each inode once; "
+          f"podnet {na} names, reference {nb} of {', '.join(PLUGINS)})")
     for typ in ("bridge", "host-local"):
         a, b = rss[("podnet", typ)], rss[("reference", typ)]
         label = f"{typ} peak RSS KiB"

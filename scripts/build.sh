@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Builds the release binaries (all, or the products named as arguments) and prints the folder that
-# holds them. The CNI plugins are fully static executables (glibc, the Swift runtime, libstdc++ and
+# holds them. The CNI plugins are one executable, podnet-cni, which runs the plugin named by the file
+# it was started as (argv[0]); the folder holds it and hard links of it named bridge, host-local,
+# loopback, portmap and flannel. Naming any of those (or podnet-cni) builds it and makes all five
+# links. It is a fully static executable (glibc, the Swift runtime, libstdc++ and
 # libnl included): they need no shared library on the host, and a static executable maps fewer
 # pages at start-up, which is part of every pod's latency and memory. podnetd and podnetctl link
 # glibc dynamically (their etcd endpoints may be host names, resolved through the host's NSS) and
@@ -9,12 +12,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh >&2
 source scripts/static-libs.sh
-# Every plugin of this build gets the same build-id, a hash of the sources: a plugin runs a
-# delegate in-process only when the delegate's binary carries its own build-id (CNI/BuildID.swift).
-stamp=$(find Package.swift Sources Plugins -type f -name '*.swift' -o -type f -name '*.[ch]' | LC_ALL=C sort | xargs cat | sha1sum | cut -c1-40)
-common=(-c release --static-swift-stdlib -Xlinker -L"$PWD/$static" -Xlinker -s -Xlinker --build-id=0x"$stamp")
+common=(-c release --static-swift-stdlib -Xlinker -L"$PWD/$static" -Xlinker -s)
 # The plugins link with lld, their functions ordered by a start-up profile (scripts/orderfile.sh
-# regenerates the list): the code a plugin runs sits together at the front of .text, and far fewer
+# regenerates the list): the code the plugins run sits together at the front of .text, and far fewer
 # pages of the binary become resident per invocation. Names the list has and the binary lacks are
 # ignored.
 plugin_flags=("${common[@]}" -Xswiftc -static-executable -Xswiftc -use-ld=lld
@@ -36,9 +36,16 @@ if [ "${PODNET_ORDER_PROFILE:-}" = 1 ]; then
 else
   daemon_flags+=(-Xlinker --symbol-ordering-file="$PWD/scripts/podnetd.order" -Xlinker --no-warn-symbol-ordering)
 fi
-# Products to build: the arguments, else every CNI plugin, podnetd and podnetctl.
-products=("$@")
-[ ${#products[@]} -gt 0 ] || products=(bridge host-local loopback portmap flannel podnetd podnetctl)
+plugins=(bridge host-local loopback portmap flannel)
+# Products to build: the arguments (a plugin's name meaning podnet-cni), else podnet-cni, podnetd
+# and podnetctl.
+requested=("$@")
+[ ${#requested[@]} -gt 0 ] || requested=(podnet-cni podnetd podnetctl)
+products=()
+for p in "${requested[@]}"; do
+  case " ${plugins[*]} " in *" $p "*) p=podnet-cni;; esac
+  case " ${products[*]} " in *" $p "*) ;; *) products+=("$p");; esac
+done
 mkdir -p "$out"
 for p in "${products[@]}"; do
   case $p in podnetd|podnetctl) flags=("${daemon_flags[@]}");; *) flags=("${plugin_flags[@]}");; esac
@@ -55,5 +62,8 @@ for p in "${products[@]}"; do
   bin="$(swift build "${flags[@]}" --show-bin-path)/$p"
   [ "$status" = 0 ] && [ -x "$bin" ] || { echo "build of $p failed" >&2; exit 1; }
   ln -f "$bin" "$out/$p"
+  if [ "$p" = podnet-cni ]; then
+    for name in "${plugins[@]}"; do ln -f "$out/podnet-cni" "$out/$name"; done
+  fi
 done
 echo "$PWD/$out"

@@ -1,19 +1,20 @@
 #!/usr/bin/env bash
-# Regenerates scripts/plugins.order, the function order scripts/build.sh links the CNI plugins with
-# (lld --symbol-ordering-file). A plugin runs for a few milliseconds and touches code spread over
+# Regenerates scripts/plugins.order, the function order scripts/build.sh links the CNI plugins'
+# executable, podnet-cni, with (lld --symbol-ordering-file). A plugin runs for a few milliseconds and touches code spread over
 # the whole static Swift runtime, glibc and libstdc++; the kernel maps 64 KB around each page it
 # faults in, so scattered code costs far more resident memory than its size. Putting the functions
 # the plugins run first in .text, together, keeps each invocation's peak RSS small.
 #
-# How: builds the plugins unstripped (same static link as build.sh, scratch .build-order-prof),
-# runs every plugin and command once as a runtime would (host-local, bridge with and without
+# How: builds podnet-cni unstripped (same static link as build.sh, scratch .build-order-prof) with
+# hard links named after the plugins, as installed, runs every plugin and command once as a runtime would (host-local, bridge with and without
 # ipMasq, loopback, portmap after bridge, flannel delegating to both) under valgrind's callgrind,
 # in network namespaces podnet-t-order-* (deleted at the end), and lists the functions each
 # invocation executed. Added to that: the IFUNC resolvers (a static glibc runs all of them at
 # start-up) and the variants glibc picks on this machine's CPU (valgrind emulates an older one).
-# Order: functions host-local runs first, then those only loopback, bridge, portmap, flannel run
-# (each binary holds only its own, so each gets its executed code as one block); inside a block,
-# those more invocations share first (the start-up, then VERSION, then ADD/DEL/CHECK...).
+# Order: the union of all invocations' functions, those host-local runs first, then those only
+# loopback, bridge, portmap, flannel run (so each plugin's executed code is a few contiguous
+# blocks); inside a block, those more invocations share first (the start-up, then VERSION, then
+# ADD/DEL/CHECK...).
 #
 # When: after changes that move much code (a new dependency, a Swift toolchain update, a large
 # refactoring of a plugin's path). A stale or missing name is harmless (lld ignores it: build.sh
@@ -28,21 +29,21 @@ done
 scripts/deps.sh >&2
 scratch=.build-order-prof
 source scripts/static-libs.sh
-# One build-id for all, as build.sh stamps them: delegates then run in-process, as in production.
 flags=(-c release --static-swift-stdlib -Xlinker -L"$PWD/$static" --scratch-path "$scratch"
-       -Xswiftc -static-executable -Xlinker --build-id=0x"$(echo podnet-orderfile | sha1sum | cut -c1-40)")
+       -Xswiftc -static-executable)
 work=$(mktemp -d /tmp/podnet-order-XXXXXX)
 trap 'rm -rf "$work"' EXIT
 mkdir "$work/bin"
-for p in bridge host-local loopback portmap flannel; do
-  status=0
-  swift build -q "${flags[@]}" --product "$p" 2>&1 \
-    | grep -v -e "the use of .mktemp' is dangerous" -e ": warning: Using '[a-z]*' in statically linked" >&2 \
-    || status=${PIPESTATUS[0]}
-  [ "$status" = 0 ] || { echo "orderfile.sh: build of $p failed" >&2; exit 1; }
-  # valgrind cannot read the DWARF 5 of some objects: keep the symbol table only.
-  objcopy --strip-debug "$(swift build "${flags[@]}" --show-bin-path)/$p" "$work/bin/$p"
-done
+status=0
+swift build -q "${flags[@]}" --product podnet-cni 2>&1 \
+  | grep -v -e "the use of .mktemp' is dangerous" -e ": warning: Using '[a-z]*' in statically linked" >&2 \
+  || status=${PIPESTATUS[0]}
+[ "$status" = 0 ] || { echo "orderfile.sh: build of podnet-cni failed" >&2; exit 1; }
+# valgrind cannot read the DWARF 5 of some objects: keep the symbol table only. The plugin names
+# are hard links of it, as scripts/install.sh installs them: delegates then run in-process, as in
+# production.
+objcopy --strip-debug "$(swift build "${flags[@]}" --show-bin-path)/podnet-cni" "$work/bin/podnet-cni"
+for p in bridge host-local loopback portmap flannel; do ln "$work/bin/podnet-cni" "$work/bin/$p"; done
 
 python3 - "$work" scripts/plugins.order <<'PY'
 import ctypes, glob, json, os, re, subprocess, sys, tempfile

@@ -9,11 +9,29 @@ import Spawn
 #endif
 
 public enum Delegate {
-    /// Plugins compiled into this executable, by CNI type. When the binary found in CNI_PATH for
-    /// such a type carries this executable's build-id, it is the same code, and it runs
-    /// in-process through the same dispatcher: same environment, stdin, result bytes and errors,
-    /// without paying for a process start on every pod's ADD and DEL. Set once by `CNIMain.run`.
+    /// Plugins compiled into this executable, by CNI type. When the file found in CNI_PATH for
+    /// such a type is this executable itself (`isRunningExecutable`), it is the same code, and it
+    /// runs in-process through the same dispatcher: same environment, stdin, result bytes and
+    /// errors, without paying for a process start on every pod's ADD and DEL. Set once by
+    /// `CNIMain.run`.
     nonisolated(unsafe) static var builtIn: [String: any CNIPlugin] = [:]
+
+    /// The device and inode of the running executable (`/proc/self/exe`), read once.
+    static let runningExecutable: (dev: UInt64, ino: UInt64)? = fileID("/proc/self/exe")
+
+    /// Whether `path` is the running executable's file: the same device and inode, i.e. the file
+    /// itself or a hard link of it. A copy is another inode, and so is another build installed
+    /// over it (a rename gives the name a new inode), so both are executed instead.
+    static func isRunningExecutable(_ path: String) -> Bool {
+        guard let own = runningExecutable, let other = fileID(path) else { return false }
+        return own == other
+    }
+
+    private static func fileID(_ path: String) -> (dev: UInt64, ino: UInt64)? {
+        var st = stat()
+        guard stat(path, &st) == 0 else { return nil }
+        return (UInt64(truncatingIfNeeded: st.st_dev), UInt64(truncatingIfNeeded: st.st_ino))
+    }
 
     /// How long a delegate may run before it is killed and the call fails with code 11.
     /// `PODNET_DELEGATE_TIMEOUT` (seconds) in the environment overrides it.
@@ -124,7 +142,7 @@ public enum Delegate {
         }
         var env = request.env.raw
         env["CNI_COMMAND"] = command.rawValue
-        if let plugin = builtIn[type], let own = BuildID.current, BuildID.read(path: path) == own {
+        if let plugin = builtIn[type], isRunningExecutable(path) {
             let out = CNIMain.dispatch(plugin, env: env, stdin: input)
             return outcome(type, status: out.exitCode, stdout: out.stdout, stderr: [])
         }

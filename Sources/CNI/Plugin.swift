@@ -34,9 +34,9 @@ public enum CNIMain {
         run(plugin, about: about, delegates: [:])
     }
 
-    /// As `run(_:about:)`; `delegates` are plugins compiled into this executable that may run
-    /// in-process when the delegate binary found in CNI_PATH is from the same build
-    /// (see `Delegate.builtIn`).
+    /// As `run(_:about:)`; `delegates` are plugins compiled into this executable that run
+    /// in-process when the delegate file found in CNI_PATH is this executable's own file, a hard
+    /// link of it (see `Delegate.builtIn`).
     public static func run(_ plugin: some CNIPlugin, about: String, delegates: [String: any CNIPlugin]) -> Never {
         Delegate.builtIn = delegates
         let env = Spawn.environment()

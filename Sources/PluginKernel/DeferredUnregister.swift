@@ -20,6 +20,10 @@ import Netlink
 public enum DeferredUnregister {
     static let variable = "PODNET_BRIDGE_UNREGISTER"
 
+    /// The helper's argv[0]. The plugins' executable dispatches on the name it was run as, and
+    /// answers to this one by calling `runIfRequested()`.
+    public static let helperName = "podnet-unregister"
+
     /// Detaches `link` (in the namespace whose handle is `namespaceFD`, reached through `nl`) and
     /// deletes it in a detached helper, or right away when no helper can be started.
     static func detachAndDelete(_ link: Link, _ nl: any RouteSocket, namespaceFD: Int32) throws(NetlinkError) {
@@ -53,15 +57,15 @@ public enum DeferredUnregister {
         posix_spawnattr_init(&attr)
         defer { posix_spawnattr_destroy(&attr) }
         posix_spawnattr_setflags(&attr, Int16(0x80))  // POSIX_SPAWN_SETSID
-        let argv: [UnsafeMutablePointer<CChar>?] = [strdup("podnet-unregister"), nil]
+        let argv: [UnsafeMutablePointer<CChar>?] = [strdup(helperName), nil]
         let envp: [UnsafeMutablePointer<CChar>?] = [strdup("\(variable)=\(index):\(name)"), nil]
         defer { for p in argv + envp { free(p) } }
         var pid: pid_t = 0
         return posix_spawn(&pid, "/proc/self/exe", &actions, &attr, argv, envp) == 0
     }
 
-    /// Call first thing in the bridge executable: when this process is the helper, deletes the
-    /// tombstone and exits; otherwise returns at once.
+    /// Call first thing when the executable runs as `helperName`: when this process is the
+    /// helper, deletes the tombstone and exits; otherwise returns at once.
     public static func runIfRequested() {
         guard let job = getenv(variable).map({ String(cString: $0) }) else { return }
         let parts = job.split(separator: ":")

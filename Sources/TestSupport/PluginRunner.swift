@@ -3,12 +3,12 @@
 import Foundation
 
 /// Where the built plugin binaries are: $PODNET_BIN_DIR (scripts/test.sh sets it to the release
-/// build), else this package's debug build folder.
+/// build), else the folder scripts/build.sh fills (the plugin names are hard links it makes).
 public var pluginDirectory: String {
     if let d = ProcessInfo.processInfo.environment["PODNET_BIN_DIR"], !d.isEmpty { return d }
     let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
         .deletingLastPathComponent()
-    return root.appendingPathComponent(".build/debug").path
+    return root.appendingPathComponent(".build/podnet-bin").path
 }
 
 public struct PluginResult: Sendable {

@@ -242,9 +242,10 @@ private let badRouteFields: [(field: String, value: String)] = [
 }
 
 @Suite struct HostileBinaryTests {
-    /// A delegate binary whose PT_NOTE size has the top bit set is simply not ours (the size read
-    /// as a negative count trapped while looking for the build-id).
-    @Test func elfWithNegativeNoteSizeHasNoBuildID() throws {
+    /// A delegate file that is not this executable, here a malformed ELF (a PT_NOTE size with the
+    /// top bit set, which once trapped the build-id reader), is simply not us: executed, never run
+    /// in-process.
+    @Test func elfWithNegativeNoteSizeIsNotThisExecutable() throws {
         var elf = [UInt8](repeating: 0, count: 120)
         elf.replaceSubrange(0..<8, with: [0x7f, 0x45, 0x4c, 0x46, 2, 1, 1, 0])
         elf[0x20] = 64  // e_phoff
@@ -255,6 +256,23 @@ private let badRouteFields: [(field: String, value: String)] = [
         let path = "/tmp/podnet-elf-\(UInt32.random(in: 0...UInt32.max))"
         #expect(FileManager.default.createFile(atPath: path, contents: Data(elf)))
         defer { unlink(path) }
-        #expect(BuildID.read(path: path) == nil)
+        #expect(!Delegate.isRunningExecutable(path))
+    }
+
+    /// The running executable is recognised through any of its names, a hard link included (a
+    /// copy is another inode, as the malformed file above is).
+    @Test func aHardLinkOfThisExecutableIsThisExecutable() throws {
+        #expect(Delegate.isRunningExecutable("/proc/self/exe"))
+        var buf = [CChar](repeating: 0, count: 4096)
+        let n = readlink("/proc/self/exe", &buf, buf.count - 1)
+        try #require(n > 0)
+        let exe = String(decoding: buf[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        #expect(Delegate.isRunningExecutable(exe))
+        #expect(!Delegate.isRunningExecutable("/nonexistent/podnet-cni"))
+        // Next to the executable, on its file system, as a hard link must be.
+        let link = exe + ".podnet-link-\(UInt32.random(in: 0...UInt32.max))"
+        try #require(Glibc.link(exe, link) == 0)
+        defer { unlink(link) }
+        #expect(Delegate.isRunningExecutable(link))
     }
 }
