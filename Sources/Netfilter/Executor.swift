@@ -14,6 +14,12 @@
 import Addressing
 import Netlink
 
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Musl)
+    import Musl
+#endif
+
 /// The two ways to program netfilter: the bridge's `ipMasqBackend` and portmap's `backend` values.
 public enum NetfilterBackend: String, Sendable, Hashable, CaseIterable {
     case iptables, nftables
@@ -118,6 +124,38 @@ public struct NetfilterExecutor: Sendable {
             }
         }
         return nil
+    }
+
+    // MARK: - iptables without a process
+
+    /// Whether iptables holds nothing of `chain` in `table` for `family`, known without starting
+    /// a process: there is no legacy x_tables `table` in this namespace (it would be listed in
+    /// /proc/net/ip_tables_names or ip6_tables_names), and in nf_tables, where iptables-nft keeps
+    /// its rules (table `ip|ip6 <table>`), `chain` has no rule and no rule of `from` jumps to it.
+    /// False whenever it cannot tell (no nftables over netlink, a listing that fails), so a
+    /// caller then lists with iptables as before.
+    public func iptablesHoldsNothing(_ family: IPFamily, table: String = "nat", chain: String, from: String) -> Bool {
+        guard let nftables, !Self.legacyTables(family).contains(table) else { return false }
+        let nftFamily = NFTFamily(family)
+        guard let own = try? nftables.rules(nftFamily, table: table, chain: chain), own.isEmpty,
+            let entry = try? nftables.rules(nftFamily, table: table, chain: from)
+        else { return false }
+        return !entry.contains { rule in
+            rule.expressions.contains { $0 == .verdict(.jump(chain)) || $0 == .verdict(.goto(chain)) }
+        }
+    }
+
+    /// The legacy (x_tables) iptables tables of this network namespace; none when the module is
+    /// not loaded.
+    static func legacyTables(_ family: IPFamily) -> [String] {
+        let path = family == .v4 ? "/proc/net/ip_tables_names" : "/proc/net/ip6_tables_names"
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return [] }
+        defer { close(fd) }
+        var bytes = [UInt8](repeating: 0, count: 4096)
+        let n = bytes.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+        guard n > 0 else { return [] }
+        return String(decoding: bytes.prefix(n), as: UTF8.self).split(separator: "\n").map(String.init)
     }
 
     // MARK: - nftables over netlink

@@ -10,7 +10,9 @@
 // - Each family costs one read and one write per call instead of a process per rule:
 //     setup     iptables: 2 spawns per family that has an address; nftables: no process, one
 //               GETRULE dump of masq_checks and one netlink batch (2 `nft` spawns without netlink)
-//     teardown  4 (iptables and ip6tables, read + restore); nftables: a dump and, if the
+//     teardown  iptables: none when nf_tables and /proc/net show that iptables holds nothing
+//               of the attachment (`iptablesHoldsNothing`: iptables-nft keeps its rules in
+//               nf_tables), else a read and a restore per family; nftables: a dump and, if the
 //               attachment has rules, one batch (1 + 1 `nft` spawns without netlink)
 //     gc        like teardown, but the writes only when something is stale
 //     check     nftables still reads `nft -a list table` text (rule bodies are compared as text)
@@ -102,6 +104,8 @@ public struct Masquerade: Sendable {
         var errors: [NetfilterError] = []
         for family in [IPFamily.v4, .v6] where families?.contains(family) ?? true {
             let m = IPTablesMasquerade(family: family, network: network, containerID: containerID)
+            // Known in-process to hold nothing of this attachment: no iptables process to start.
+            if executor.iptablesHoldsNothing(family, chain: m.chain, from: "POSTROUTING") { continue }
             do throws(NetfilterError) {
                 try executor.transact(
                     list: { () throws(NetfilterError) in try nat(family) },

@@ -104,6 +104,28 @@ struct NetlinkMasqueradeTests {
         }
     }
 
+    @Test func teardownSeesIPTablesRulesInNFTablesAndStartsNoIPTablesWithoutThem() throws {
+        try TestNamespace.with { nss in
+            let ns = nss[0]
+            let runner = LoggingRunner(ns.runner)
+            let m = Masquerade(runner: runner, nftables: NamespacedNFTables(path: ns.path))
+            // iptables rules (iptables-nft keeps them in nf_tables): found, so removed.
+            try m.setup(
+                backend: .iptables, network: network, containerID: "ctr-1", ifname: "eth0",
+                addresses: [IPNetwork("10.77.0.5/24")!, IPNetwork("fd77::5/64")!])
+            runner.clear()
+            try m.teardown(network: network, containerID: "ctr-1", ifname: "eth0")
+            #expect(try ns.natRules() == [])
+            #expect(runner.programs.contains("iptables") && runner.programs.contains("ip6tables"))
+            // An nftables attachment: iptables holds nothing of it, and no iptables is started.
+            try add("ctr-2", ["10.77.0.9/24", "fd77::9/64"])(m)
+            runner.clear()
+            try m.teardown(network: network, containerID: "ctr-2", ifname: "eth0")
+            #expect(runner.programs == [])
+            #expect(try !ns.ruleset().contains("ctr-2"))
+        }
+    }
+
     @Test func netlinkDeletesWhatNftAddedAndTheOtherWayRound() throws {
         try TestNamespace.with(2) { nss in
             for (i, ns) in nss.enumerated() {

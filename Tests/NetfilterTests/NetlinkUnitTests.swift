@@ -64,6 +64,29 @@ import Testing
         #expect(empty.batches == [])
     }
 
+    @Test func teardownStartsNoIPTablesWhenNFTablesShowsItHoldsNothing() throws {
+        let mine = NFTListedRule(chain: "masq_checks", handle: 9, comment: m.comment, expressions: [])
+        let chain = IPTablesMasquerade(family: .v4, network: "mynet", containerID: "abc123").chain
+        // iptables-nft keeps its nat table in nf_tables as `ip nat`: no rule in the attachment's
+        // chain and no jump to it from POSTROUTING, so iptables holds nothing of it.
+        let jump = NFTListedRule(chain: "POSTROUTING", handle: 3, comment: nil, expressions: [.verdict(.jump(chain))])
+        for (postrouting, expected) in [([NFTListedRule](), [String]()), ([jump], ["iptables -w -t nat -S"])] {
+            let kernel = RecordingNFTables(listing: { family, table, c in
+                switch (family, table, c) {
+                case (.inet, _, _): [mine]
+                case (.ip, "nat", "POSTROUTING"): postrouting
+                default: []
+                }
+            })
+            let fake = RecordingCommandRunner()
+            try Masquerade(runner: fake, nftables: kernel).teardown(
+                network: "mynet", containerID: "abc123", ifname: "eth0", families: [.v4])
+            #expect(fake.lines == expected)
+            #expect(kernel.listings.prefix(2) == ["ip nat \(chain)", "ip nat POSTROUTING"])
+            #expect(kernel.batches == [NFTMasquerade.deleteBatch(handles: [9])])
+        }
+    }
+
     @Test func aRefusedBatchFallsBackToNft() throws {
         let kernel = RecordingNFTables(failure: { _ in RecordingNFTables.refusal })
         let fake = RecordingCommandRunner()
