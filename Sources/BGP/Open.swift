@@ -75,7 +75,7 @@ public struct BGPOpen: Equatable, Sendable {
                 }
             }
             capabilities = caps
-            asNumber = UInt32(shortAS)
+            asNumber = UInt32(truncatingIfNeeded: shortAS)
             for c in caps { if case .fourOctetAS(let n) = c { asNumber = n } }
         } catch let n as BGPNotification {
             throw n

@@ -209,7 +209,7 @@ func message(type: UInt8, _ body: [UInt8]) -> [UInt8] {
         // and an unknown optional non-transitive (type 98).
         let extra = "c0 07 05 0000fde800 40 01 01 02 c0 63 01 07 80 62 01 08"
         let attrs = hex(base + " " + extra)
-        let body = hex("0000") + bigEndian(UInt16(attrs.count)) + attrs + hex("18 0af401")
+        let body = hex("0000") + bigEndian(UInt16(truncatingIfNeeded: attrs.count)) + attrs + hex("18 0af401")
         guard case .update(let u) = try decode(message(type: 2, body)) else { return }
         #expect(u.treatAsWithdraw == nil && u.announced == [IPNetwork("10.244.1.0/24")!])
         #expect(u.attributes.aggregator == nil && u.attributes.origin == 0 && u.attributes.asPath == [])
