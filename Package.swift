@@ -54,6 +54,16 @@ let package = Package(
             path: "Plugins/podnet-cni"),
         // BGP-4 messages and the session state machine, pure (no I/O): the bgp backend's speaker.
         .target(name: "BGP", dependencies: ["Addressing"]),
+        // The BGP sessions over SwiftNIO: a listener and one peer per neighbour, around BGP's state machine.
+        .target(
+            name: "BGPSpeaker",
+            dependencies: [
+                "BGP",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]),
         .target(
             name: "Etcd",
             dependencies: [
@@ -125,6 +135,14 @@ let package = Package(
             name: "FuzzTargets", dependencies: ["CNI", "Bridge", "HostLocal", "Portmap", "Flannel", "Etcd", "Overlay"]),
         .testTarget(name: "AddressingTests", dependencies: ["Addressing"]),
         .testTarget(name: "BGPTests", dependencies: ["BGP", "Addressing"]),
+        .testTarget(
+            name: "BGPSpeakerTests",
+            dependencies: [
+                "BGPSpeaker", "BGP", "Addressing",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]),
         .testTarget(name: "CNITests", dependencies: ["CNI", "Addressing"]),
         .testTarget(
             name: "IPAMTests", dependencies: ["IPAM", "HostLocal", "TestSupport", "Spawn", "Addressing", "CNI"]),
