@@ -62,7 +62,9 @@ struct NodeOptions: ParsableArguments {
     func etcdClient() throws -> EtcdClient {
         let endpoints = value(etcdEndpoints, "etcd-endpoints") ?? "http://127.0.0.1:2379"
         var config = EtcdClient.Configuration(endpoints: endpoints.split(separator: ",").map(String.init))
-        config.requestTimeout = .seconds(timeout)
+        // Longer than the --timeout bound on the whole exchange (`withEtcd`), so that bound is what
+        // ends a wait on a silent etcd, with its own message, not a request's time-out racing it.
+        config.requestTimeout = .seconds(timeout + 2)
         config.connectTimeout = .seconds(min(timeout, 2))
         let ca = value(etcdCafile, "etcd-cafile"), cert = value(etcdCertfile, "etcd-certfile")
         let key = value(etcdKeyfile, "etcd-keyfile")
