@@ -123,6 +123,53 @@ func message(type: UInt8, _ body: [UInt8]) -> [UInt8] {
         #expect(problems.isEmpty && back.effectiveASPath == [4_200_000_001])
     }
 
+    /// What BIRD 2.0.12 (Debian's bird2, the reference's §5.2 setup: iBGP route reflector with a
+    /// static 10.99.0.0/24 and fd00:99::/64) sent a node after its OPEN and KEEPALIVE, captured on
+    /// this machine: its OPEN, KEEPALIVE, an IPv4 UPDATE, End-of-RIB, an IPv6 UPDATE with
+    /// MP_REACH (Extended Length set on a short value) and the IPv6 End-of-RIB.
+    @Test func aCapturedBIRDSessionDecodes() throws {
+        let capture = hex(
+            [
+                "ffffffffffffffffffffffffffffffff003b0104fc0000f00a0000021e021c0104000100010104000200010200400200",
+                "7841040000fc0046004700ffffffffffffffffffffffffffffffff001304ffffffffffffffffffffffffffffffff0030",
+                "0200000015400101004002004003040a00000240050400000064180a6300ffffffffffffffffffffffffffffffff0017",
+                "0200000000ffffffffffffffffffffffffffffffff00470200000030900e001e00020110fd0000000000000000000000",
+                "000000020040fd000099000000004001010040020040050400000064ffffffffffffffffffffffffffffffff001d0200",
+                "000006800f03000201",
+            ].joined())
+        var messages: [BGPMessage] = []
+        var at = 0
+        while at < capture.count {
+            let length = try #require(try BGPMessage.frameLength(capture[at...]))
+            messages.append(try BGPMessage.decode(Array(capture[at..<at + length])))
+            at += length
+        }
+        #expect(messages.count == 6)
+        guard case .open(let open) = messages[0], case .update(let up4) = messages[2],
+            case .update(let eor4) = messages[3], case .update(let up6) = messages[4],
+            case .update(let eor6) = messages[5]
+        else {
+            Issue.record("\(messages)")
+            return
+        }
+        #expect(open.asNumber == 64512 && open.holdTime == 240 && open.identifier == 0x0a00_0002)
+        #expect(open.families == [v4, v6] && open.supportsFourOctetAS && open.supportsRouteRefresh)
+        #expect(open.gracefulRestart == BGPGracefulRestart(restarting: false, restartTime: 120, families: []))
+        #expect(
+            open.capabilities.contains(.enhancedRouteRefresh) && open.capabilities.contains(.other(code: 71, value: []))
+        )
+        #expect(messages[1] == .keepalive)
+        #expect(up4.announced == [IPNetwork("10.99.0.0/24")!] && up4.attributes.nextHop == IPAddress("10.0.0.2"))
+        #expect(up4.attributes.localPref == 100 && up4.attributes.asPath == [] && up4.attributes.origin == 0)
+        #expect(eor4.endOfRIB == v4 && eor6.endOfRIB == v6)
+        #expect(
+            up6.announced == [IPNetwork("fd00:99::/64")!] && up6.attributes.mpReach?.nextHops == [IPAddress("fd00::2")!]
+        )
+        // Re-encoded, the UPDATEs are BIRD's bytes again (our encoder drops only the needless
+        // Extended Length flag of the IPv6 one).
+        #expect(BGPMessage.update(up4).encoded() == Array(capture[0x4e..<0x4e + 0x30]))
+    }
+
     @Test func notificationKeepaliveAndRouteRefreshRoundTrip() throws {
         let cease = BGPMessage.notification(BGPNotification(.cease, 2))
         #expect(cease.encoded() == hex("ffff…ff 0015 03 06 02"))
