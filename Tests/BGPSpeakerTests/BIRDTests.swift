@@ -38,9 +38,10 @@ struct BIRDInteropTests {
         let node = TestNamespace(name: "podnet-t-bgp\(UInt32.random(in: 0...UInt32.max))")
         let router = TestNamespace(name: node.name + "r")
         let dir = NSTemporaryDirectory() + node.name
+        var bird: Process?
         defer {
-            // BIRD daemonizes and writes its pid: killed before its namespace goes.
-            _ = try? sh("kill -9 $(cat \(dir)/bird.pid) 2>/dev/null")
+            // SIGKILL, not waited for here (Process's wait hangs an async test): the namespaces go.
+            if let bird { kill(bird.processIdentifier, SIGKILL) }
             for ns in [node, router] { _ = try? sh("ip netns delete \(ns.name)") }
             try? FileManager.default.removeItem(atPath: dir)
         }
@@ -53,7 +54,14 @@ struct BIRDInteropTests {
         try router.sh("ip addr add 10.0.0.2/24 dev v1 && ip link set v1 up")
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         try Self.birdConfig.write(toFile: dir + "/bird.conf", atomically: true, encoding: .utf8)
-        try router.sh("bird -c \(dir)/bird.conf -s \(dir)/bird.ctl -P \(dir)/bird.pid </dev/null >/dev/null 2>&1")
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
+        p.arguments = ["netns", "exec", router.name, "bird", "-f", "-c", dir + "/bird.conf", "-s", dir + "/bird.ctl"]
+        p.standardInput = FileHandle.nullDevice
+        p.standardOutput = FileHandle.nullDevice
+        p.standardError = FileHandle.nullDevice
+        try p.run()
+        bird = p
         try await until("BIRD listens on 179") { (try? router.sh("ss -ltnH 'sport = :179'"))?.isEmpty == false }
 
         let speaker = BGPSpeaker(logger: Logger(label: "bgp-bird"))
