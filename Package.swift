@@ -138,7 +138,7 @@ let package = Package(
         .testTarget(
             name: "BGPSpeakerTests",
             dependencies: [
-                "BGPSpeaker", "BGP", "Addressing",
+                "BGPSpeaker", "BGP", "Addressing", "NetNS", "TestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),

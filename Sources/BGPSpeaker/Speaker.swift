@@ -62,6 +62,20 @@ public final class BGPSpeaker: Sendable {
         return peer
     }
 
+    /// Hands an already connected TCP socket to the neighbour at `peerIP`, as a connection the
+    /// neighbour opened: for sockets made elsewhere (in another network namespace, or with socket
+    /// options NIO does not set). The socket is the speaker's from here on.
+    public func adopt(connectedSocket fd: NIOBSDSocket.Handle, peerIP: String) async throws {
+        guard let peer = peer(peerIP) else { throw UnknownPeer() }
+        _ = try await ClientBootstrap(group: eventLoop)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try BGPPeer.addHandlers(to: channel, peer: peer, accepted: true)
+                }
+            }
+            .withConnectedSocket(fd).get()
+    }
+
     /// Stops the session with the neighbour at `ip` (Cease/Administrative Shutdown) and forgets it.
     public func removePeer(_ ip: String) async throws {
         guard let peer = peers.withLockedValue({ $0.removeValue(forKey: ip) }) else { return }

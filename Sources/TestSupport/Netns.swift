@@ -7,6 +7,9 @@ public struct TestNamespace: Sendable {
     public let name: String
     public var path: String { "/run/netns/\(name)" }
 
+    /// The namespace of this name; `ip netns add` makes it (see `withNamespaces`).
+    public init(name: String) { self.name = name }
+
     /// Runs a command line inside the namespace.
     @discardableResult
     public func sh(_ line: String) throws -> String {
