@@ -119,6 +119,7 @@ struct NetlinkMasqueradeTests {
             #expect(runner.programs.contains("iptables") && runner.programs.contains("ip6tables"))
             // An nftables attachment: iptables holds nothing of it, and no iptables is started.
             try add("ctr-2", ["10.77.0.9/24", "fd77::9/64"])(m)
+            #expect(try ns.ruleset().contains("ctr-2"))
             runner.clear()
             try m.teardown(network: network, containerID: "ctr-2", ifname: "eth0")
             #expect(runner.programs == [])
