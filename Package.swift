@@ -143,7 +143,7 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ]),
-        .testTarget(name: "CNITests", dependencies: ["CNI", "Addressing"]),
+        .testTarget(name: "CNITests", dependencies: ["CNI", "Addressing", "TestSupport"]),
         .testTarget(
             name: "IPAMTests", dependencies: ["IPAM", "HostLocal", "TestSupport", "Spawn", "Addressing", "CNI"]),
         // `podnetctl ipam` in-process against stores in temporary directories: no root.

@@ -48,6 +48,20 @@ public func sh(_ line: String) throws -> String {
     return r.stdout
 }
 
+/// Writes an executable file from a child process, so that it is never open for writing in this
+/// process: a concurrent test's fork would inherit that descriptor until its exec, and exec'ing the
+/// file meanwhile fails with ETXTBSY ("Text file busy").
+public func writeExecutable(_ path: String, _ text: String) throws {
+    let r = try run(["/bin/sh", "-c", "cat > \"$0\" && chmod 0755 \"$0\"", path], stdin: text)
+    guard r.status == 0 else { throw TestFailure("writing \(path): \(r.stderr)") }
+}
+
+/// Copies an executable with cp(1), for the reason `writeExecutable` gives.
+public func copyExecutable(_ source: String, to destination: String) throws {
+    let r = try run(["/bin/cp", source, destination])
+    guard r.status == 0 else { throw TestFailure("copying \(source) to \(destination): \(r.stderr)") }
+}
+
 public struct TestFailure: Error, CustomStringConvertible {
     public var description: String
     public init(_ d: String) { description = d }

@@ -2,6 +2,7 @@
 
 import FoundationEssentials
 import Glibc
+import TestSupport
 import Testing
 
 @testable import CNI
@@ -13,8 +14,7 @@ import Testing
         mkdir(dir, 0o755)
         defer { unlink(dir + "/fake"); rmdir(dir) }
         let text = "#!/bin/sh\n" + script + "\n"
-        #expect(FileManager.default.createFile(atPath: dir + "/fake", contents: Data(text.utf8)))
-        chmod(dir + "/fake", 0o755)
+        try writeExecutable(dir + "/fake", text)
         try body(dir)
     }
 

@@ -5,6 +5,7 @@
 import Addressing
 import FoundationEssentials
 import Glibc
+import TestSupport
 import Testing
 
 @testable import CNI
@@ -19,8 +20,7 @@ private func withFake(_ script: String, _ body: (_ dir: String) throws -> Void) 
     let text =
         "#!/bin/sh\nd=$(dirname \"$0\")\nif [ \"$CNI_COMMAND\" = DEL ]; then : > \"$d/del-called\"; exit 0; fi\n"
         + script + "\n"
-    #expect(FileManager.default.createFile(atPath: dir + "/fake", contents: Data(text.utf8)))
-    chmod(dir + "/fake", 0o755)
+    try writeExecutable(dir + "/fake", text)
     try body(dir)
 }
 

@@ -131,14 +131,6 @@ final class FakeNode {
     }
 }
 
-/// Writes an executable script from a child process, so that the file is never open for writing
-/// in this process: a concurrent test's fork could inherit that descriptor, and exec'ing the script
-/// would then fail with ETXTBSY (the delegate runner retries a second later, slowing tests down).
-func writeExecutable(_ path: String, _ text: String) throws {
-    let r = try run(["/bin/sh", "-c", "cat > \"$0\" && chmod 0755 \"$0\"", path], stdin: text)
-    guard r.status == 0 else { throw TestFailure("writing \(path): \(r.stderr)") }
-}
-
 extension Outcome {
     var code: Int? { exitCode == 0 ? nil : jsonObject(stdoutText)["code"] as? Int }
     var msg: String { jsonObject(stdoutText)["msg"] as? String ?? "" }

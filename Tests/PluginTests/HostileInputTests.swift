@@ -22,8 +22,7 @@ private func withFakeIPAM<T>(afterAdd: String, _ body: (_ path: String, _ dir: S
         \(afterAdd)
 
         """
-    try script.write(toFile: dir + "/fake-ipam", atomically: false, encoding: .utf8)
-    try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: dir + "/fake-ipam")
+    try writeExecutable(dir + "/fake-ipam", script)
     return try body(dir + ":" + pluginDirectory, dir)
 }
 

@@ -75,9 +75,9 @@ private func runAs(_ name: String, _ binary: String, command: String = "VERSION"
         // A built folder of our own: the real podnet-cni, stand-ins for the daemon's binaries.
         let built = dir + "/built", cni = dir + "/cni", daemon = dir + "/daemon"
         try FileManager.default.createDirectory(atPath: built, withIntermediateDirectories: true)
-        try FileManager.default.copyItem(atPath: pluginDirectory + "/podnet-cni", toPath: built + "/podnet-cni")
+        try copyExecutable(pluginDirectory + "/podnet-cni", to: built + "/podnet-cni")
         for p in ["podnetd", "podnetctl"] {
-            try "#!/bin/sh\n".write(toFile: built + "/" + p, atomically: false, encoding: .utf8)
+            try writeExecutable(built + "/" + p, "#!/bin/sh\n")
         }
         let env = [
             "PODNET_BIN_DIR": built, "CNI_BIN_DIR": cni, "PODNETD_DIR": daemon,
@@ -101,7 +101,7 @@ private func runAs(_ name: String, _ binary: String, command: String = "VERSION"
         let copies = dir + "/copies"
         try FileManager.default.createDirectory(atPath: copies, withIntermediateDirectories: true)
         for name in ["loopback", "host-local"] {
-            try FileManager.default.copyItem(atPath: cni + "/" + name, toPath: copies + "/" + name)
+            try copyExecutable(cni + "/" + name, to: copies + "/" + name)
             let r = try runPlugin(
                 name, "VERSION", PluginCall(netns: "", path: copies), config: "", directory: copies)
             #expect(r.status == 0, "\(r.stdout) \(r.stderr)")
@@ -119,7 +119,7 @@ struct MulticallCopyTests {
         try withNode(pods: 1) { node, pods in
             let dir = node.dataDir + "/copy"
             try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-            try FileManager.default.copyItem(atPath: pluginDirectory + "/bridge", toPath: dir + "/bridge")
+            try copyExecutable(pluginDirectory + "/bridge", to: dir + "/bridge")
             #expect(try identity(dir + "/bridge").ino != identity(pluginDirectory + "/host-local").ino)
             let conf = bridgeConfig(version: "1.0.0", dataDir: node.dataDir)
             let call = PluginCall(containerID: "copied", netns: pods[0].path, path: dir + ":" + pluginDirectory)

@@ -328,18 +328,18 @@ import Testing
 
 @Suite struct LiveFromRuntimeTests {
     /// A fake runtime CLI: a shell script that prints `output` and exits with `status`.
-    func fakeRuntime(_ dir: String, _ name: String, output: String, status: Int = 0) {
-        writeFile(dir + "/" + name, "#!/bin/sh\nprintf '%s' '\(output)'\necho oops >&2\nexit \(status)\n", mode: 0o755)
+    func fakeRuntime(_ dir: String, _ name: String, output: String, status: Int = 0) throws {
+        try writeExecutable(dir + "/" + name, "#!/bin/sh\nprintf '%s' '\(output)'\necho oops >&2\nexit \(status)\n")
     }
 
     @Test func crictlFirstThenPodman() throws {
         try withTempDir { tmp in
             try fillStore(tmp)
             mkdir(tmp + "/bin", 0o755)
-            fakeRuntime(tmp + "/bin", "podman", output: "\(liveA)\n")
+            try fakeRuntime(tmp + "/bin", "podman", output: "\(liveA)\n")
             let podman = try ipam(["--data-dir", tmp, "--live-from-runtime"], environment: ["PATH": tmp + "/bin"])
             #expect(podman.stdout.hasSuffix("cbr0: 4 reserved, 3 leaked\n"))
-            fakeRuntime(tmp + "/bin", "crictl", output: "\(liveA)\n\(liveB)\n")
+            try fakeRuntime(tmp + "/bin", "crictl", output: "\(liveA)\n\(liveB)\n")
             let crictl = try ipam(["--data-dir", tmp, "--live-from-runtime"], environment: ["PATH": tmp + "/bin"])
             #expect(crictl.status == 1)
             #expect(crictl.stdout.hasSuffix("cbr0: 4 reserved, 2 leaked\n"))
@@ -354,7 +354,7 @@ import Testing
                 ["release", "--leaked", "--data-dir", tmp, "--live-from-runtime"], environment: ["PATH": tmp + "/bin"])
             #expect(none.status == 2)
             #expect(none.stderr.contains("neither crictl nor podman is on PATH"))
-            fakeRuntime(tmp + "/bin", "crictl", output: "", status: 1)
+            try fakeRuntime(tmp + "/bin", "crictl", output: "", status: 1)
             let failed = try ipam(
                 ["release", "--leaked", "--data-dir", tmp, "--live-from-runtime"], environment: ["PATH": tmp + "/bin"])
             #expect(failed.status == 2)
