@@ -92,7 +92,7 @@ let package = Package(
         .target(
             name: "NodeAgent",
             dependencies: [
-                "Overlay", "Netlink", "Addressing",
+                "Overlay", "Netlink", "Addressing", "BGP", "BGPSpeaker",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -175,7 +175,7 @@ let package = Package(
         .testTarget(
             name: "NodeAgentTests",
             dependencies: [
-                "NodeAgent", "Overlay", "Netlink", "Addressing", "TestSupport",
+                "NodeAgent", "Overlay", "Netlink", "Addressing", "TestSupport", "BGP",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "ServiceLifecycleTestKit", package: "swift-service-lifecycle"),

@@ -61,8 +61,21 @@ public final class BGPPeer: @unchecked Sendable {
         }
     }
 
+    /// Closes the connection without a NOTIFICATION and stops for good: to the neighbour, an
+    /// unexpected loss, after which a graceful-restart helper keeps this speaker's routes.
+    func abandon() -> EventLoopFuture<Void> {
+        eventLoop.submit {
+            self.stopped = true
+            for (_, t) in self.timers { t.cancel() }
+            self.timers = [:]
+            let c = self.channel
+            self.channel = nil
+            c?.close(promise: nil)
+        }
+    }
+
     /// Sends `update` if the session is established; false otherwise.
-    func send(_ update: BGPUpdate) -> EventLoopFuture<Bool> {
+    public func send(_ update: BGPUpdate) -> EventLoopFuture<Bool> {
         eventLoop.submit {
             guard self.session.state == .established else { return false }
             self.write(.update(update))

@@ -76,10 +76,19 @@ public final class BGPSpeaker: Sendable {
             .withConnectedSocket(fd).get()
     }
 
+    /// The neighbours' addresses.
+    public var peerAddresses: [String] { peers.withLockedValue { Array($0.keys) } }
+
     /// Stops the session with the neighbour at `ip` (Cease/Administrative Shutdown) and forgets it.
     public func removePeer(_ ip: String) async throws {
         guard let peer = peers.withLockedValue({ $0.removeValue(forKey: ip) }) else { return }
         try await peer.stop().get()
+    }
+
+    /// Sends `update` to the neighbour at `ip` if its session is established; false otherwise.
+    public func send(_ update: BGPUpdate, to ip: String) async throws -> Bool {
+        guard let peer = peer(ip) else { return false }
+        return try await peer.send(update).get()
     }
 
     /// Sends `update` to every established session; returns how many got it.
@@ -91,12 +100,14 @@ public final class BGPSpeaker: Sendable {
         return sent
     }
 
-    /// Stops every session and the listener; `events` ends.
-    public func shutdown() async throws {
+    /// Stops every session and the listener; `events` ends. `notify`: with a NOTIFICATION
+    /// (Cease/Administrative Shutdown); without, the connections are only closed, which
+    /// graceful-restart helpers take for a restart and keep our routes.
+    public func shutdown(notify: Bool = true) async throws {
         for peer in peers.withLockedValue({ p in
             defer { p = [:] }; return Array(p.values)
         }) {
-            try await peer.stop().get()
+            try await (notify ? peer.stop() : peer.abandon()).get()
         }
         if let channel = listener.withLockedValue({ $0 }) { try await channel.close().get() }
         continuation.finish()

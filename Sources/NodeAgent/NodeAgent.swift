@@ -2,7 +2,8 @@
 // config that is valid (also on this node), register the backend (its tunnel device), acquire
 // the subnet lease, program the peers, install the traffic rules (removing the other netfilter
 // backend's first) and the blackhole route, write subnet.env, then hand back the services that
-// keep all this true: the lease keeper, the peer watcher, the repairer, the rule resync.
+// keep all this true: the lease keeper, the peer watcher, the repairer, the rule resync (and, for
+// the bgp backend, `BGPRouting`, its speaker).
 // The caller (podnetd) starts the health server before this and runs the services in a
 // ServiceGroup; stopping them leaves the data path and the lease in place, so pods keep talking
 // while the daemon restarts.
@@ -133,7 +134,14 @@ public struct NodeAgent: Sendable {
             metadata: ["node.subnet": "\(lease.subnet)", "node.subnet_file": "\(options.subnetFile)"])
 
         let keeperEvents = AsyncStream<KeeperEvent>.makeStream()
-        return [
+        var routing: [any Service] = []
+        if let bgp = network as? BGPNetwork {
+            routing.append(
+                BGPRouting(
+                    network: bgp, subnetLength: config.subnetLength, nodeAddresses: nodeAddresses, threads: threads,
+                    clock: clock, logger: logger))
+        }
+        return routing + [
             LeaseKeeper(
                 manager: manager, config: config, network: network, state: state, subnetFile: options.subnetFile,
                 renewMargin: options.renewMargin, ipMasq: options.ipMasq, exitOnLoss: options.exitOnLeaseLoss,

@@ -22,7 +22,7 @@ import Logging
 import Netlink
 
 public protocol Backend: Sendable {
-    /// The lease's BackendType: "vxlan", "host-gw", "ipip".
+    /// The lease's BackendType: "vxlan", "host-gw", "ipip", "bgp".
     var backendType: String { get }
 
     /// Checks the node, removes tunnel devices of other modes, creates this mode's device (kept

@@ -27,6 +27,9 @@ public enum BackendRegistry {
         BackendKind(
             type: "ipip", readOptions: { o, c throws(ConfigError) in c.ipip = try IPIPConfig(o) },
             make: { c, i in IPIPBackend(interface: i, network: c.network, config: c.ipip) }),
+        BackendKind(
+            type: "bgp", readOptions: { o, c throws(ConfigError) in c.bgp = try BGPConfig(o, network: c.network) },
+            make: { c, i in BGPBackend(interface: i, network: c.network, subnetLength: c.subnetLength, config: c.bgp) }),
     ]
 
     /// The entry of `type` (lower-cased); the config error naming the known types otherwise.

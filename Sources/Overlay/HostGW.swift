@@ -22,35 +22,52 @@ public struct HostGWBackend: Backend {
     public var mtu: Int { interface.mtu }
 
     public func registerNetwork(dataPath: any DataPath, logger: Logger) throws(OverlayError) -> any OverlayNetwork {
-        guard network.family == .v4 else { throw .invalidConfiguration("host-gw: only IPv4 networks are supported") }
-        let addresses: [IPNetwork]
-        do { addresses = try dataPath.addresses(link: interface.index, family: nil) } catch { throw .netlink(error) }
-        guard addresses.contains(where: { $0.address == interface.publicIP }) else {
-            throw .publicIPNotOnInterface(publicIP: interface.publicIP, interface: interface.name)
-        }
-        try removeOtherOverlayDevices(keeping: nil, dataPath: dataPath, logger: logger)
+        try prepareDirectRouting(
+            interface: interface, network: network, backendType: backendType, dataPath: dataPath, logger: logger)
         return PeerNetwork(
-            mode: HostGWMode(interface: interface), dataPath: dataPath, interface: interface,
-            network: network, mtu: mtu, device: nil, logger: logger)
+            mode: mode, dataPath: dataPath, interface: interface, network: network, mtu: mtu, device: nil,
+            logger: logger)
     }
+}
+
+/// What a backend that routes pod subnets straight to next hops on the underlay (host-gw, bgp)
+/// checks and clears before its network starts: an IPv4 network, the public IP an address of the
+/// interface (peers use it as their next hop), and no tunnel device of another mode left.
+func prepareDirectRouting(
+    interface: ExternalInterface, network: IPNetwork, backendType: String, dataPath: any DataPath, logger: Logger
+) throws(OverlayError) {
+    guard network.family == .v4 else {
+        throw .invalidConfiguration("\(backendType): only IPv4 networks are supported")
+    }
+    let addresses: [IPNetwork]
+    do { addresses = try dataPath.addresses(link: interface.index, family: nil) } catch { throw .netlink(error) }
+    guard addresses.contains(where: { $0.address == interface.publicIP }) else {
+        throw .publicIPNotOnInterface(publicIP: interface.publicIP, interface: interface.name)
+    }
+    try removeOtherOverlayDevices(keeping: nil, dataPath: dataPath, logger: logger)
 }
 
 extension HostGWBackend: ModeBackend {
     var mode: any NetworkMode { HostGWMode(interface: interface) }
 }
 
+/// Routes straight to a next hop on the interface: the lease's public IP (host-gw), or the next
+/// hop BGP learned for the subnet (bgp, whose "peers" carry it as their public IP).
 struct HostGWMode: NetworkMode {
     let interface: ExternalInterface
-    var backendType: String { "host-gw" }
+    var backendType = "host-gw"
     var device: (any TunnelDevice)? { nil }
     var ownsNeighbours: Bool { false }
 
     func leaseAttributes(device: Link?) -> LeaseAttributes {
-        LeaseAttributes(publicIP: interface.publicIP, backendType: "host-gw")
+        LeaseAttributes(publicIP: interface.publicIP, backendType: backendType)
     }
 
     func plan(_ peer: Peer, device: Link?, connected: [IPNetwork]) -> Plan {
         guard connected.contains(where: { $0.contains(peer.publicIP) }) else {
+            if backendType == "bgp" {
+                return .skip("its BGP next hop \(peer.publicIP) is not on a subnet \(interface.name) reaches directly")
+            }
             return .skip(
                 "its public IP \(peer.publicIP) is not on a subnet \(interface.name) reaches directly: "
                     + "unreachable in host-gw mode (use vxlan, or ipip, across routers)")

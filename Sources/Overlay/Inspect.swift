@@ -22,7 +22,7 @@ import Netlink
 
 /// The kernel compared with what the peers need, as reconcile judges it.
 public struct Inspection: Equatable, Sendable {
-    /// The lease's BackendType: "vxlan", "host-gw", "ipip".
+    /// The lease's BackendType: "vxlan", "host-gw", "ipip", "bgp".
     public var backendType: String
     /// The tunnel device: "flannel.1", "flannel.ipip"; nil for host-gw.
     public var device: String?

@@ -203,6 +203,12 @@ final class PeerNetwork: OverlayNetwork {
         }
     }
 
+    /// Whether `address` is on a prefix the interface reached without a gateway at the last start
+    /// or reconcile.
+    func reachesDirectly(_ address: IPAddress) -> Bool {
+        state.withLock { s in s.connected.contains { $0.contains(address) } }
+    }
+
     // MARK: - Pieces
 
     /// Ensures the device (recreating it if needed), notes a MAC change, and puts this node's

@@ -252,7 +252,9 @@ public final class Cluster: @unchecked Sendable {
                 expected.routes.append("\(l.subnet) via \(gateway) dev flannel.1 onlink")
                 expected.neighbours.append("\(gateway) lladdr \(mac) PERMANENT")
                 expected.fdb.append("\(mac) dst \(l.publicIP)")
-            case "host-gw":
+            case "host-gw", "bgp":
+                // bgp: on one L2 segment every node learns every other's subnet from the mesh,
+                // next hop the node itself.
                 expected.routes.append("\(l.subnet) via \(l.publicIP) dev eth0")
             case "ipip":
                 expected.routes.append("\(l.subnet) via \(l.publicIP) dev flannel.ipip onlink")

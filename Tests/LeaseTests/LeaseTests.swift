@@ -374,11 +374,11 @@ final class Counter: @unchecked Sendable {
             let c = try config(#"{"Network":"10.5.0.0/16","Backend":{"Type":"\#(type)"}}"#)
             #expect(try c.makeBackend(interface: eth0).backendType == type.lowercased())
         }
-        #expect(BackendRegistry.kinds.map(\.type) == ["vxlan", "host-gw", "ipip"])
+        #expect(BackendRegistry.kinds.map(\.type) == ["vxlan", "host-gw", "ipip", "bgp"])
     }
 
     @Test func anUnknownTypeIsOneConfigErrorNeverIPIP() throws {
-        let message = #"backend type "udp" is not supported: use vxlan, host-gw or ipip"#
+        let message = #"backend type "udp" is not supported: use vxlan, host-gw, ipip or bgp"#
         #expect(throws: ConfigError(message)) { try config(#"{"Network":"10.5.0.0/16"}"#) }
         #expect(throws: ConfigError(message)) { try config(#"{"Network":"10.5.0.0/16","Backend":{"Type":"udp"}}"#) }
         var c = try config(#"{"Network":"10.5.0.0/16","Backend":{"Type":"ipip"}}"#)

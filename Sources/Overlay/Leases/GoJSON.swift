@@ -50,6 +50,20 @@ struct GoObject {
         return o
     }
 
+    /// An array of objects, each read with the same rules (its path "Name[i]."); nil when absent.
+    func objects(_ name: String) throws(ConfigError) -> [GoObject]? {
+        guard let v = self[name] else { return nil }
+        guard let items = v.arrayValue else { throw ConfigError("\(path)\(name) must be an array, not \(v.text)") }
+        var out: [GoObject] = []
+        for (i, item) in items.enumerated() {
+            guard let o = GoObject(item, path: "\(path)\(name)[\(i)].") else {
+                throw ConfigError("\(path)\(name)[\(i)] must be an object, not \(item.text)")
+            }
+            out.append(o)
+        }
+        return out
+    }
+
     /// A whole number in `range` (`0` too when `zeroMeansDefault`); nil when absent.
     func integer(_ name: String, in range: ClosedRange<Int64>, zeroMeansDefault: Bool = false) throws(ConfigError)
         -> Int64?

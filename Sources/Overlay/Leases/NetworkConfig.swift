@@ -22,6 +22,8 @@ public struct NetworkConfig: Equatable, Sendable {
     public var vxlan = VXLANConfig()
     /// The ipip backend's options (`Backend.DirectRouting`); defaults for other types.
     public var ipip = IPIPConfig()
+    /// The bgp backend's options (`Backend.ASNumber`, `Backend.Peers`, ...); defaults for other types.
+    public var bgp = BGPConfig()
 
     /// Ranges no Network may overlap: a lease there would route loopback, "this network", the
     /// link-local range (the cloud metadata address 169.254.169.254 among them), multicast or the
