@@ -12,6 +12,7 @@ extension DaemonEndToEnd {
         @Test func theMeshGivesEveryNodeEveryOtherSubnetAndFollowsTheLeases() throws {
             var options = ClusterOptions(backend: "bgp", nodes: 3, podsPerNode: 1)
             options.reconcileInterval = 1
+            options.daemonArguments = ["--healthz-ip", "127.0.0.1", "--healthz-port", "9102"]
             try Cluster.with(options) { c in
                 let leases = try c.leases()
                 #expect(leases.count == 3 && leases.allSatisfy { $0.backendType == "bgp" }, "\(leases)")
@@ -24,6 +25,16 @@ extension DaemonEndToEnd {
                     #expect(routes.count == 2, "\(node.name): \(routes)")
                 }
                 try expectPingMatrixGreen(c, "bgp mesh, 3 nodes")
+                // /metrics: each session established, one prefix received, accepted and announced.
+                let n2Address = c.nodes[1].address
+                let metrics = try c.nodes[0].namespace.sh("curl -s http://127.0.0.1:9102/metrics")
+                for line in [
+                    #"podnet_bgp_session_established{peer="\#(n2Address)"} 1"#,
+                    #"podnet_bgp_prefixes_accepted{peer="\#(n2Address)"} 1"#,
+                    #"podnet_bgp_prefixes_announced{peer="\#(n2Address)"} 1"#,
+                ] {
+                    #expect(metrics.contains(line), "\(line) not in:\n\(metrics)")
+                }
 
                 // A lease deleted (its node frozen, so it does not take it back at once): the
                 // others drop the route within 3 s, though the node's session still offers it.
