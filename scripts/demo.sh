@@ -4,19 +4,29 @@
 #
 #   podnet-demo-switch   the underlay: a bridge joining every node and etcd (192.168.50.0/24)
 #   podnet-demo-etcd     the real etcd server (Debian etcd-server) at 192.168.50.2
-#   podnet-demo-node1..3 one podnetd each, at 192.168.50.11..13
+#   podnet-demo-node1..3 one podnetd each, at 192.168.50.11..13 (four nodes in two racks for bgp)
 #   podnet-demo-podN-M   two pods per node, created through podnet's flannel CNI plugin
 #
 # It prints the leases, a full-mesh pod-to-pod ping matrix and node1's `podnetctl status`, deletes
 # a route by hand and shows `podnetctl check` find it and pass again once podnetd has repaired it,
 # then removes everything it created (also when interrupted). Nothing outside these namespaces is
 # touched.
-#   scripts/demo.sh [--backend vxlan|host-gw]
+#
+# With --backend bgp the underlay is two racks joined by routers, and no pod traffic is
+# encapsulated: podnetd announces each node's subnet over BGP and installs what it learns.
+#
+#   podnet-demo-switch   rack 1's L2 segment, 192.168.50.0/24: etcd, node1, node3
+#   podnet-demo-switch2  rack 2's L2 segment, 192.168.60.0/24: node2, node4
+#   podnet-demo-r1, -r2  one router per rack (BIRD 2, AS 65001 and 65002) at .1 of its rack,
+#                        linked to each other (192.168.255.0/30); each peers with its rack's nodes
+#                        (AS 64512) and with the other router, and routes the pods' subnets
+#
+#   scripts/demo.sh [--backend vxlan|host-gw|bgp]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "demo.sh needs root (network namespaces)" >&2; exit 1; }
 backend=vxlan
-[ "${1:-}" = --backend ] && backend=${2:?--backend needs vxlan or host-gw}
+[ "${1:-}" = --backend ] && backend=${2:?--backend needs vxlan, host-gw or bgp}
 
 scripts/deps.sh
 bin=$(scripts/build.sh)
@@ -24,6 +34,10 @@ tmp=$(mktemp -d /tmp/podnet-demo.XXXXXX)
 nodes=(1 2 3)
 pods=(1 2)
 ns_all=(podnet-demo-switch podnet-demo-etcd)
+if [ "$backend" = bgp ]; then
+  nodes=(1 2 3 4)
+  ns_all+=(podnet-demo-switch2 podnet-demo-r1 podnet-demo-r2)
+fi
 for n in "${nodes[@]}"; do ns_all+=(podnet-demo-node$n); for p in "${pods[@]}"; do ns_all+=(podnet-demo-pod$n-$p); done; done
 
 cleanup() {
@@ -57,16 +71,22 @@ in_ns() { local ns=$1; shift; ip netns exec "podnet-demo-$ns" "$@"; }
 ip netns add podnet-demo-switch
 in_ns switch ip link add br0 type bridge
 in_ns switch ip link set br0 up
-attach() { # host address
+attach() { # host address [switch]
+  local sw=${3:-switch}
   ip netns add "podnet-demo-$1"
-  in_ns switch ip link add "sw-$1" type veth peer name eth0 netns "podnet-demo-$1"
-  in_ns switch ip link set "sw-$1" master br0 up
+  in_ns "$sw" ip link add "sw-$1" type veth peer name eth0 netns "podnet-demo-$1"
+  in_ns "$sw" ip link set "sw-$1" master br0 up
   in_ns "$1" ip addr add "$2/24" dev eth0
   in_ns "$1" ip link set eth0 up
   in_ns "$1" ip link set lo up
 }
 attach etcd 192.168.50.2
-for n in "${nodes[@]}"; do attach "node$n" "192.168.50.1$n"; done
+if [ "$backend" = bgp ]; then
+  source scripts/demo-racks.sh
+  make_racks
+else
+  for n in "${nodes[@]}"; do attach "node$n" "192.168.50.1$n"; done
+fi
 
 # etcd, and the network config in flanneld's layout.
 ip netns exec podnet-demo-etcd etcd --name demo --data-dir "$tmp/etcd" --listen-client-urls http://192.168.50.2:2379 \
@@ -76,7 +96,9 @@ ip netns exec podnet-demo-etcd etcd --name demo --data-dir "$tmp/etcd" --listen-
 echo $! > "$tmp/etcd.pid"
 etcdctl() { in_ns etcd env ETCDCTL_API=3 etcdctl --endpoints http://192.168.50.2:2379 "$@"; }
 for _ in $(seq 100); do etcdctl endpoint health >/dev/null 2>&1 && break; sleep 0.1; done
-etcdctl put /coreos.com/network/config "{\"Network\":\"10.244.0.0/16\",\"Backend\":{\"Type\":\"$backend\"}}" >/dev/null
+backend_json="{\"Type\":\"$backend\"}"
+[ "$backend" = bgp ] && backend_json=$racks_backend_json
+etcdctl put /coreos.com/network/config "{\"Network\":\"10.244.0.0/16\",\"Backend\":$backend_json}" >/dev/null
 
 # podnetd on every node.
 for n in "${nodes[@]}"; do
@@ -129,17 +151,25 @@ for n in "${nodes[@]}"; do for p in "${pods[@]}"; do
   done; done; echo
 done; done
 
+if [ "$backend" = bgp ]; then
+  echo "node1's routes to other nodes' pods (podnet's protocol 98; rack 2's through router r1):"
+  in_ns node1 ip -4 route show proto 98 | sed 's/^/  /'
+  show_racks
+fi
+
 # podnetctl on node1: the node's view; then a peer's route deleted by hand, which `check` names
-# (exit 1) until podnetd's repair (every 10 s) puts it back.
+# (exit 1) until podnetd's repair (every 10 s) puts it back. With bgp the peer is node3, on
+# node1's own rack.
 ctl() {
   in_ns node1 "$bin/podnetctl" "$@" --etcd-endpoints http://192.168.50.2:2379 --iface eth0 \
     --subnet-file "$tmp/node1/subnet.env" --healthz-ip 127.0.0.1 --healthz-port 9102
 }
 echo "podnetctl status on node1:"
 ctl status || fail=1
-peer=$(sed -n 's/^FLANNEL_SUBNET=\(.*\)\.1\/\(.*\)/\1.0\/\2/p' "$tmp/node2/subnet.env")
+victim=node2; [ "$backend" = bgp ] && victim=node3
+peer=$(sed -n 's/^FLANNEL_SUBNET=\(.*\)\.1\/\(.*\)/\1.0\/\2/p' "$tmp/$victim/subnet.env")
 in_ns node1 ip route del "$peer"
-echo "deleted the route to node2's $peer on node1; podnetctl status, then check:"
+echo "deleted the route to $victim's $peer on node1; podnetctl status, then check:"
 ctl status || fail=1
 status=0; ctl check || status=$?
 [ $status = 1 ] || { echo "podnetctl check should have found the missing route (exit $status)"; fail=1; }

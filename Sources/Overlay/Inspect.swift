@@ -161,8 +161,24 @@ extension NetworkConfig {
         var latest: [IPNetwork: Peer] = [:]
         for peer in peers {
             latest[peer.subnet] = peer
+            var planned = peer
+            if backendType == "bgp" {
+                // BGP chose the next hop: the route of ours to the subnet through a next hop the
+                // interface reaches is what the daemon wants. Without one, a node on this segment
+                // should have been learned from the mesh; another rack's only from a router.
+                let reached = { (ip: IPAddress) in connected.contains { $0.contains(ip) } }
+                if let r = kernel.routes.first(where: {
+                    $0.destination == peer.subnet && ownership.owns($0) && $0.gateway.map(reached) == true
+                }), let gateway = r.gateway {
+                    planned.publicIP = gateway
+                } else if !reached(peer.publicIP) {
+                    skipped[peer.subnet] = "no route learned over BGP (its node is on another segment)"
+                    desired[peer.subnet] = nil
+                    continue
+                }
+            }
             switch peerPlan(
-                peer, mode: mode, network: network, interface: interface, ownSubnet: own, device: device,
+                planned, mode: mode, network: network, interface: interface, ownSubnet: own, device: device,
                 connected: connected)
             {
             case .program(let entries)?: desired[peer.subnet] = entries; skipped[peer.subnet] = nil
