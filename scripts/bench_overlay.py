@@ -16,7 +16,13 @@
   topology built by hand with `ip` (a VXLAN for vxlan, a plain routed path for host-gw),
   interleaved. Targets: >= 90% (vxlan), >= 95% (host-gw).
 
-usage: bench_overlay.py BIN_DIR [--backend vxlan|host-gw] [--peers N] [--leases N] [--runs N]
+With --backend bgp it measures instead how podnetd learns routes over BGP: a BIRD peer announces
+PEERS pod subnets (each with its lease in etcd, as podnetd installs only leased subnets); the time
+from the session's establishment (podnetd's log) to all PEERS routes in the kernel, next to
+`ip -batch` adding the same routes; podnetd's CPU time and peak RSS. Targets: at most 2x the floor;
+RSS at most 40 MB.
+
+usage: bench_overlay.py BIN_DIR [--backend vxlan|host-gw|bgp] [--peers N] [--leases N] [--runs N]
                         [--iperf-seconds N] [--iperf-rounds N]
 Runs as root. Everything lives in network namespaces named podnet-bench-ov-*, deleted at the end
 (also on failure or Ctrl-C); the bench process itself joins etcd's namespace to talk to it.
@@ -33,7 +39,7 @@ PREFIX = "/coreos.com/network"
 
 ap = argparse.ArgumentParser()
 ap.add_argument("bin")
-ap.add_argument("--backend", default="vxlan", choices=["vxlan", "host-gw"])
+ap.add_argument("--backend", default="vxlan", choices=["vxlan", "host-gw", "bgp"])
 ap.add_argument("--peers", type=int, default=1000)
 ap.add_argument("--leases", type=int, default=100)
 ap.add_argument("--runs", type=int, default=3)
@@ -41,6 +47,8 @@ ap.add_argument("--iperf-seconds", type=int, default=5)
 ap.add_argument("--iperf-rounds", type=int, default=5)
 args = ap.parse_args()
 vxlan = args.backend == "vxlan"
+bgp = args.backend == "bgp"
+BIRD, BIRD_IP = f"{P}-bird", "172.20.0.3"
 tmp = tempfile.mkdtemp(prefix="podnet-bench-ov.")
 libc = ctypes.CDLL(None, use_errno=True)
 home_ns = os.open("/proc/self/ns/net", os.O_RDONLY)  # to leave etcd's namespace before deleting it
@@ -151,7 +159,7 @@ def lease_value(public_ip, mac):
     if vxlan:
         return json.dumps({"PublicIP": public_ip, "PublicIPv6": None, "BackendType": "vxlan",
                            "BackendData": {"VNI": 1, "VtepMAC": mac}})
-    return json.dumps({"PublicIP": public_ip, "PublicIPv6": None, "BackendType": "host-gw"})
+    return json.dumps({"PublicIP": public_ip, "PublicIPv6": None, "BackendType": args.backend})
 
 
 def lease_key(k):
@@ -256,6 +264,8 @@ def floor_once():
             gw = s.split("/")[0]
             if vxlan:
                 ipf.write(f"route replace {s} via {gw} dev flannel.1 onlink\n")
+            elif bgp:
+                ipf.write(f"route replace {s} via {BIRD_IP} dev eth0 proto 98\n")
             else:
                 ipf.write(f"route replace {s} via {peer_ip(i)} dev eth0\n")
     if vxlan:
@@ -408,6 +418,8 @@ def main():
     else:
         sys.exit("bench_overlay: etcd did not start:\n" + open(f"{tmp}/etcd.log").read()[-2000:])
     kv = Etcd()
+    if bgp:
+        return bgp_main(kv)
     kv.put(f"{PREFIX}/config", json.dumps({"Network": NETWORK, "Backend": {"Type": args.backend}}))
     # Peers 1..PEERS are subnets 1..PEERS; the nodes take free ones after them.
     if args.peers <= 1000:
@@ -565,6 +577,64 @@ def main():
     print(f"  ratio {o50 / h50 * 100:.1f}%; target >= {target * 100:.0f}%: {verdict(o50 >= target * h50)}")
     daemon.stop()
     daemon2.stop()
+
+
+def bgp_main(kv):
+    """A BIRD peer announces PEERS leased subnets to a fresh node per run: session -> all routes."""
+    n = args.peers
+    kv.put(f"{PREFIX}/config", json.dumps({
+        "Network": NETWORK, "Backend": {"Type": "bgp", "NodeToNodeMesh": False,
+                                        "Peers": [{"PeerIP": BIRD_IP, "ASNumber": 65001}]}}))
+    kv.put_many([(lease_key(i + 1), lease_value(peer_ip(i), peer_mac(i))) for i in range(n)])
+    attach(BIRD, BIRD_IP)
+    with open(f"{tmp}/bird.conf", "w") as f:
+        f.write(f'router id {BIRD_IP};\nprotocol device {{ }}\nprotocol static {{ ipv4;\n')
+        f.writelines(f"  route {subnet(i + 1)} blackhole;\n" for i in range(n))
+        f.write(f'}}\nprotocol bgp node1 {{ local {BIRD_IP} as 65001; neighbor {N1_IP} as 64512;\n'
+                f'  ipv4 {{ import none; export all; next hop self; }}; }}\n')
+    bird = subprocess.Popen(["ip", "netns", "exec", BIRD, "bird", "-f", "-c", f"{tmp}/bird.conf", "-s",
+                             f"{tmp}/bird.ctl", "-P", f"{tmp}/bird.pid"], stdout=subprocess.DEVNULL,
+                            stderr=open(f"{tmp}/bird.log", "w"))
+    procs.append(bird)
+    print(f"bgp benchmark: a BIRD peer announces {n} leased /24s to podnetd, {args.runs} runs")
+
+    def cpu_seconds(pid):
+        fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    conv, floors, cpu, hwm = [], [], [], []
+    steal = Steal()
+    daemon = None
+    for run in range(args.runs):
+        took, counts = floor_once()
+        if counts != (n, 0, 0):
+            sys.exit(f"bench_overlay: the floor installed {counts[0]} routes, not {n}")
+        floors.append(took)
+        if daemon:
+            daemon.stop()
+            delete_ns(N1)
+        attach(N1, N1_IP)
+        daemon = Daemon(N1, "node1")
+        established = daemon.wait_for("BGP session established")
+        deadline = time.perf_counter() + 60
+        while count_entries(N1)[0] < n:
+            if time.perf_counter() > deadline:
+                sys.exit(f"bench_overlay: {count_entries(N1)[0]} of {n} routes after 60 s:\n"
+                         + open(daemon.log.name).read()[-2000:])
+            time.sleep(0.005)
+        conv.append(time.perf_counter() - daemon.t0 - established)
+        cpu.append(cpu_seconds(daemon.p.pid))
+        hwm.append(daemon.vm_hwm_kib())
+    daemon.stop()
+    c50, f50 = statistics.median(conv), statistics.median(floors)
+    print(f"\nconvergence: BGP session established -> {n} routes in the kernel ({steal})")
+    print(f"  {'podnetd':<34} median {ms(c50):>10}   runs: {' '.join(ms(x) for x in conv)}")
+    print(f"  {'floor: ip -batch':<34} median {ms(f50):>10}   runs: {' '.join(ms(x) for x in floors)}")
+    print(f"  ratio {c50 / f50:.2f}x the floor; target <= 2x: {verdict(c50 <= 2 * f50)}")
+    print(f"  podnetd's CPU time, start-up included: median {ms(statistics.median(cpu))}")
+    mem = max(hwm)
+    print(f"\nmemory: podnetd peak RSS (VmHWM) with {n} learned routes: {mem / 1024:.1f} MB "
+          f"(runs: {' '.join(f'{x / 1024:.1f}' for x in hwm)}); target <= 40 MB: {verdict(mem <= 40 * 1024)}")
 
 
 if __name__ == "__main__":
