@@ -33,6 +33,14 @@ import Testing
         #expect(rack2 == ["192.168.60.1:1790", "192.168.70.1:179"])
     }
 
+    /// The README's example, netconf/net-conf-bgp.json: two racks, each rack's nodes with their router.
+    @Test func theExampleConfigReads() throws {
+        let path = #filePath.split(separator: "/").dropLast(3).joined(separator: "/") + "/netconf/net-conf-bgp.json"
+        let c = try NetworkConfig(json: Data(contentsOf: URL(fileURLWithPath: "/" + path)))
+        #expect(c.backendType == "bgp" && c.bgp.nodeToNodeMesh && c.bgp.asNumber == 64512)
+        #expect(c.bgp.neighbours(ofNode: IPAddress("192.168.60.14")!).map(\.address) == [IPAddress("192.168.60.1")!])
+    }
+
     @Test func badValuesAreConfigErrorsNamingTheKey() {
         let cases: [(String, [String])] = [
             (#","ASNumber":0"#, ["Backend.ASNumber", "1...4294967295"]),
