@@ -3,7 +3,7 @@
 # Idempotent: packages already present are not fetched again.
 set -euo pipefail
 need=(pkg-config libnl-3-dev libnl-route-3-dev libmnl-dev iproute2 iptables nftables
-      conntrack iputils-ping time procps etcd-server etcd-client bird2)
+      conntrack iputils-ping time procps etcd-server etcd-client bird2 frr)
 [ "${1:-}" = bench ] && need+=(containernetworking-plugins iperf3)
 # The real-runtime suite (scripts/runtimes/): podman with its CNI backend, containerd through its
 # CRI (spoken by scripts/runtimes/cri.py over grpcio), runc, and busybox for the test image.

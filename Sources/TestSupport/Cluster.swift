@@ -11,10 +11,21 @@
 //   <id>-n<i>      node i at 192.168.50.<10+i>, running the built podnetd ($PODNET_BIN_DIR)
 //   <id>-n<i>p<j>  pod j of node i, attached by the built flannel plugin (bridge + host-local)
 //
+// With `racks = 2` the nodes are spread over two routed racks (Routers.swift has the routers):
+//
+//   <id>-sw        rack 1's switch, 192.168.50.0/24, as above (etcd stays at 192.168.50.2)
+//   <id>-sw2       rack 2's switch, 192.168.60.0/24
+//   <id>-r1, -r2   rack r's router (BIRD or FRR, AS 65000+r) at .1 on its rack, the two joined by
+//                  a veth link 192.168.255.1/30 - 192.168.255.2/30, static routes between the racks
+//   <id>-n<i>      node i is in rack 1 when i is odd, rack 2 when even, at 192.168.50.<10+i> or
+//                  192.168.60.<10+i>, with a default route via its rack's router (etcd's namespaces
+//                  too, via rack 1's): the underlay is routed statically, BGP carries the pod routes
+//
 // `Cluster.with(options) { cluster in ... }` always tears everything down, also when the body
-// throws: it stops the daemons (SIGTERM, then SIGKILL), stops etcd, kills whatever still runs in
-// the cluster's namespaces, deletes them and the cluster's directory. Namespaces of a test process
-// that died without cleaning up (the pid is in the name) are removed by the next cluster.
+// throws: it stops the daemons (SIGTERM, then SIGKILL), the routers and stand-in speakers, stops
+// etcd, kills whatever still runs in the cluster's namespaces, deletes them and the cluster's
+// directory. Namespaces of a test process that died without cleaning up (the pid is in the name,
+// racks' included) are removed by the next cluster.
 //
 // Everything here is synchronous: commands run through `ip netns exec`, so the test process never
 // changes namespace and no Swift task has to care which thread it runs on.
@@ -49,6 +60,18 @@ public struct ClusterOptions: Sendable {
     public var prefix = "/coreos.com/network"
     /// Members of the etcd cluster (1 to 3); the daemons get every member's endpoint.
     public var etcdMembers = 1
+    /// 1: one switch, as always; 2: two routed racks (see the top of this file).
+    public var racks = 1
+    /// The router of each rack (with `racks = 2`).
+    public var routers: [RouterKind] = [.bird, .bird]
+    /// The nodes' AS number; the routers peer with them as this AS.
+    public var clusterAS = 64512
+    /// Prefixes a rack's router also announces to its nodes (rack -> prefixes, BIRD blackhole
+    /// routes exported to the nodes only), for tests of hostile routers.
+    public var routerExtraRoutes: [Int: [String]] = [:]
+    /// The raw JSON object used as the network config's "Backend" when set (else
+    /// `{"Type":"<backend>"}`), e.g. for the bgp backend's keys.
+    public var backendJSON: String?
 
     public init(backend: String = "vxlan", nodes: Int = 3, podsPerNode: Int = 1) {
         self.backend = backend
@@ -58,7 +81,7 @@ public struct ClusterOptions: Sendable {
 
     /// The network config as flanneld's `<prefix>/config` holds it.
     public var configJSON: String {
-        Cluster.configJSON(network: network, subnetLength: subnetLength, backend: backend)
+        Cluster.configJSON(network: network, subnetLength: subnetLength, backend: backend, backendJSON: backendJSON)
     }
 }
 
@@ -103,8 +126,17 @@ public final class Cluster: @unchecked Sendable {
     /// The folder holding podnetd, flannel, bridge and host-local.
     public let binaries: String
     private var namespaces: [TestNamespace] = []
+    /// Each rack's switch: `switchNamespace`, then `<id>-sw2` with `racks = 2`.
+    public private(set) var rackSwitches: [TestNamespace] = []
+    /// Each rack's router, in rack order (none with one rack).
+    public private(set) var routers: [ClusterRouter] = []
+    private var standIns: [StandInSpeaker] = []
 
     public static let underlayPrefix = "192.168.50"
+
+    /// The first three octets of rack `rack`'s underlay /24: 192.168.50 for rack 1, 192.168.60
+    /// for rack 2.
+    public static func underlayPrefix(rack: Int) -> String { "192.168.\(40 + 10 * rack)" }
 
     // MARK: Life cycle
 
@@ -129,6 +161,9 @@ public final class Cluster: @unchecked Sendable {
             throw TestFailure(
                 "\(tool) is not installed: run scripts/deps.sh (Debian packages etcd-server, etcd-client)")
         }
+        guard options.racks == 1 || (options.racks == 2 && options.routers.count == 2) else {
+            throw TestFailure("racks must be 1, or 2 with one router kind per rack")
+        }
         Self.reapLeftovers()
         self.options = options
         binaries = pluginDirectory
@@ -143,8 +178,13 @@ public final class Cluster: @unchecked Sendable {
     private func setUp() throws {
         try addNamespace(switchNamespace)
         try switchNamespace.sh("ip link add br0 type bridge && ip link set br0 up")
+        rackSwitches = [switchNamespace]
         for m in etcd.members {
             try attach(m.namespace, address: m.address, port: m.index == 1 ? "sw-etcd" : "sw-etcd\(m.index)")
+        }
+        if options.racks > 1 {
+            try setUpRacks()
+            for m in etcd.members { try m.namespace.sh("ip route add default via \(routers[0].address)") }
         }
         if options.tls {
             let tls = try makeTLSFiles(in: directory + "/tls", name: "cluster")
@@ -164,6 +204,9 @@ public final class Cluster: @unchecked Sendable {
     /// Stops everything and deletes every namespace and file of the cluster. Safe to call twice.
     public func teardown() {
         for node in nodes { node.kill() }
+        for s in standIns { s.stop() }
+        standIns = []
+        for r in routers { r.stop() }
         etcd.stop()
         // Whatever still runs inside (a ping, iperf3, a daemon started by hand) keeps a namespace
         // alive after `ip netns delete`: end it first.
@@ -182,13 +225,19 @@ public final class Cluster: @unchecked Sendable {
     public func addNode(start: Bool = true, arguments: [String] = []) throws -> ClusterNode {
         let index = nodes.count + 1
         guard index < 240 else { throw TestFailure("too many nodes") }
+        let rack = (index - 1) % options.racks + 1
         let node = ClusterNode(
             cluster: self, index: index, namespace: TestNamespace(name: "\(id)-n\(index)"),
-            address: "\(Self.underlayPrefix).\(10 + index)", directory: "\(directory)/n\(index)",
-            arguments: arguments)
+            address: "\(Self.underlayPrefix(rack: rack)).\(10 + index)", directory: "\(directory)/n\(index)",
+            arguments: arguments, rack: rack)
         try FileManager.default.createDirectory(atPath: node.directory, withIntermediateDirectories: true)
-        try attach(node.namespace, address: node.address, port: "sw-n\(index)")
+        try attach(node.namespace, address: node.address, port: "sw-n\(index)", switch: rackSwitches[rack - 1])
         nodes.append(node)
+        if options.racks > 1 {
+            let router = routers[rack - 1]
+            try node.namespace.sh("ip route add default via \(router.address)")
+            try router.addNeighbour(node.address)
+        }
         if start {
             try node.start()
             try node.waitUntilReady()
@@ -202,12 +251,82 @@ public final class Cluster: @unchecked Sendable {
         try ns.sh("ip link set lo up")
     }
 
-    /// A new namespace with `address`/24 on eth0, plugged into the switch as `port`.
-    private func attach(_ ns: TestNamespace, address: String, port: String) throws {
+    /// A new namespace with `address`/24 on eth0, plugged into `switch` (rack 1's by default) as
+    /// `port`.
+    private func attach(_ ns: TestNamespace, address: String, port: String, switch sw: TestNamespace? = nil) throws {
         try addNamespace(ns)
-        try switchNamespace.sh(
+        try (sw ?? switchNamespace).sh(
             "ip link add \(port) type veth peer name eth0 netns \(ns.name) && ip link set \(port) master br0 up")
         try ns.sh("ip addr add \(address)/24 dev eth0 && ip link set eth0 up")
+    }
+
+    /// Rack 2's switch, the two routers and the link between them, and starts the routers (they
+    /// learn their nodes as `addNode` adds them).
+    private func setUpRacks() throws {
+        let sw2 = TestNamespace(name: id + "-sw2")
+        try addNamespace(sw2)
+        try sw2.sh("ip link add br0 type bridge && ip link set br0 up")
+        rackSwitches.append(sw2)
+        for rack in 1...2 {
+            let router = try ClusterRouter(
+                rack: rack, kind: options.routers[rack - 1], namespace: TestNamespace(name: "\(id)-r\(rack)"),
+                network: options.network, clusterAS: options.clusterAS,
+                extraRoutes: options.routerExtraRoutes[rack] ?? [], directory: "\(directory)/r\(rack)")
+            try attach(router.namespace, address: router.address, port: "sw-r\(rack)", switch: rackSwitches[rack - 1])
+            routers.append(router)
+        }
+        let (r1, r2) = (routers[0], routers[1])
+        // The link is made from inside r1, so the root namespace never holds either end.
+        try r1.namespace.sh(
+            """
+            ip link add r12 type veth peer name r21 netns \(r2.namespace.name) &&
+            ip addr add \(r1.linkAddress)/30 dev r12 && ip link set r12 up &&
+            ip route add \(Self.underlayPrefix(rack: 2)).0/24 via \(r2.linkAddress) &&
+            sysctl -qw net.ipv4.ip_forward=1
+            """)
+        try r2.namespace.sh(
+            """
+            ip addr add \(r2.linkAddress)/30 dev r21 && ip link set r21 up &&
+            ip route add \(Self.underlayPrefix(rack: 1)).0/24 via \(r1.linkAddress) &&
+            sysctl -qw net.ipv4.ip_forward=1
+            """)
+        for r in routers { try r.start() }
+    }
+
+    // MARK: Racks
+
+    /// Rack `rack`'s router (1 or 2).
+    public func router(rack: Int) throws -> ClusterRouter {
+        guard (1...routers.count).contains(rack) else {
+            throw TestFailure("rack \(rack) has no router (racks: \(options.racks))")
+        }
+        return routers[rack - 1]
+    }
+
+    /// The router's main-table routes into the pod network, "<prefix> via <gateway>", sorted.
+    public func routerRoutes(rack: Int) throws -> [String] { try router(rack: rack).kernelRoutes() }
+
+    /// The router's sessions in a few lines (`birdc show protocols`, `vtysh show bgp summary`).
+    public func routerBGPState(rack: Int) throws -> String { try router(rack: rack).bgpState() }
+
+    /// Stops rack `rack`'s router (its sessions close, its kernel routes go).
+    public func stopRouter(rack: Int) throws { try router(rack: rack).stop() }
+
+    /// Starts a stopped router again, with every node it knew.
+    public func startRouter(rack: Int) throws { try router(rack: rack).start() }
+
+    /// Stops and starts rack `rack`'s router.
+    public func restartRouter(rack: Int) throws { try router(rack: rack).restart() }
+
+    /// Every router's sessions, kernel routes and log tails, for failure messages.
+    public func routersReport() -> String { routers.map { $0.report() }.joined(separator: "\n") }
+
+    /// Starts a stand-in BGP speaker (BIRD, the cluster AS) on `node`, peering with its rack's
+    /// router and announcing `prefixes`; the tear-down stops it.
+    public func startStandInSpeaker(on node: ClusterNode, announcing prefixes: [String]) throws -> StandInSpeaker {
+        let speaker = try StandInSpeaker(node: node, router: router(rack: node.rack), prefixes: prefixes)
+        standIns.append(speaker)
+        return speaker
     }
 
     // MARK: State
@@ -295,13 +414,16 @@ public final class Cluster: @unchecked Sendable {
     // MARK: Helpers
 
     /// A network config in flanneld's schema.
-    public static func configJSON(network: String, subnetLength: Int? = nil, backend: String) -> String {
+    public static func configJSON(
+        network: String, subnetLength: Int? = nil, backend: String, backendJSON: String? = nil
+    ) -> String {
         let len = subnetLength.map { #","SubnetLen":\#($0)"# } ?? ""
         // In the default network the nodes lease from 10.244.1.0 to 10.244.199.0: the tests' fake
         // and hostile leases use 10.244.200.0 and above, and must never land on a node's own subnet
         // (a node puts its own lease back when another writer overwrites it).
         let max = network == "10.244.0.0/16" && subnetLength == nil ? #","SubnetMax":"10.244.199.0""# : ""
-        return #"{"Network":"\#(network)"\#(len)\#(max),"Backend":{"Type":"\#(backend)"}}"#
+        let backendObject = backendJSON ?? #"{"Type":"\#(backend)"}"#
+        return #"{"Network":"\#(network)"\#(len)\#(max),"Backend":\#(backendObject)}"#
     }
 
     /// Kills every process inside namespace `name` (all of them were started by the cluster).
@@ -621,6 +743,8 @@ public final class ClusterNode: @unchecked Sendable {
     /// The underlay address (the node's public IP).
     public let address: String
     public let directory: String
+    /// The rack it is in: 1, or with `racks = 2`, 1 for odd and 2 for even indices.
+    public let rack: Int
     /// Arguments added to this node's daemon on every start.
     public var arguments: [String]
     /// Environment variables of this node's daemon (`FLANNELD_*`, `NOTIFY_SOCKET`).
@@ -632,10 +756,11 @@ public final class ClusterNode: @unchecked Sendable {
     private var logOffset: UInt64 = 0
 
     init(
-        cluster: Cluster, index: Int, namespace: TestNamespace, address: String, directory: String, arguments: [String]
+        cluster: Cluster, index: Int, namespace: TestNamespace, address: String, directory: String,
+        arguments: [String], rack: Int = 1
     ) {
         self.cluster = cluster; self.index = index; self.namespace = namespace; self.address = address
-        self.directory = directory; self.arguments = arguments
+        self.directory = directory; self.arguments = arguments; self.rack = rack
     }
 
     public var name: String { "n\(index)" }
@@ -1119,6 +1244,9 @@ public struct IPv4Prefix: Equatable, Sendable {
     public func contains(_ other: IPv4Prefix) -> Bool {
         other.length >= length && IPv4(value: other.address).masked(length).value == address
     }
+
+    /// "a.b.c.d/len", host bits cleared.
+    public var text: String { "\(IPv4(value: address))/\(length)" }
 
     /// Whether the two prefixes share an address.
     public func overlaps(_ other: IPv4Prefix) -> Bool { contains(other) || other.contains(self) }
