@@ -106,6 +106,7 @@ extension DaemonEndToEnd {
                         \(speaker.state())
                         \(c.routersReport())
                         """)
+                    report("\(routers): \(node.name) learned \(other) via its router", learned)
                 }
                 // Exactly that: no underlay or router-internal route reached a node.
                 #expect(try n1.kernelEntries().routes == ["\(p2) via \(r1.address) dev eth0"])
@@ -113,6 +114,22 @@ extension DaemonEndToEnd {
                 #expect(
                     (try? n1.namespace.sh("ping -c 1 -W 2 \(n2.address) >/dev/null")) != nil,
                     "node 1 cannot ping node 2 across the racks")
+
+                // A node speaker that crashes (SIGKILL: no NOTIFICATION) keeps its route at its
+                // router, a graceful-restart helper, and so in the other rack, until it is back.
+                s2.kill()
+                let down = secondsUntil(within: 30) { !r2.isEstablished(with: n2.address) }
+                report("\(routers): r2 saw the killed speaker's session close", down)
+                #expect(down != nil, "r2 still has a session with the killed speaker:\n\(r2.report())")
+                #expect(
+                    try c.routerRoutes(rack: 2) == want2 && c.routerRoutes(rack: 1) == want1,
+                    "the routers dropped the restarting node's route:\n\(c.routersReport())")
+                try s2.start()
+                let returned = try secondsUntil(within: 30) {
+                    try c.routerRoutes(rack: 1) == want1 && r2.isEstablished(with: n2.address) && s2.hasBestRoute(p1)
+                }
+                #expect(returned != nil, "after the speaker's restart:\n\(s2.state())\n\(c.routersReport())")
+                report("\(routers): node session back after the speaker's restart", returned)
 
                 // A restarted router comes back with both sessions and both routes.
                 try c.restartRouter(rack: 2)
