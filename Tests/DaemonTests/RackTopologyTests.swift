@@ -55,10 +55,14 @@ extension DaemonEndToEnd {
         /// Two racks with `routers`, no podnetd: a stand-in speaker on node 1 (rack 1) announces
         /// 10.244.201.0/24, one on node 2 (rack 2) 10.244.202.0/24.
         private func checkTwoRacks(routers: [RouterKind]) throws {
-            var options = ClusterOptions(backend: "host-gw", nodes: 0, podsPerNode: 0)
+            var options = ClusterOptions(backend: "bgp", nodes: 0, podsPerNode: 0)
             options.racks = 2
             options.routers = routers
+            let backend = #"{"Type":"bgp","ASNumber":64512}"#
+            options.backendJSON = backend
             try Cluster.with(options) { c in
+                let config = try c.etcd.etcdctl("get", "--print-value-only", options.prefix + "/config")
+                #expect(config.contains(#""Backend":\#(backend)}"#), "\(config)")
                 let (n1, n2) = (try c.addNode(start: false), try c.addNode(start: false))
                 #expect(n1.rack == 1 && n2.rack == 2)
                 #expect(n1.address == "192.168.50.11" && n2.address == "192.168.60.12")
