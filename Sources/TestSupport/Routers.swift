@@ -188,6 +188,20 @@ public final class ClusterRouter: @unchecked Sendable {
         }.sorted()
     }
 
+    /// Whether the session with the node at `address` is established.
+    public func isEstablished(with address: String) -> Bool {
+        switch kind {
+        case .bird:
+            guard let i = neighbours.firstIndex(of: address) else { return false }
+            return ((try? bird?.birdc("show protocols node\(i + 1)")) ?? "").contains("Established")
+        case .frr:
+            // {"192.168.60.12":{"remoteAs":64512,...,"bgpState":"Established",...}}
+            let out = (try? vtysh(["show bgp neighbors \(address) json"], daemon: "bgpd")) ?? ""
+            let o = (try? JSONSerialization.jsonObject(with: Data(out.utf8))) as? [String: Any]
+            return (o?[address] as? [String: Any])?["bgpState"] as? String == "Established"
+        }
+    }
+
     /// The sessions, in a few lines: `birdc show protocols` or `vtysh show bgp summary`.
     public func bgpState() -> String {
         switch kind {
@@ -272,11 +286,11 @@ public final class ClusterRouter: @unchecked Sendable {
         try writeFile(directory + "/bgpd.conf", bgpdConfig())
         let common = ["-z", directory + "/zserv.api", "--vty_socket", directory, "-A", "127.0.0.1", "-P", "0"]
         let log = directory + "/frr.out"
-        zebra = try spawn(
+        zebra = try spawnDaemon(
             in: namespace, "/usr/lib/frr/zebra",
             ["-f", directory + "/zebra.conf", "-i", directory + "/zebra.pid"] + common, log: log)
         try waitForFRR("zebra", command: "show version")
-        bgpd = try spawn(
+        bgpd = try spawnDaemon(
             in: namespace, "/usr/lib/frr/bgpd",
             ["-f", directory + "/bgpd.conf", "-i", directory + "/bgpd.pid"] + common, log: log)
         try waitForFRR("bgpd", command: "show bgp summary")
@@ -372,7 +386,7 @@ final class BIRDProcess: @unchecked Sendable {
         try writeFile(configFile, config)
         let check = try run(["/usr/sbin/bird", "-p", "-c", configFile])
         guard check.status == 0 else { throw TestFailure("BIRD refuses \(configFile): \(check.stderr)") }
-        process = try spawn(
+        process = try spawnDaemon(
             in: namespace, "/usr/sbin/bird",
             ["-f", "-c", configFile, "-s", socket, "-P", directory + "/bird.pid"], log: directory + "/bird.out")
         let deadline = Date().addingTimeInterval(15)
@@ -410,6 +424,13 @@ final class BIRDProcess: @unchecked Sendable {
         if let process { terminate(process, grace: grace) }
         process = nil
     }
+
+    func kill() {
+        guard let process, process.isRunning else { return }
+        Glibc.kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+        self.process = nil
+    }
 }
 
 // MARK: - A stand-in node speaker
@@ -417,11 +438,13 @@ final class BIRDProcess: @unchecked Sendable {
 /// A BIRD instance in a node's namespace standing in for podnetd's BGP backend: AS = the
 /// cluster AS, one eBGP session to the rack's router, announcing `prefixes` as blackhole routes
 /// and installing what it learns in the node's main table (`proto bird`), with standard loop
-/// detection. The cluster's tear-down stops it.
+/// detection, graceful restart on (restart time 120 s, BIRD's default). The cluster's tear-down
+/// stops it.
 public final class StandInSpeaker: @unchecked Sendable {
     public let node: ClusterNode
     public let prefixes: [String]
     private let bird: BIRDProcess
+    private let config: String
 
     init(node: ClusterNode, router: ClusterRouter, prefixes: [String]) throws {
         self.node = node; self.prefixes = prefixes
@@ -429,26 +452,36 @@ public final class StandInSpeaker: @unchecked Sendable {
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         bird = BIRDProcess(namespace: node.namespace, directory: dir)
         let routes = prefixes.map { "  route \($0) blackhole;\n" }.joined()
-        try bird.start(
-            config: """
-                log "\(dir)/bird.log" all;
-                router id \(node.address);
-                protocol device { scan time 10; }
-                protocol kernel { ipv4 { import none; export where source = RTS_BGP; }; }
-                protocol static announced {
-                  ipv4;
-                \(routes)}
-                protocol bgp uplink {
-                  local \(node.address) as \(node.cluster.options.clusterAS);
-                  neighbor \(router.address) as \(router.asNumber);
-                  hold time 9;
-                  graceful restart on;
-                  connect delay time 1; connect retry time 1; error wait time 1, 5;
-                  ipv4 { import all; export where proto = "announced"; };
-                }
+        config = """
+            log "\(dir)/bird.log" all;
+            router id \(node.address);
+            protocol device { scan time 10; }
+            protocol kernel { ipv4 { import none; export where source = RTS_BGP; }; }
+            protocol static announced {
+              ipv4;
+            \(routes)}
+            protocol bgp uplink {
+              local \(node.address) as \(node.cluster.options.clusterAS);
+              neighbor \(router.address) as \(router.asNumber);
+              hold time 9;
+              graceful restart on;
+              connect delay time 1; connect retry time 1; error wait time 1, 5;
+              ipv4 { import all; export where proto = "announced"; };
+            }
 
-                """)
+            """
+        try start()
     }
+
+    /// Starts BIRD (again) and waits until it answers.
+    public func start() throws {
+        guard !bird.isRunning else { return }
+        try bird.start(config: config)
+    }
+
+    /// SIGKILL, as in a crash: no NOTIFICATION, the kernel closes the TCP session, the node's
+    /// kernel routes stay.
+    public func kill() { bird.kill() }
 
     /// `birdc show route all <prefix>`: "*" after the protocol name marks the best route.
     public func route(_ prefix: String) throws -> String { try bird.birdc("show route all \(prefix)") }
@@ -463,6 +496,20 @@ public final class StandInSpeaker: @unchecked Sendable {
     public func stop() { bird.stop(grace: 5) }
 
     public var isRunning: Bool { bird.isRunning }
+}
+
+/// `spawn`, with SIGTERM, SIGINT and SIGHUP unblocked in the child. The test's threads block
+/// them (SigBlk in /proc/<pid>/status), posix_spawn copies the calling thread's mask and exec keeps
+/// it, and BIRD and FRR never unblock them: they would ignore SIGTERM and `terminate` would wait
+/// its whole grace time and SIGKILL them (no Cease NOTIFICATION, kernel routes left behind).
+func spawnDaemon(in ns: TestNamespace, _ executable: String, _ args: [String], log: String) throws -> Process {
+    var signals = sigset_t()
+    var saved = sigset_t()
+    sigemptyset(&signals)
+    for s in [SIGTERM, SIGINT, SIGHUP] { sigaddset(&signals, s) }
+    pthread_sigmask(SIG_UNBLOCK, &signals, &saved)
+    defer { pthread_sigmask(SIG_SETMASK, &saved, nil) }
+    return try spawn(in: ns, executable, args, log: log)
 }
 
 /// Writes a text file in full.

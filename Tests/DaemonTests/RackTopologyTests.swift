@@ -55,10 +55,14 @@ extension DaemonEndToEnd {
         /// Two racks with `routers`, no podnetd: a stand-in speaker on node 1 (rack 1) announces
         /// 10.244.201.0/24, one on node 2 (rack 2) 10.244.202.0/24.
         private func checkTwoRacks(routers: [RouterKind]) throws {
-            var options = ClusterOptions(backend: "host-gw", nodes: 0, podsPerNode: 0)
+            var options = ClusterOptions(backend: "bgp", nodes: 0, podsPerNode: 0)
             options.racks = 2
             options.routers = routers
+            let backend = #"{"Type":"bgp","ASNumber":64512}"#
+            options.backendJSON = backend
             try Cluster.with(options) { c in
+                let config = try c.etcd.etcdctl("get", "--print-value-only", options.prefix + "/config")
+                #expect(config.contains(#""Backend":\#(backend)}"#), "\(config)")
                 let (n1, n2) = (try c.addNode(start: false), try c.addNode(start: false))
                 #expect(n1.rack == 1 && n2.rack == 2)
                 #expect(n1.address == "192.168.50.11" && n2.address == "192.168.60.12")
@@ -106,6 +110,7 @@ extension DaemonEndToEnd {
                         \(speaker.state())
                         \(c.routersReport())
                         """)
+                    report("\(routers): \(node.name) learned \(other) via its router", learned)
                 }
                 // Exactly that: no underlay or router-internal route reached a node.
                 #expect(try n1.kernelEntries().routes == ["\(p2) via \(r1.address) dev eth0"])
@@ -113,6 +118,22 @@ extension DaemonEndToEnd {
                 #expect(
                     (try? n1.namespace.sh("ping -c 1 -W 2 \(n2.address) >/dev/null")) != nil,
                     "node 1 cannot ping node 2 across the racks")
+
+                // A node speaker that crashes (SIGKILL: no NOTIFICATION) keeps its route at its
+                // router, a graceful-restart helper, and so in the other rack, until it is back.
+                s2.kill()
+                let down = secondsUntil(within: 30) { !r2.isEstablished(with: n2.address) }
+                report("\(routers): r2 saw the killed speaker's session close", down)
+                #expect(down != nil, "r2 still has a session with the killed speaker:\n\(r2.report())")
+                #expect(
+                    try c.routerRoutes(rack: 2) == want2 && c.routerRoutes(rack: 1) == want1,
+                    "the routers dropped the restarting node's route:\n\(c.routersReport())")
+                try s2.start()
+                let returned = try secondsUntil(within: 30) {
+                    try c.routerRoutes(rack: 1) == want1 && r2.isEstablished(with: n2.address) && s2.hasBestRoute(p1)
+                }
+                #expect(returned != nil, "after the speaker's restart:\n\(s2.state())\n\(c.routersReport())")
+                report("\(routers): node session back after the speaker's restart", returned)
 
                 // A restarted router comes back with both sessions and both routes.
                 try c.restartRouter(rack: 2)
