@@ -161,15 +161,18 @@ public struct BGPSession: Sendable {
         case (.openSent, .received(.open(let open))):
             return receivedOpen(open)
         case (.openConfirm, .received(.keepalive)):
+            // The back-off is reset only by a message received once established: a peer that
+            // fails right after establishment (garbage, a refused UPDATE) is retried ever later.
             state = .established
-            failures = 0
             return [.established(negotiated!)] + restartHold()
         case (.established, .received(.keepalive)):
+            failures = 0
             return restartHold()
         case (.established, .received(.update(let update))):
             if let problem = unnegotiatedFamily(update) {
                 return toIdle(notification: BGPNotification(.updateMessage, 9), reason: problem, keepRoutes: false)
             }
+            failures = 0
             return [.update(update)] + restartHold()
         case (.established, .received(.routeRefresh(let r))):
             guard negotiated?.routeRefresh == true else { return restartHold() }

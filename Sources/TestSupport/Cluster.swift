@@ -251,6 +251,12 @@ public final class Cluster: @unchecked Sendable {
         try ns.sh("ip link set lo up")
     }
 
+    /// Starts `argv` in `namespace` (one of the cluster's) in the background, its output appended
+    /// to `log`; the tear-down ends it with everything else running in the cluster's namespaces.
+    public func background(in namespace: TestNamespace, _ argv: [String], log: String) throws -> Process {
+        try spawnDaemon(in: namespace, argv[0], Array(argv.dropFirst()), log: log)
+    }
+
     /// A new namespace with `address`/24 on eth0, plugged into `switch` (rack 1's by default) as
     /// `port`.
     private func attach(_ ns: TestNamespace, address: String, port: String, switch sw: TestNamespace? = nil) throws {
