@@ -150,8 +150,12 @@ public struct BGPSession: Sendable {
                 .stopTimer(.connectRetry), .send(.open(configuration.open)), .startTimer(.hold, Self.openHoldTime),
             ]
         case (.connect, .connectionClosed):
+            // A refused or failed connection is tried again after the back-off (1, 2, 4 ... s, at
+            // most ConnectRetryTime), not after a whole ConnectRetryTime: a node that starts
+            // before its neighbour listens is connected within seconds. Meanwhile it listens.
             state = .active
-            return [.startTimer(.connectRetry, Self.connectRetryTime)]
+            failures += 1
+            return [.startTimer(.connectRetry, min(Self.backoff(failures: failures), Self.connectRetryTime))]
         case (.active, .connectionClosed):
             return []
         case (.connect, .timerExpired(.connectRetry)), (.active, .timerExpired(.connectRetry)):

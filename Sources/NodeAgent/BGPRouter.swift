@@ -117,6 +117,8 @@ struct BGPRouter: Sendable {
         switch input {
         case .network(.subnet(let subnet)):
             return setSubnet(subnet)
+        case .network(.withdrawn):
+            return withdrawSubnet()
         case .network(.nodes(let addresses)):
             nodes = addresses
             return syncNeighbours()
@@ -190,6 +192,14 @@ struct BGPRouter: Sendable {
             if deferring && neighbours.values.allSatisfy(\.endOfRIB) { effects += endDeferral() }
         }
         return reselect(changed) + effects
+    }
+
+    private mutating func withdrawSubnet() -> [BGPEffect] {
+        guard let old = ownSubnet else { return [] }
+        ownSubnet = nil
+        return neighbours.sorted(by: { $0.key < $1.key }).filter { $0.value.negotiated != nil }.map {
+            .send([BGPUpdate(withdrawn: [old])], to: $0.key)
+        }
     }
 
     private mutating func setSubnet(_ subnet: IPNetwork) -> [BGPEffect] {

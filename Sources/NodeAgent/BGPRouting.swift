@@ -5,8 +5,9 @@
 //
 // On graceful shutdown with graceful restart on, the sessions are closed without a NOTIFICATION:
 // the routers keep this node's routes for the restart time while podnetd restarts (the kernel
-// routes stay too, as for every backend). With graceful restart off, each session ends with
-// Cease/Administrative Shutdown and the routers withdraw the node's subnet at once.
+// routes stay too, as for every backend). With graceful restart off, or when the node has lost its
+// lease (`--exit-on-lease-loss`), each session ends with Cease/Administrative Shutdown and the
+// routers withdraw the node's subnet at once.
 //
 // Metrics, per neighbour (label `peer`): podnet_bgp_session_established (1 or 0),
 // podnet_bgp_session_uptime_seconds, podnet_bgp_prefixes_received (announcements so far, refused
@@ -48,7 +49,15 @@ public struct BGPRouting: Service {
             subnetLength: subnetLength, restarted: network.restarted, localAddresses: Set(nodeAddresses),
             usable: { network.reachesDirectly($0) })
         let speaker = BGPSpeaker(logger: logger)
-        let port = try await speaker.listen(host: listenHost, port: Int(network.config.listenPort))
+        let port: Int
+        do {
+            port = try await speaker.listen(host: listenHost, port: Int(network.config.listenPort))
+        } catch {
+            throw BGPListenError(
+                description:
+                    "bgp: cannot listen on \(listenHost):\(network.config.listenPort): \(error) (does another BGP "
+                    + "daemon run on this node? Backend.ListenPort picks another port)")
+        }
         logger.info(
             "bgp: speaker started",
             metadata: [
@@ -90,9 +99,11 @@ public struct BGPRouting: Service {
                 for effect in router.handle(input) { await perform(effect, speaker: speaker, timers: requestTimer) }
                 metrics.update(router)
             }
-            try await speaker.shutdown(notify: network.config.gracefulRestartTime == 0)
+            // A node without its lease leaves for good: a NOTIFICATION ends graceful restart.
+            let notify = network.config.gracefulRestartTime == 0 || network.isWithdrawn
+            try await speaker.shutdown(notify: notify)
             logger.info(
-                network.config.gracefulRestartTime == 0
+                notify
                     ? "bgp: sessions closed (Cease); the neighbours withdraw this node's routes"
                     : "bgp: sessions closed for a restart; graceful-restart neighbours keep this node's routes")
             group.cancelAll()
@@ -155,6 +166,10 @@ public struct BGPRouting: Service {
             timers.yield((after, key))
         }
     }
+}
+
+struct BGPListenError: Error, CustomStringConvertible {
+    var description: String
 }
 
 /// The per-neighbour gauges, set from the router's state after each input.

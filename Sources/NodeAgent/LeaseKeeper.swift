@@ -69,6 +69,8 @@ public struct LeaseKeeper: Service {
                     lease = try await manager.renew(lease)
                     logger.info("renewed the lease", metadata: ["node.subnet": "\(lease.subnet)"])
                 case .leaseLost:
+                    // bgp: the neighbours stop routing to a subnet this node no longer holds.
+                    (network as? BGPNetwork)?.withdrawSubnet()
                     guard !exitOnLoss else { throw LeaseLost(subnet: lease.subnet) }
                     logger.warning(
                         "this node's lease was deleted; acquiring it again",
@@ -82,6 +84,8 @@ public struct LeaseKeeper: Service {
                             SubnetFile.render(
                                 network: config.network, subnet: lease.subnet,
                                 mtu: network.mtu, ipMasq: ipMasq), to: subnetFile)
+                    } else {
+                        (network as? BGPNetwork)?.announce(lease.subnet)
                     }
                 }
                 await state.setLease(lease)

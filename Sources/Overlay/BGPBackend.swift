@@ -163,6 +163,8 @@ public enum BGPNetworkEvent: Sendable, Equatable {
     case subnet(IPNetwork)
     /// The public IPs of the nodes holding a lease (the mesh's neighbours), after any change.
     case nodes(Set<IPAddress>)
+    /// The node lost its lease: withdraw its subnet.
+    case withdrawn
 }
 
 public final class BGPNetwork: OverlayNetwork {
@@ -184,6 +186,7 @@ public final class BGPNetwork: OverlayNetwork {
         var nodes: Set<IPAddress> = []
     }
     private let state: Mutex<State>
+    private let withdrawnFlag = Mutex(false)
 
     init(inner: PeerNetwork, backend: BGPBackend, restarted: Bool, logger: Logger) {
         self.inner = inner; self.backend = backend; self.restarted = restarted; self.logger = logger
@@ -200,8 +203,25 @@ public final class BGPNetwork: OverlayNetwork {
 
     public func start(subnet: IPNetwork) throws(OverlayError) {
         try inner.start(subnet: subnet)
+        announce(subnet)
+    }
+
+    /// The node's lease was deleted: its subnet is withdrawn from every neighbour until `announce`
+    /// (or `start`) gives it one again. A podnetd that exits then ends its sessions with a
+    /// NOTIFICATION, so that routers drop the subnet at once instead of keeping it for a restart.
+    public func withdrawSubnet() {
+        withdrawnFlag.withLock { $0 = true }
+        continuation.yield(.withdrawn)
+    }
+
+    /// Announces `subnet` (again) as the node's.
+    public func announce(_ subnet: IPNetwork) {
+        withdrawnFlag.withLock { $0 = false }
         continuation.yield(.subnet(subnet.network))
     }
+
+    /// Whether the node's subnet is withdrawn (its lease lost).
+    public var isWithdrawn: Bool { withdrawnFlag.withLock { $0 } }
 
     public func reconcile(peers: [Peer]) throws(OverlayError) -> ReconcileReport {
         try state.withLock { (s: inout State) throws(OverlayError) -> ReconcileReport in

@@ -69,12 +69,14 @@ import Testing
         #expect(s.handle(.connected).contains(.send(.open(c.open))))
     }
 
-    @Test func aRefusedConnectionWaitsForTheRetryTimer() {
+    @Test func aRefusedConnectionIsRetriedAfterTheBackoff() {
         var s = BGPSession(configuration: Self.config)
         _ = s.handle(.start)
-        #expect(s.handle(.connectionClosed) == [.startTimer(.connectRetry, .seconds(120))])
-        #expect(s.state == .active)
-        #expect(s.handle(.timerExpired(.connectRetry)).contains(.connect))
+        for wait in [1, 2, 4] {
+            #expect(s.handle(.connectionClosed) == [.startTimer(.connectRetry, .seconds(wait))])
+            #expect(s.state == .active)
+            #expect(s.handle(.timerExpired(.connectRetry)).contains(.connect))
+        }
     }
 
     @Test func openErrorsSendTheirNotification() {

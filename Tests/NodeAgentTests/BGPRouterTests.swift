@@ -96,6 +96,21 @@ private let tor = BGPConfig.Neighbour(
         #expect(again.first?.withdrawn == [net("10.244.1.0/24")] && again.last?.nlri == [net("10.244.9.0/24")])
     }
 
+    @Test func aLostLeaseWithdrawsTheSubnetAndTheSameLeaseAgainAnnouncesIt() {
+        var r = router(peers: [tor])
+        _ = r.handle(.session(neighbour: "192.168.50.1", .established(negotiated(as: 65001, id: 1))))
+        #expect(
+            r.handle(.network(.withdrawn)) == [
+                .send([BGPUpdate(withdrawn: [net("10.244.1.0/24")])], to: "192.168.50.1")
+            ])
+        let again = r.handle(.network(.subnet(net("10.244.1.0/24"))))
+        guard case .send(let updates, _)? = again.first else {
+            Issue.record("\(again)")
+            return
+        }
+        #expect(updates.count == 1 && updates[0].nlri == [net("10.244.1.0/24")] && updates[0].withdrawn.isEmpty)
+    }
+
     @Test func onlyPodSubnetsOfOtherNodesThroughUsableNextHopsReachTheKernel() {
         var r = router(peers: [tor])
         _ = r.handle(.session(neighbour: "192.168.50.1", .established(negotiated(as: 65001, id: 1))))
