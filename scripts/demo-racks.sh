@@ -39,7 +39,7 @@ filter to_nodes {
   accept;
 }
 protocol bgp r$other {
-  local $link as $as; neighbor $peer as $((65000 + other));
+  local $link as $as; neighbor $peer as $((65000 + other)); connect delay time 1;
   ipv4 { import filter pod_subnets; export filter pod_subnets; };
 }
 EOF
@@ -48,7 +48,7 @@ EOF
     cat <<EOF
 protocol bgp node$n {
   local $lan as $as; neighbor $(node_address "$n") as $racks_cluster_as;
-  graceful restart on; hold time 9;
+  graceful restart on; hold time 9; connect delay time 1;
   ipv4 { import filter pod_subnets; export filter to_nodes; next hop self; };
 }
 EOF

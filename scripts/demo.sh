@@ -140,9 +140,25 @@ done
 echo "pods:"
 for n in "${nodes[@]}"; do for p in "${pods[@]}"; do echo "  pod$n-$p on node$n: ${ip[$n-$p]}"; done; done
 
+fail=0
+if [ "$backend" = bgp ]; then
+  # The routes arrive over BGP sessions that come up after the nodes: wait until every node has one
+  # route (protocol 98) to each other node's subnet.
+  start=$(date +%s.%N)
+  for _ in $(seq 150); do
+    converged=1
+    for n in "${nodes[@]}"; do
+      [ "$(in_ns "node$n" ip -4 route show proto 98 | wc -l)" = $(( ${#nodes[@]} - 1 )) ] || converged=0
+    done
+    [ $converged = 1 ] && break; sleep 0.2
+  done
+  [ $converged = 1 ] || { echo "BGP did not give every node its routes within 30 s"; fail=1; }
+  awk -v n=$(( ${#nodes[@]} - 1 )) -v s="$start" -v e="$(date +%s.%N)" \
+    'BEGIN { printf "every node has its %d BGP routes, %.1f s after the pods were made\n", n, e - s }'
+fi
+
 echo "ping matrix (row pings column):"
 printf '%10s' ""; for n in "${nodes[@]}"; do for p in "${pods[@]}"; do printf '%9s' "pod$n-$p"; done; done; echo
-fail=0
 for n in "${nodes[@]}"; do for p in "${pods[@]}"; do
   printf '%10s' "pod$n-$p"
   for m in "${nodes[@]}"; do for q in "${pods[@]}"; do

@@ -36,21 +36,9 @@ extension DaemonEndToEnd {
                     #expect(metrics.contains(line), "\(line) not in:\n\(metrics)")
                 }
 
-                // A lease deleted (its node frozen, so it does not take it back at once): the
-                // others drop the route within 3 s, though the node's session still offers it.
-                let (n1, n2, n3) = (c.nodes[0], c.nodes[1], c.nodes[2])
-                let s3 = try n3.subnet()
-                let monitors = try [n1, n2].map { ($0, try $0.monitor()) }
-                try n3.freeze()
-                let deleted = Date()
-                try c.etcd.delete(c.etcd.leaseKey(s3))
-                try expectConverged(c, [n1, n2], within: 10, "bgp peer's lease deleted")
-                expectKernelChanged(monitors, subnet: s3, from: deleted, within: 3, "bgp peer's lease deleted")
-                try n3.thaw()
-                let back = try secondsUntil(within: 15) { try c.leases().contains { $0.subnet == s3 } }
-                #expect(back != nil, "\(n3.logTail())")
-                try expectConverged(c, within: 15, "bgp peer back")
-                try expectPingMatrixGreen(c, "bgp mesh after the peer came back")
+                // A lease deleted: the others drop the route within 3 s, though the node's
+                // session (frozen) still offers it.
+                try expectFrozenPeersLeaseDeletedAndBack(c, peer: c.nodes[2], within: 3, "bgp mesh")
             }
         }
 

@@ -27,20 +27,9 @@ extension DaemonEndToEnd {
                 try n1.namespace.sh("ip route del \(s2)")
                 #expect(try expectConverged(c, [n1], leases: leases, within: 10, "host-gw route put back") != nil)
 
-                // A peer whose lease is deleted (frozen, so it does not take it back at once)
-                // leaves the others' routes within 2 s, and comes back once it runs again.
-                let s3 = try n3.subnet()
-                let monitors = try [n1, n2].map { ($0, try $0.monitor()) }
-                try n3.freeze()
-                let deleted = Date()
-                try c.etcd.delete(c.etcd.leaseKey(s3))
-                try expectConverged(c, [n1, n2], within: 10, "host-gw peer removed")
-                expectKernelChanged(monitors, subnet: s3, from: deleted, within: 2, "host-gw peer removed")
-                try n3.thaw()
-                let back = try secondsUntil(within: 10) { try c.leases().contains { $0.subnet == s3 } }
-                #expect(back != nil, "\(n3.logTail())")
-                try expectConverged(c, within: 10, "host-gw peer back")
-                try expectPingMatrixGreen(c, "host-gw after the peer came back")
+                // A peer whose lease is deleted leaves the others' routes within 2 s, and comes
+                // back once it runs again.
+                try expectFrozenPeersLeaseDeletedAndBack(c, peer: n3, within: 2, "host-gw")
             }
         }
 

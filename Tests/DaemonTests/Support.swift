@@ -93,6 +93,29 @@ func expectKernelChanged(
     return slowest
 }
 
+/// Deletes `peer`'s lease while it is frozen (so it cannot take the lease back at once): the other
+/// nodes drop what they had for it within `limit` seconds (the kernel's notifications), and once it
+/// runs again it re-acquires the lease, every node converges and the pods talk.
+func expectFrozenPeersLeaseDeletedAndBack(
+    _ c: Cluster, peer: ClusterNode, within limit: Double, _ what: String,
+    sourceLocation: SourceLocation = #_sourceLocation
+) throws {
+    let others = c.nodes.filter { $0.name != peer.name }
+    let subnet = try peer.subnet()
+    let monitors = try others.map { ($0, try $0.monitor()) }
+    try peer.freeze()
+    let deleted = Date()
+    try c.etcd.delete(c.etcd.leaseKey(subnet))
+    try expectConverged(c, others, within: 10, "\(what): peer removed", sourceLocation: sourceLocation)
+    expectKernelChanged(
+        monitors, subnet: subnet, from: deleted, within: limit, "\(what): peer removed", sourceLocation: sourceLocation)
+    try peer.thaw()
+    let back = try secondsUntil(within: 15) { try c.leases().contains { $0.subnet == subnet } }
+    #expect(back != nil, "\(peer.logTail())", sourceLocation: sourceLocation)
+    try expectConverged(c, within: 15, "\(what): peer back", sourceLocation: sourceLocation)
+    try expectPingMatrixGreen(c, "\(what) after the peer came back", sourceLocation: sourceLocation)
+}
+
 /// "10.244.3.0/24" -> "10.244.3.0".
 func gateway(of subnet: String) -> String { String(subnet.split(separator: "/")[0]) }
 
