@@ -76,9 +76,6 @@ public final class BGPSpeaker: Sendable {
             .withConnectedSocket(fd).get()
     }
 
-    /// The neighbours' addresses.
-    public var peerAddresses: [String] { peers.withLockedValue { Array($0.keys) } }
-
     /// Stops the session with the neighbour at `ip` (Cease/Administrative Shutdown) and forgets it.
     public func removePeer(_ ip: String) async throws {
         guard let peer = peers.withLockedValue({ $0.removeValue(forKey: ip) }) else { return }
