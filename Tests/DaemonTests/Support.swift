@@ -12,14 +12,20 @@ import Testing
 enum DaemonEndToEnd {}
 
 /// Polls `condition` every 20 ms for at most `seconds`; returns the seconds it took to hold, or
-/// nil when it never did.
+/// nil when it never did. Timed on the monotonic clock: a step of the wall clock (time sync on a
+/// CI machine) must not cut the wait short.
 func secondsUntil(within seconds: Double, _ condition: () throws -> Bool) rethrows -> Double? {
-    let start = Date()
+    let clock = ContinuousClock()
+    let start = clock.now
+    func elapsed() -> Double {
+        let d = start.duration(to: clock.now).components
+        return Double(d.seconds) + Double(d.attoseconds) / 1e18
+    }
     repeat {
-        if try condition() { return Date().timeIntervalSince(start) }
+        if try condition() { return elapsed() }
         usleep(20_000)
-    } while Date().timeIntervalSince(start) < seconds
-    return try condition() ? Date().timeIntervalSince(start) : nil
+    } while elapsed() < seconds
+    return try condition() ? elapsed() : nil
 }
 
 /// Prints a measured figure next to the test's output.
