@@ -1,7 +1,7 @@
 // The lease registry over etcd, in flanneld's layout:
 //   <prefix>/config                  the network config (written by the operator)
 //   <prefix>/subnets/10.5.34.0-24    one lease per node, attached to an etcd lease (or none: a
-//                                    reservation)
+//                                    reservation); dual stack: 10.5.34.0-24&fd00:5:0:22::-64
 // Ranges and watches use `<prefix>/subnets/` (with the slash), not flanneld's `<prefix>/subnets`
 // prefix, which also matched unrelated keys such as `<prefix>/subnets-foo`.
 //
@@ -30,7 +30,7 @@ public struct EtcdLeaseRegistry: LeaseRegistry {
 
     public var subnetsPrefix: String { prefix + "/subnets/" }
     public var configKey: String { prefix + "/config" }
-    func key(_ subnet: IPNetwork) -> String { subnetsPrefix + SubnetKey.name(subnet) }
+    func key(_ key: SubnetKey) -> String { subnetsPrefix + key.name }
 
     public func config() async throws -> Data? {
         try await client.get(configKey).map { Data($0.value) }
@@ -43,7 +43,7 @@ public struct EtcdLeaseRegistry: LeaseRegistry {
 
     /// A lease from a key-value, or nil (logged) for keys and values that are not leases.
     public func lease(_ kv: KeyValue) -> Lease? {
-        guard let subnet = SubnetKey.parse(kv.keyString) else {
+        guard let key = SubnetKey.parse(kv.keyString) else {
             logger.warning("skipping a key that is not a subnet lease", metadata: ["etcd.key": "\(kv.keyString)"])
             return nil
         }
@@ -51,15 +51,15 @@ public struct EtcdLeaseRegistry: LeaseRegistry {
             logger.warning("skipping a lease whose value cannot be read", metadata: ["etcd.key": "\(kv.keyString)"])
             return nil
         }
-        return Lease(subnet: subnet, attributes: attributes, etcdLease: kv.lease?.rawValue)
+        return Lease(key: key, attributes: attributes, etcdLease: kv.lease?.rawValue)
     }
 
-    public func create(_ subnet: IPNetwork, _ attributes: LeaseAttributes, ttl: Duration) async throws -> Lease? {
+    public func create(_ subnet: SubnetKey, _ attributes: LeaseAttributes, ttl: Duration) async throws -> Lease? {
         let grant = try await client.grantLease(ttl: ttl)
         switch try await client.create(key(subnet), value: attributes.json(), lease: grant.id) {
         case .created:
             return Lease(
-                subnet: subnet, attributes: attributes, etcdLease: grant.id.rawValue,
+                key: subnet, attributes: attributes, etcdLease: grant.id.rawValue,
                 expiration: Date().addingTimeInterval(Double(grant.ttl.components.seconds)))
         case .exists:
             try? await client.revokeLease(grant.id)
@@ -67,19 +67,19 @@ public struct EtcdLeaseRegistry: LeaseRegistry {
         }
     }
 
-    public func update(_ subnet: IPNetwork, _ attributes: LeaseAttributes, ttl: Duration?) async throws -> Lease {
+    public func update(_ subnet: SubnetKey, _ attributes: LeaseAttributes, ttl: Duration?) async throws -> Lease {
         guard let ttl else {
             _ = try await client.put(key(subnet), value: attributes.json())
-            return Lease(subnet: subnet, attributes: attributes, etcdLease: nil)
+            return Lease(key: subnet, attributes: attributes, etcdLease: nil)
         }
         let grant = try await client.grantLease(ttl: ttl)
         _ = try await client.put(key(subnet), value: attributes.json(), lease: grant.id)
         return Lease(
-            subnet: subnet, attributes: attributes, etcdLease: grant.id.rawValue,
+            key: subnet, attributes: attributes, etcdLease: grant.id.rawValue,
             expiration: Date().addingTimeInterval(Double(grant.ttl.components.seconds)))
     }
 
-    public func delete(_ subnet: IPNetwork) async throws {
+    public func delete(_ subnet: SubnetKey) async throws {
         _ = try await client.delete(.key(key(subnet)))
     }
 
@@ -112,7 +112,7 @@ public struct EtcdLeaseRegistry: LeaseRegistry {
     /// One etcd event as a lease event; a value that is not a lease is logged (by `lease(_:)`).
     func event(_ e: WatchEvent) -> LeaseEvent {
         let revision = e.kv.modRevision
-        guard let subnet = SubnetKey.parse(e.kv.keyString) else {
+        guard let subnet = SubnetKey.parse(e.kv.keyString)?.subnet else {
             return .notALease(key: e.kv.keyString, subnet: nil, revision: revision)
         }
         switch e.kind {

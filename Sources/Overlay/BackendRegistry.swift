@@ -11,8 +11,11 @@ public struct BackendKind: Sendable {
     public let type: String
     /// Reads the type's options from the `Backend` object into the config.
     let readOptions: @Sendable (GoObject, inout NetworkConfig) throws(ConfigError) -> Void
-    /// Builds the backend of a config of this type.
-    let make: @Sendable (NetworkConfig, ExternalInterface) -> any ModeBackend
+    /// Builds the backend of a config of this type for one family's network (the config's
+    /// `Network` or `IPv6Network`).
+    let make: @Sendable (NetworkConfig, IPNetwork, ExternalInterface) -> any ModeBackend
+    /// Why this type cannot carry IPv6, or nil when it can.
+    var ipv6Problem: String? = nil
 }
 
 public enum BackendRegistry {
@@ -20,16 +23,18 @@ public enum BackendRegistry {
     public static let kinds: [BackendKind] = [
         BackendKind(
             type: "vxlan", readOptions: { o, c throws(ConfigError) in c.vxlan = try VXLANConfig(o) },
-            make: { c, i in VXLANBackend(interface: i, network: c.network, config: c.vxlan) }),
+            make: { c, n, i in VXLANBackend(interface: i, network: n, config: c.vxlan) }),
         BackendKind(
             type: "host-gw", readOptions: { _, _ in },
-            make: { c, i in HostGWBackend(interface: i, network: c.network) }),
+            make: { _, n, i in HostGWBackend(interface: i, network: n) }),
         BackendKind(
             type: "ipip", readOptions: { o, c throws(ConfigError) in c.ipip = try IPIPConfig(o) },
-            make: { c, i in IPIPBackend(interface: i, network: c.network, config: c.ipip) }),
+            make: { c, n, i in IPIPBackend(interface: i, network: n, config: c.ipip) },
+            ipv6Problem: "the ipip backend is IPv4-only (as in flanneld): use vxlan or host-gw for IPv6"),
         BackendKind(
             type: "bgp", readOptions: { o, c throws(ConfigError) in c.bgp = try BGPConfig(o, network: c.network) },
-            make: { c, i in BGPBackend(interface: i, network: c.network, subnetLength: c.subnetLength, config: c.bgp) }),
+            make: { c, n, i in BGPBackend(interface: i, network: n, subnetLength: c.subnetLength, config: c.bgp) },
+            ipv6Problem: "the bgp backend announces IPv4 routes only: use vxlan or host-gw for IPv6"),
     ]
 
     /// The entry of `type` (lower-cased); the config error naming the known types otherwise.
@@ -45,8 +50,14 @@ public enum BackendRegistry {
 }
 
 extension NetworkConfig {
-    /// The backend this config asks for, on `interface`.
+    /// The backend this config asks for, on `interface`: one family's, or, in a dual-stack
+    /// cluster, the IPv4 and the IPv6 backend together.
     public func makeBackend(interface: ExternalInterface) throws(ConfigError) -> any Backend {
-        try BackendRegistry.kind(backendType).make(self, interface)
+        let kind = try BackendRegistry.kind(backendType)
+        if let ipv4, let ipv6 {
+            return DualStackBackend(
+                ipv4: kind.make(self, ipv4.network, interface), ipv6: kind.make(self, ipv6.network, interface))
+        }
+        return kind.make(self, network, interface)
     }
 }

@@ -136,7 +136,7 @@ extension NetworkConfig {
         interface: ExternalInterface, ownSubnet: IPNetwork, peers: [Peer], dataPath: any DataPath
     ) throws(OverlayError) -> Inspection {
         let backend: any ModeBackend
-        do { backend = try BackendRegistry.kind(backendType).make(self, interface) } catch {
+        do { backend = try BackendRegistry.kind(backendType).make(self, network, interface) } catch {
             throw .invalidConfiguration(error.description)
         }
         let mode = backend.mode, own = ownSubnet.network

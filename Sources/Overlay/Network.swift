@@ -39,6 +39,16 @@ protocol ModeBackend: Backend {
     var mtu: Int { get }
 }
 
+extension ModeBackend {
+    /// `registerNetwork`, keeping the overlay devices named in `keepingDevices` (the other
+    /// family's, in a dual-stack pair) when it removes those of other modes.
+    func registerNetwork(dataPath: any DataPath, logger: Logger, keepingDevices: Set<String>) throws(OverlayError)
+        -> any OverlayNetwork
+    {
+        try registerNetwork(dataPath: dataPath, logger: logger)  // TODO(h10-datapath): keep the other family's device
+    }
+}
+
 /// What differs between backends.
 protocol NetworkMode: Sendable {
     var backendType: String { get }

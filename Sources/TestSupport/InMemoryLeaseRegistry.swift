@@ -82,7 +82,7 @@ public final class InMemoryLeaseRegistry: LeaseRegistry {
 
     public var configKey: String { prefix + "/config" }
     var subnetsPrefix: String { prefix + "/subnets/" }
-    func key(_ subnet: IPNetwork) -> String { subnetsPrefix + SubnetKey.name(subnet) }
+    func key(_ key: SubnetKey) -> String { subnetsPrefix + key.name }
 
     // MARK: What a test does
 
@@ -90,7 +90,7 @@ public final class InMemoryLeaseRegistry: LeaseRegistry {
 
     /// Puts a lease as another node (or the operator) would; a reservation when `etcdLease` is nil.
     public func put(_ lease: Lease) {
-        apply(.put(key: key(lease.subnet), Entry(lease)))
+        apply(.put(key: key(lease.key), Entry(lease)))
     }
 
     /// Puts any value at `<prefix>/subnets/<name>`: keys and values that are not leases.
@@ -98,8 +98,15 @@ public final class InMemoryLeaseRegistry: LeaseRegistry {
         apply(.put(key: subnetsPrefix + name, Entry(value: Data(value.utf8))))
     }
 
-    /// Deletes a key as another writer would.
-    public func remove(_ subnet: IPNetwork) { apply(.delete(key: key(subnet))) }
+    /// Deletes a key as another writer would: the lease whose (first) subnet is `subnet`, whatever
+    /// IPv6 subnet its key carries.
+    public func remove(_ subnet: IPNetwork) {
+        let existing = state.withLock { s in s.entries.keys.first { SubnetKey.parse($0)?.subnet == subnet.network } }
+        apply(.delete(key: existing ?? key(SubnetKey(subnet))))
+    }
+
+    /// Deletes exactly `key`.
+    public func remove(_ key: SubnetKey) { apply(.delete(key: self.key(key))) }
 
     /// The lease's TTL runs out: its key is deleted.
     public func expire(_ subnet: IPNetwork) { remove(subnet) }
@@ -176,35 +183,35 @@ public final class InMemoryLeaseRegistry: LeaseRegistry {
         }
     }
 
-    public func create(_ subnet: IPNetwork, _ attributes: LeaseAttributes, ttl: Duration) async throws -> Lease? {
-        try record(.create, subnet, ttl)
-        if let intruder = state.withLock({ $0.beforeCreate })?(subnet) { put(intruder) }
+    public func create(_ subnet: SubnetKey, _ attributes: LeaseAttributes, ttl: Duration) async throws -> Lease? {
+        try record(.create, subnet.subnet, ttl)
+        if let intruder = state.withLock({ $0.beforeCreate })?(subnet.subnet) { put(intruder) }
         return state.withLock { s -> Lease? in
             guard s.entries[key(subnet)] == nil else { return nil }
             s.nextLeaseID += 1
             let lease = Lease(
-                subnet: subnet, attributes: attributes, etcdLease: s.nextLeaseID,
+                key: subnet, attributes: attributes, etcdLease: s.nextLeaseID,
                 expiration: Date().addingTimeInterval(Double(ttl.components.seconds)))
             Self.apply(&s, .put(key: key(subnet), Entry(lease)))
             return lease
         }
     }
 
-    public func update(_ subnet: IPNetwork, _ attributes: LeaseAttributes, ttl: Duration?) async throws -> Lease {
-        try record(.update, subnet, ttl)
+    public func update(_ subnet: SubnetKey, _ attributes: LeaseAttributes, ttl: Duration?) async throws -> Lease {
+        try record(.update, subnet.subnet, ttl)
         let lease = state.withLock { s -> Lease in
-            guard let ttl else { return Lease(subnet: subnet, attributes: attributes, etcdLease: nil) }
+            guard let ttl else { return Lease(key: subnet, attributes: attributes, etcdLease: nil) }
             s.nextLeaseID += 1
             return Lease(
-                subnet: subnet, attributes: attributes, etcdLease: s.nextLeaseID,
+                key: subnet, attributes: attributes, etcdLease: s.nextLeaseID,
                 expiration: Date().addingTimeInterval(Double(ttl.components.seconds)))
         }
         put(lease)
         return lease
     }
 
-    public func delete(_ subnet: IPNetwork) async throws {
-        try record(.delete, subnet, nil)
+    public func delete(_ subnet: SubnetKey) async throws {
+        try record(.delete, subnet.subnet, nil)
         remove(subnet)
     }
 
@@ -277,13 +284,13 @@ public final class InMemoryLeaseRegistry: LeaseRegistry {
     private static func event(_ change: Change, revision: Int64) -> LeaseEvent {
         switch change {
         case .delete(let key):
-            guard let subnet = SubnetKey.parse(key) else {
+            guard let subnet = SubnetKey.parse(key)?.subnet else {
                 return .notALease(key: key, subnet: nil, revision: revision)
             }
             return .delete(subnet, revision: revision)
         case .put(let key, let entry):
             guard let lease = lease(key: key, entry) else {
-                return .notALease(key: key, subnet: SubnetKey.parse(key), revision: revision)
+                return .notALease(key: key, subnet: SubnetKey.parse(key)?.subnet, revision: revision)
             }
             return .put(lease, revision: revision)
         }
@@ -291,7 +298,7 @@ public final class InMemoryLeaseRegistry: LeaseRegistry {
 
     private static func lease(key: String, _ entry: Entry) -> Lease? {
         guard let subnet = SubnetKey.parse(key), let attributes = LeaseAttributes(json: entry.value) else { return nil }
-        return Lease(subnet: subnet, attributes: attributes, etcdLease: entry.leaseID, expiration: entry.expiration)
+        return Lease(key: subnet, attributes: attributes, etcdLease: entry.leaseID, expiration: entry.expiration)
     }
 
     private static func snapshot(_ s: State) -> Snapshot {

@@ -59,8 +59,7 @@ func config(_ json: String) throws -> NetworkConfig { try NetworkConfig(json: Da
     @Test func keysAndValuesAsFlanneld() throws {
         let n = IPNetwork("10.5.34.0/24")!
         #expect(SubnetKey.name(n) == "10.5.34.0-24")
-        #expect(SubnetKey.parse("/coreos.com/network/subnets/10.5.34.0-24") == n)
-        #expect(SubnetKey.parse("/coreos.com/network/subnets/10.5.34.0-24&fd00::-64") == nil)
+        #expect(SubnetKey.parse("/coreos.com/network/subnets/10.5.34.0-24") == SubnetKey(n))
         #expect(SubnetKey.parse("/coreos.com/network/subnets/garbage") == nil)
         let flanneld =
             #"{"PublicIP":"192.168.64.3","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"c6:d2:32:6f:8f:44"}}"#
@@ -313,7 +312,7 @@ final class Counter: @unchecked Sendable {
             mac: String? = "02:00:00:00:00:12"
         ) -> Lease {
             Lease(
-                subnet: SubnetKey.parse(key)!,
+                key: SubnetKey.parse(key)!,
                 attributes: LeaseAttributes(
                     publicIP: IPAddress(publicIP)!, backendType: backend, vni: 1,
                     vtepMAC: mac.flatMap { MACAddress($0) }), etcdLease: 1)

@@ -21,7 +21,8 @@ public struct LeaseSnapshot: Equatable, Sendable {
 public enum LeaseEvent: Equatable, Sendable {
     /// A lease was created or changed at `revision`.
     case put(Lease, revision: Int64)
-    /// The lease of `subnet` was deleted, or expired, at `revision`.
+    /// The lease of `subnet` (its key's first subnet: see `Lease.subnet`) was deleted, or
+    /// expired, at `revision`.
     case delete(IPNetwork, revision: Int64)
     /// A key under the subnets prefix that is not a lease changed at `revision`: `subnet` is nil
     /// when the key names no subnet (a put or a delete), else a value that is not a lease was put
@@ -45,13 +46,26 @@ public protocol LeaseRegistry: Sendable {
     /// The raw `<prefix>/config` value, or nil when the key does not exist.
     func config() async throws -> Data?
     func leases() async throws -> LeaseSnapshot
-    /// Creates the subnet's key only if it does not exist (a create-if-absent transaction),
-    /// attached to a new etcd lease of `ttl`. Nil when another node holds the key.
-    func create(_ subnet: IPNetwork, _ attributes: LeaseAttributes, ttl: Duration) async throws -> Lease?
+    /// Creates the key only if it does not exist (a create-if-absent transaction), attached to a
+    /// new etcd lease of `ttl`. Nil when another node holds the key.
+    func create(_ key: SubnetKey, _ attributes: LeaseAttributes, ttl: Duration) async throws -> Lease?
     /// Puts the key again with `attributes`: attached to a new etcd lease of `ttl`, or, with
     /// `ttl` nil, without any lease (a reservation stays a reservation).
-    func update(_ subnet: IPNetwork, _ attributes: LeaseAttributes, ttl: Duration?) async throws -> Lease
-    func delete(_ subnet: IPNetwork) async throws
+    func update(_ key: SubnetKey, _ attributes: LeaseAttributes, ttl: Duration?) async throws -> Lease
+    func delete(_ key: SubnetKey) async throws
     /// The changes to the leases from `revision` on (see `LeaseEvent`).
     func watch(fromRevision revision: Int64) -> LeaseWatch
+}
+
+extension LeaseRegistry {
+    /// `create` of an IPv4-only (or IPv6-only) key.
+    public func create(_ subnet: IPNetwork, _ attributes: LeaseAttributes, ttl: Duration) async throws -> Lease? {
+        try await create(SubnetKey(subnet), attributes, ttl: ttl)
+    }
+    /// `update` of an IPv4-only (or IPv6-only) key.
+    public func update(_ subnet: IPNetwork, _ attributes: LeaseAttributes, ttl: Duration?) async throws -> Lease {
+        try await update(SubnetKey(subnet), attributes, ttl: ttl)
+    }
+    /// `delete` of an IPv4-only (or IPv6-only) key.
+    public func delete(_ subnet: IPNetwork) async throws { try await delete(SubnetKey(subnet)) }
 }
