@@ -41,13 +41,23 @@ extension IPAddress {
     /// Why this address cannot be a peer's underlay (VXLAN or IPIP outer destination, host-gw next
     /// hop), or nil when it can.
     public var underlayProblem: String? {
-        guard family == .v4 else { return "not an IPv4 address" }
+        guard family == .v4 else { return ipv6UnderlayProblem }
         let v = value
         if v >> 24 == 0 { return "in 0.0.0.0/8 (\"this network\")" }
         if isLoopback { return "a loopback address" }
         if v == 0xffff_ffff { return "the broadcast address" }
         if v >> 28 == 0xe { return "a multicast address" }
         if v >> 28 == 0xf { return "in the reserved range 240.0.0.0/4" }
+        return nil
+    }
+
+    private var ipv6UnderlayProblem: String? {
+        let v = value
+        if v == 0 { return "the unspecified address" }
+        if isLoopback { return "a loopback address" }
+        if v >> 120 == 0xff { return "a multicast address" }
+        if v >> 118 == 0x3fa { return "a link-local address (fe80::/10), which names no node outside one link" }
+        if v >> 32 == 0xffff { return "an IPv4-mapped address" }
         return nil
     }
 }
