@@ -54,6 +54,8 @@ public struct InterfaceAddress: Equatable, Sendable {
     /// IFA_F_SECONDARY, which is also IFA_F_TEMPORARY: an IPv4 address that is not the first of
     /// its prefix on the link, or an IPv6 privacy address.
     public static let secondary: UInt32 = 0x01
+    /// IFA_F_DADFAILED: IPv6 duplicate address detection found the address in use elsewhere.
+    public static let dadFailed: UInt32 = 0x08
     /// IFA_F_DEPRECATED: the preferred lifetime ran out; kept, but not for new connections.
     public static let deprecated: UInt32 = 0x20
     /// IFA_F_PERMANENT: configured by hand (no lifetime), not by DHCP or SLAAC.

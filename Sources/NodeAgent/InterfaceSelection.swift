@@ -22,6 +22,12 @@
 //
 // Links are taken in index order (Go's `net.Interfaces`). The links and their addresses are read
 // once (two dumps); only `--iface-can-reach` asks the kernel again.
+//
+// With IPv6 (the config's EnableIPv6), the interface is chosen as above by its IPv4 addresses, and
+// it must also have a global IPv6 address (its preferred one is advertised) unless `--public-ipv6`
+// is given; in an IPv6-only cluster (EnableIPv4 false) everything above works on IPv6 addresses,
+// `--public-ipv6` takes the place of `--public-ip` and the default is the IPv6 default route's
+// interface.
 
 import Addressing
 import Logging
@@ -29,30 +35,57 @@ import Netlink
 import Overlay
 
 extension NodeAgent {
-    /// The interface overlay traffic leaves through, chosen from the options as the file's note
-    /// describes. Throws `NoInterface` when the options name no usable interface. Blocking (netlink).
-    public func findInterface() throws -> ExternalInterface {
-        try options.findInterface(dataPath: dataPath, logger: logger)
+    /// The interface overlay traffic leaves through, with addresses of `families` (the config's),
+    /// chosen from the options as the file's note describes. Throws `NoInterface` when the options
+    /// name no usable interface. Blocking (netlink).
+    public func findInterface(families: [IPFamily] = [.v4]) throws -> ExternalInterface {
+        try options.findInterface(dataPath: dataPath, logger: logger, families: families)
     }
 }
 
 extension NodeAgent.Options {
     /// The interface these options choose (`NodeAgent.findInterface`), for a tool that runs no
     /// agent; each option value that matched no usable interface is logged to `logger`.
-    public func findInterface(dataPath: any DataPath, logger: Logger) throws -> ExternalInterface {
+    public func findInterface(dataPath: any DataPath, logger: Logger, families: [IPFamily] = [.v4]) throws
+        -> ExternalInterface
+    {
+        let family: IPFamily = families.contains(.v4) ? .v4 : .v6
+        let links = try InterfaceCandidates(dataPath: dataPath, family: family)
+        let found = try findInterface(links, dataPath: dataPath, logger: logger)
+        guard family == .v4, families.contains(.v6) else { return found }
+        // Dual stack: the IPv4 choice, with the link's IPv6 address.
+        var dual = found
+        dual.ipv6Address = links.usable(links.links.first { $0.index == found.index }!, family: .v6).first?.network
+        dual.publicIPv6 = publicIPv6 ?? dual.ipv6Address?.address
+        guard dual.publicIPv6 != nil else {
+            throw NoInterface([
+                .init(
+                    flag: "EnableIPv6", value: "true",
+                    reason: "\(found.name) has no global IPv6 address; pass --public-ipv6 or --iface")
+            ])
+        }
+        return dual
+    }
+
+    private func findInterface(_ links: InterfaceCandidates, dataPath: any DataPath, logger: Logger) throws
+        -> ExternalInterface
+    {
         let o = self
-        let publicIP = o.publicIP
+        let (publicIP, publicFlag) = links.family == .v4 ? (o.publicIP, "--public-ip") : (o.publicIPv6, "--public-ipv6")
         guard !o.interfaces.isEmpty || !o.interfaceRegexes.isEmpty || o.interfaceCanReach != nil else {
-            guard let publicIP else { return try ExternalInterface.find(dataPath: dataPath) }
-            let links = try InterfaceCandidates(dataPath: dataPath)
+            guard let publicIP else {
+                switch links.defaultRoute(dataPath: dataPath) {
+                case .success(let found): return found
+                case .failure(let reason): throw OverlayError.interfaceNotFound(reason.text)
+                }
+            }
             switch links.holding(publicIP, publicIP: publicIP) {
             case .success(let found): return found
             case .failure(let reason):
-                throw NoInterface([.init(flag: "--public-ip", value: "\(publicIP)", reason: reason.text)])
+                throw NoInterface([.init(flag: publicFlag, value: "\(publicIP)", reason: reason.text)])
             }
         }
 
-        let links = try InterfaceCandidates(dataPath: dataPath)
         var failures: [NoInterface.Attempt] = []
         func attempt(_ flag: String, _ value: String, _ result: Result<ExternalInterface, Rejection>)
             -> ExternalInterface?
@@ -133,27 +166,48 @@ struct Rejection: Error {
     init(_ text: String) { self.text = text }
 }
 
-/// The links and their IPv4 addresses, read once, and the ways the options pick among them.
+/// The links and their addresses, read once, and the ways the options pick among them by their
+/// addresses of `family`.
 struct InterfaceCandidates {
     /// In index order.
     let links: [Link]
-    /// Every IPv4 address of every link, with flags, in the kernel's order.
+    /// Every address of every link, with flags, in the kernel's order.
     let addresses: [InterfaceAddress]
+    /// The family the choice is made by.
+    let family: IPFamily
 
-    init(dataPath: any DataPath) throws {
+    init(dataPath: any DataPath, family: IPFamily = .v4) throws {
         links = try dataPath.links().sorted { $0.index < $1.index }
-        addresses = try dataPath.interfaceAddresses(family: .v4)
+        addresses = try dataPath.interfaceAddresses(family: nil)
+        self.family = family
     }
 
-    /// The usable addresses of `link`, best first.
-    func usable(_ link: Link) -> [InterfaceAddress] {
-        ExternalInterface.preferredAddresses(addresses.filter { $0.interface == link.index })
+    private var familyName: String { family == .v4 ? "IPv4" : "IPv6" }
+
+    /// The usable addresses of `link` of `family` (the candidates' when nil), best first.
+    func usable(_ link: Link, family: IPFamily? = nil) -> [InterfaceAddress] {
+        ExternalInterface.preferredAddresses(
+            addresses.filter { $0.interface == link.index }, family: family ?? self.family)
+    }
+
+    /// The interface of the default route of the family, with its preferred address.
+    func defaultRoute(dataPath: any DataPath) -> Result<ExternalInterface, Rejection> {
+        let routes: [Route]
+        do { routes = try dataPath.routes(family: family, table: 254, interface: nil) } catch {
+            return .failure(Rejection("cannot read the routes: \(error)"))
+        }
+        guard
+            let index = routes.filter({ $0.destination.prefixLength == 0 && $0.interface != nil })
+                .min(by: { ($0.priority ?? 0) < ($1.priority ?? 0) })?.interface,
+            let link = links.first(where: { $0.index == index })
+        else { return .failure(Rejection("no \(familyName) default route: name the interface to use")) }
+        return use(link, address: nil, publicIP: nil)
     }
 
     /// `link` with `address`, or with its preferred address when nil.
     func use(_ link: Link, address: IPNetwork?, publicIP: IPAddress?) -> Result<ExternalInterface, Rejection> {
         guard let address = address ?? usable(link).first?.network else {
-            return .failure(Rejection("interface \(link.name) has no usable IPv4 address"))
+            return .failure(Rejection("interface \(link.name) has no usable \(familyName) address"))
         }
         do {
             return .success(try ExternalInterface.using(link, address: address, publicIP: publicIP))
@@ -165,7 +219,7 @@ struct InterfaceCandidates {
     /// The link holding `ip` (any of its IPv4 addresses, usable or not, as flanneld's
     /// GetInterfaceByIP), with that address.
     func holding(_ ip: IPAddress, publicIP: IPAddress?) -> Result<ExternalInterface, Rejection> {
-        guard ip.family == .v4 else { return .failure(Rejection("not an IPv4 address")) }
+        guard ip.family == family else { return .failure(Rejection("not an \(familyName) address")) }
         let holders = Set(addresses.filter { $0.network.address == ip }.map(\.interface))
         guard let link = links.first(where: { holders.contains($0.index) }),
             let held = addresses.first(where: { $0.interface == link.index && $0.network.address == ip })
@@ -197,7 +251,7 @@ struct InterfaceCandidates {
         }
         return .failure(
             Rejection(
-                "matches no address and no name of an interface with an IPv4 address (\(available.joined(separator: ", ")))"
+                "matches no address and no name of an interface with an \(familyName) address (\(available.joined(separator: ", ")))"
             ))
     }
 
@@ -213,7 +267,9 @@ struct InterfaceCandidates {
         guard let index = route.interface, let link = links.first(where: { $0.index == index }) else {
             return .failure(Rejection("the route to it has no output interface"))
         }
-        let source = route.source.flatMap { s in addresses.first { $0.network.address == s }?.network }
+        let source = route.source.flatMap { s in
+            addresses.first { $0.network.address == s && s.family == family }?.network
+        }
         return use(link, address: source, publicIP: publicIP)
     }
 }

@@ -76,14 +76,13 @@ public struct LeaseKeeper: Service {
                         "this node's lease was deleted; acquiring it again",
                         metadata: ["node.subnet": "\(lease.subnet)"])
                     lease = try await manager.acquire(
-                        config: config, attributes: network.leaseAttributes, previous: lease.subnet)
-                    if lease.subnet != (await state.lease).subnet {
-                        let network = self.network, subnet = lease.subnet
-                        try await threads.kernel { try network.start(subnet: subnet) }
+                        config: config, attributes: network.leaseAttributes, previous: lease.key)
+                    if lease.key != (await state.lease).key {
+                        let network = self.network, subnet = lease.subnet, ipv6Subnet = lease.ipv6Subnet
+                        try await threads.kernel { try network.start(subnet: subnet, ipv6Subnet: ipv6Subnet) }
                         try SubnetFile.write(
-                            SubnetFile.render(
-                                network: config.network, subnet: lease.subnet,
-                                mtu: network.mtu, ipMasq: ipMasq), to: subnetFile)
+                            SubnetFile.render(config: config, lease: lease, mtu: network.mtu, ipMasq: ipMasq),
+                            to: subnetFile)
                     } else {
                         (network as? BGPNetwork)?.announce(lease.subnet)
                     }

@@ -32,6 +32,9 @@ public struct NodeAgent: Sendable {
         public var interfaceCanReach: IPAddress?
         /// The address to advertise to peers (default: the interface's).
         public var publicIP: IPAddress?
+        /// The IPv6 address to advertise to peers when the config enables IPv6 (default: the
+        /// interface's global IPv6 address).
+        public var publicIPv6: IPAddress?
         public var subnetFile = "/run/flannel/subnet.env"
         /// How long before the lease expires it is renewed.
         public var renewMargin: Duration = .seconds(3600)
@@ -58,15 +61,15 @@ public struct NodeAgent: Sendable {
     public let readiness: Readiness
     /// What the services and the wait for a config sleep on: `ContinuousClock()` but in tests.
     public let clock: any Clock<Duration>
-    /// The traffic rules (masquerade, forward) for the network config and this node's subnet; the
-    /// config says which netfilter backend (`EnableNFTables`).
-    public let rules: @Sendable (_ config: NetworkConfig, _ subnet: IPNetwork) -> any RuleKeeper
+    /// The traffic rules (masquerade, forward) for the network config and this node's lease (its
+    /// subnet of each family); the config says which netfilter backend (`EnableNFTables`).
+    public let rules: @Sendable (_ config: NetworkConfig, _ lease: Lease) -> any RuleKeeper
     public let logger: Logger
 
     public init(
         options: Options, registry: any LeaseRegistry, dataPath: any DataPath, threads: BlockingThreads,
         readiness: Readiness, clock: any Clock<Duration>,
-        rules: @escaping @Sendable (_ config: NetworkConfig, _ subnet: IPNetwork) -> any RuleKeeper, logger: Logger
+        rules: @escaping @Sendable (_ config: NetworkConfig, _ lease: Lease) -> any RuleKeeper, logger: Logger
     ) {
         self.options = options; self.registry = registry; self.dataPath = dataPath; self.threads = threads
         self.readiness = readiness; self.clock = clock; self.rules = rules; self.logger = logger
@@ -74,14 +77,10 @@ public struct NodeAgent: Sendable {
 
     /// Starts the node (see the file's note) and returns the services to run.
     public func start() async throws -> [any Service] {
-        // The interface first: a config is checked against the node's addresses before use.
-        let interface = try await threads.kernel { [self] in try findInterface() }
-        logger.info(
-            "using interface",
-            metadata: ["node.interface": "\(interface.name)", "node.public_ip": "\(interface.publicIP)"])
-        let nodeAddresses =
-            [interface.address.address] + (interface.publicIP == interface.address.address ? [] : [interface.publicIP])
-        let config = try await waitForConfig(nodeAddresses: nodeAddresses)
+        // The config first: its families say which addresses the interface must have; then the
+        // config is checked against the node's addresses before use.
+        let (config, interface) = try await waitForConfig()
+        let nodeAddresses = interface.nodeAddresses
         let backend = try config.makeBackend(interface: interface)
         let dataPath = self.dataPath
         // The leases are listed while the device is made: the lease value needs the device's
@@ -95,8 +94,8 @@ public struct NodeAgent: Sendable {
         // The listing the lease was chosen from gives the peers: no second listing of every lease.
         let (lease, snapshot) = try await manager.acquireWithSnapshot(
             config: config, attributes: network.leaseAttributes,
-            previous: SubnetFile.previousSubnet(at: options.subnetFile), listing: try await listing)
-        try await threads.kernel { try network.start(subnet: lease.subnet) }
+            previous: SubnetFile.previousKey(at: options.subnetFile), listing: try await listing)
+        try await threads.kernel { try network.start(subnet: lease.subnet, ipv6Subnet: lease.ipv6Subnet) }
         let state = NodeState(lease: lease, config: config, nodeAddresses: nodeAddresses)
         let peers = await state.replacePeers(snapshot.leases, logger: logger)
         let report = try await threads.kernel { try network.reconcile(peers: peers) }
@@ -108,7 +107,7 @@ public struct NodeAgent: Sendable {
             ])
 
         // As flanneld: the other backend's rules go first, so a node can switch either way.
-        let rules = self.rules(config, lease.subnet)
+        let rules = self.rules(config, lease)
         do {
             if try await threads.netfilter({ try rules.removeLeftovers() }) {
                 logger.info("removed the traffic rules of the other netfilter backend")
@@ -119,19 +118,22 @@ public struct NodeAgent: Sendable {
         _ = try await rules.ensure(on: threads, for: state, logger: logger)
         var blackhole: (@Sendable () throws -> Bool)?
         if options.blackholeRoute {
-            let route = BlackholeRoute(subnet: lease.subnet, dataPath: dataPath)
-            blackhole = { try route.ensure() }
+            let routes = [lease.subnet, lease.ipv6Subnet].compactMap { $0 }.map {
+                BlackholeRoute(subnet: $0, dataPath: dataPath)
+            }
+            // Both run: `||` would skip the second once the first added its route.
+            blackhole = { try routes.map { try $0.ensure() }.contains(true) }
         }
         if let blackhole, try await threads.kernel(blackhole) {
-            logger.info("added the blackhole route", metadata: ["node.subnet": "\(lease.subnet)"])
+            logger.info("added the blackhole route", metadata: ["node.subnet": "\(lease.key)"])
         }
         try SubnetFile.write(
-            SubnetFile.render(network: config.network, subnet: lease.subnet, mtu: network.mtu, ipMasq: options.ipMasq),
+            SubnetFile.render(config: config, lease: lease, mtu: network.mtu, ipMasq: options.ipMasq),
             to: options.subnetFile)
         readiness.markReady()
         logger.info(
             "subnet file written",
-            metadata: ["node.subnet": "\(lease.subnet)", "node.subnet_file": "\(options.subnetFile)"])
+            metadata: ["node.subnet": "\(lease.key)", "node.subnet_file": "\(options.subnetFile)"])
 
         let keeperEvents = AsyncStream<KeeperEvent>.makeStream()
         var routing: [any Service] = []
@@ -158,36 +160,77 @@ public struct NodeAgent: Sendable {
         ]
     }
 
-    /// Reads the network config every second until it exists and is valid, also on this node (no
-    /// subnet it could lease holds one of `nodeAddresses`). An invalid config is reported (once
-    /// per change, and counted in `podnet_config_errors_total`) and waited out too: nothing is
-    /// written meanwhile.
-    public func waitForConfig(nodeAddresses: [IPAddress]) async throws -> NetworkConfig {
+    /// Reads the network config every second until it exists and is valid, also on this node: the
+    /// interface the options choose has an address of each family it enables (else start-up fails:
+    /// `NoInterface`), and no subnet it could lease holds one of the node's addresses. An invalid
+    /// config is reported (once per change, and counted in `podnet_config_errors_total`) and waited
+    /// out too: nothing is written meanwhile.
+    public func waitForConfig() async throws -> (NetworkConfig, ExternalInterface) {
         var lastProblem = ""
         let configValid = Gauge(label: "podnet_config_valid")
+        var chosen: (families: [IPFamily], interface: ExternalInterface)?
         while true {
+            var config: NetworkConfig?
             do {
                 if let data = try await registry.config() {
-                    let config = try NetworkConfig(json: data)
-                    if let problem = config.problem(onNodeWith: nodeAddresses) { throw problem }
-                    configValid.record(1)
-                    if !lastProblem.isEmpty { logger.info("the network config is valid now") }
-                    return config
+                    config = try NetworkConfig(json: data)
+                } else {
+                    if lastProblem != "missing" {
+                        logger.info("waiting for the network config at \(registry.configKey)")
+                    }
+                    lastProblem = "missing"
                 }
-                if lastProblem != "missing" { logger.info("waiting for the network config at \(registry.configKey)") }
-                lastProblem = "missing"
             } catch let e as ConfigError {
-                configValid.record(0)
-                if lastProblem != e.description {
-                    Counter(label: "podnet_config_errors_total").increment()
-                    logger.error("invalid network config (waiting for a valid one): \(e.description)")
-                }
-                lastProblem = e.description
+                report(e, &lastProblem, configValid)
             } catch {
                 if lastProblem != "\(error)" { logger.warning("cannot read the network config: \(error)") }
                 lastProblem = "\(error)"
             }
+            if let config {
+                if chosen?.families != config.families {
+                    let families = config.families
+                    let interface = try await threads.kernel { [self] in try findInterface(families: families) }
+                    logger.info(
+                        "using interface",
+                        metadata: [
+                            "node.interface": "\(interface.name)", "node.public_ip": "\(interface.publicIP)",
+                            "node.public_ipv6": "\(interface.publicIPv6?.description ?? "-")",
+                        ])
+                    chosen = (families, interface)
+                }
+                let interface = chosen!.interface
+                if let problem = config.problem(onNodeWith: interface.nodeAddresses) {
+                    report(problem, &lastProblem, configValid)
+                } else {
+                    configValid.record(1)
+                    if !lastProblem.isEmpty { logger.info("the network config is valid now") }
+                    return (config, interface)
+                }
+            }
             try await clock.sleep(for: .seconds(1))
         }
+    }
+
+    private func report(_ e: ConfigError, _ lastProblem: inout String, _ configValid: Gauge) {
+        configValid.record(0)
+        if lastProblem != e.description {
+            Counter(label: "podnet_config_errors_total").increment()
+            logger.error("invalid network config (waiting for a valid one): \(e.description)")
+        }
+        lastProblem = e.description
+    }
+}
+
+extension ExternalInterface {
+    /// This node's underlay addresses (the interface's and the public IPs of each family): no
+    /// peer's lease may claim them.
+    public var nodeAddresses: [IPAddress] {
+        var all: [IPAddress] = []
+        let candidates: [IPAddress?] = [address.address, publicIP, ipv6Address?.address, publicIPv6]
+        for ip in candidates.compactMap({ $0 })
+        where !all.contains(ip) && !(ip.family == .v4 && ip.isUnspecified) {
+            all.append(ip)
+        }
+        return all
     }
 }

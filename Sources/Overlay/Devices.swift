@@ -46,11 +46,35 @@ extension ExternalInterface {
         -> ExternalInterface
     {
         guard link.mtu > 0 else { throw .interfaceNotFound("interface \(link.name) has no MTU") }
-        if let publicIP, publicIP.family != .v4 {
-            throw .invalidConfiguration("public IP \(publicIP) is not an IPv4 address")
+        if let publicIP, publicIP.family != address.family {
+            throw .invalidConfiguration(
+                "public IP \(publicIP) is not an \(address.family == .v4 ? "IPv4" : "IPv6") address")
+        }
+        if address.family == .v6 {
+            // An IPv6-only node: its IPv6 address is its only one.
+            return ExternalInterface(
+                name: link.name, index: link.index, mtu: link.mtu, address: address, publicIP: publicIP,
+                ipv6Address: address, publicIPv6: publicIP)
         }
         return ExternalInterface(
             name: link.name, index: link.index, mtu: link.mtu, address: address, publicIP: publicIP)
+    }
+
+    /// The addresses of `family` in `addresses` an interface may be used with, best first: IPv4 as
+    /// `preferredAddresses`; IPv6 as flanneld's GetInterfaceIP6Addrs, global unicast only (a
+    /// link-local address names no node beyond its link), not deprecated or failed DAD, permanent
+    /// before dynamic; otherwise in the kernel's order.
+    public static func preferredAddresses(_ addresses: [InterfaceAddress], family: IPFamily) -> [InterfaceAddress] {
+        guard family == .v6 else { return preferredAddresses(addresses) }
+        return addresses.enumerated().filter { e in
+            let a = e.element
+            return a.network.family == .v6 && a.network.address.isGlobalUnicast && !a.isDeprecated
+                && a.flags & InterfaceAddress.dadFailed == 0
+        }
+        .sorted { l, r in
+            l.element.isPermanent != r.element.isPermanent ? l.element.isPermanent : l.offset < r.offset
+        }
+        .map(\.element)
     }
 
     /// The IPv4 addresses of `addresses` an interface may be used with, best first, as flanneld

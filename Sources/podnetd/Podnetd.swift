@@ -160,6 +160,7 @@ struct Podnetd: AsyncParsableCommand {
         options.interfaceRegexes = ifaceRegex
         options.interfaceCanReach = ifaceCanReach.flatMap { IPAddress($0) }
         options.publicIP = publicIP.flatMap { IPAddress($0) }
+        options.publicIPv6 = publicIPv6.flatMap { IPAddress($0) }
         options.subnetFile = subnetFile
         options.renewMargin = .seconds(subnetLeaseRenewMargin * 60)
         options.ipMasq = ipMasq
@@ -167,9 +168,6 @@ struct Podnetd: AsyncParsableCommand {
         options.resyncInterval = .seconds(iptablesResync)
         options.blackholeRoute = ipBlackholeRoute
         options.exitOnLeaseLoss = exitOnLeaseLoss
-        if publicIPv6 != nil {
-            logger.notice("--public-ipv6 is used only with EnableIPv6, which podnetd does not run yet")
-        }
         var traffic = FlannelTrafficRules.Options()
         traffic.masquerade = ipMasq
         traffic.forward = iptablesForwardRules
@@ -178,10 +176,10 @@ struct Podnetd: AsyncParsableCommand {
             options: options, registry: EtcdLeaseRegistry(client: client, prefix: etcdPrefix, logger: logger),
             dataPath: try KernelDataPath(), threads: BlockingThreads(), readiness: readiness,
             clock: ContinuousClock(),
-            rules: { [traffic] config, subnet in
+            rules: { [traffic] config, lease in
                 FlannelTrafficRules(
-                    network: config.network, subnet: subnet, backend: config.enableNFTables ? .nftables : .iptables,
-                    options: traffic)
+                    network: config.network, subnet: lease.subnet,
+                    backend: config.enableNFTables ? .nftables : .iptables, options: traffic)
             },
             logger: logger)
         var services = try await agent.start()

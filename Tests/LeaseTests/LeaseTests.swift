@@ -37,10 +37,6 @@ func config(_ json: String) throws -> NetworkConfig { try NetworkConfig(json: Da
             (#"{"Network":"10.5.0.0/16","SubnetLen":17,"Backend":{"Type":"vxlan"}}"#, "at least four subnets"),
             (#"{"Network":"10.5.0.0/16","SubnetMin":"10.6.0.0","Backend":{"Type":"vxlan"}}"#, "not in the range"),
             (#"{"Network":"10.5.0.0/16","SubnetMin":"10.5.1.7","Backend":{"Type":"vxlan"}}"#, "SubnetLen boundary"),
-            (
-                #"{"Network":"10.5.0.0/16","EnableIPv6":true,"IPv6Network":"fd00::/56","Backend":{"Type":"vxlan"}}"#,
-                "EnableIPv6 is not supported"
-            ),
             (#"{"Network":"10.5.0.0/16"}"#, "backend type \"udp\" is not supported"),
             ("[1]", "not a JSON object"),
         ]
@@ -149,9 +145,10 @@ func config(_ json: String) throws -> NetworkConfig { try NetworkConfig(json: Da
         let r = InMemoryLeaseRegistry(config: nil)
         let m = SubnetManager(registry: r, logger: logger)
         let hint = IPNetwork("10.5.42.0/24")!
-        #expect(try await m.acquire(config: conf, attributes: attrs("192.0.2.1"), previous: hint).subnet == hint)
+        #expect(
+            try await m.acquire(config: conf, attributes: attrs("192.0.2.1"), previous: SubnetKey(hint)).subnet == hint)
         // Taken by someone else: another subnet instead.
-        let other = try await m.acquire(config: conf, attributes: attrs("192.0.2.2"), previous: hint)
+        let other = try await m.acquire(config: conf, attributes: attrs("192.0.2.2"), previous: SubnetKey(hint))
         #expect(other.subnet != hint)
     }
 

@@ -74,53 +74,89 @@ extension MACAddress {
 
 extension NetworkConfig {
     /// Whether `lease`, another node's, may become a peer of this node, whose own addresses (the
-    /// interface's and the public IP) are `nodeAddresses`. Nil when it may; else why not.
+    /// interface's and the public IPs) are `nodeAddresses`. Nil when it may; else why not. Each
+    /// family the lease carries is checked against its range; in a dual-stack cluster a lease
+    /// without an IPv6 subnet (a node that has not turned IPv6 on yet) is a peer for IPv4 only.
     public func check(peer lease: Lease, backendType: String, nodeAddresses: [IPAddress]) -> LeaseRejection? {
-        let subnet = lease.subnet
-        guard subnet.family == .v4, network.contains(subnet.address), subnet.prefixLength >= network.prefixLength else {
-            return LeaseRejection(.outsideNetwork, "its subnet \(subnet) is not inside the Network \(network)")
+        let a = lease.attributes
+        let v4 = primary.family == .v4
+        guard let ip = v4 ? a.publicIP : a.publicIPv6 else {
+            return LeaseRejection(.unusablePublicIP, "it has no PublicIPv6, which an IPv6-only cluster needs")
         }
-        guard subnet.prefixLength == subnetLength else {
-            return LeaseRejection(.wrongSubnetLength, "its subnet \(subnet) is not a /\(subnetLength) (SubnetLen)")
+        let mac = v4 ? a.vtepMAC : a.ipv6VtepMAC
+        if let r = check(lease.subnet, primary, publicIP: ip, mac: mac, nodeAddresses, needsMAC: false) { return r }
+        guard a.backendType == backendType else {
+            return LeaseRejection(.otherBackend, "its BackendType is \"\(a.backendType)\", not \"\(backendType)\"")
+        }
+        let vxlan = backendType == "vxlan"
+        if vxlan, let r = check(lease.subnet, primary, publicIP: ip, mac: mac, nodeAddresses, needsMAC: true) {
+            return r
+        }
+        if let ipv6, isDualStack, let v6 = lease.ipv6Subnet, let ip6 = a.publicIPv6 {
+            return check(v6, ipv6, publicIP: ip6, mac: a.ipv6VtepMAC, nodeAddresses, needsMAC: vxlan)
+        }
+        return nil
+    }
+
+    /// One family's side of a lease: its subnet in `range`, its public IP and, with `needsMAC`, its
+    /// VTEP MAC.
+    private func check(
+        _ subnet: IPNetwork, _ range: SubnetRange, publicIP ip: IPAddress, mac: MACAddress?,
+        _ nodeAddresses: [IPAddress], needsMAC: Bool
+    ) -> LeaseRejection? {
+        let network = range.network
+        let (name, lenKey, ipKey, macKey) =
+            range.family == .v4
+            ? ("Network", "SubnetLen", "PublicIP", "VtepMAC")
+            : ("IPv6Network", "IPv6SubnetLen", "PublicIPv6", "BackendV6Data.VtepMAC")
+        guard subnet.family == network.family, network.contains(subnet.address),
+            subnet.prefixLength >= network.prefixLength
+        else {
+            return LeaseRejection(.outsideNetwork, "its subnet \(subnet) is not inside the \(name) \(network)")
+        }
+        guard subnet.prefixLength == range.subnetLength else {
+            return LeaseRejection(
+                .wrongSubnetLength, "its subnet \(subnet) is not a /\(range.subnetLength) (\(lenKey))")
         }
         if let mine = nodeAddresses.first(where: { subnet.contains($0) }) {
             return LeaseRejection(.coversThisNode, "its subnet \(subnet) contains this node's address \(mine)")
         }
-        let ip = lease.attributes.publicIP
+        if ip.family != range.family {
+            return LeaseRejection(.unusablePublicIP, "its \(ipKey) \(ip) is not of the subnet's family")
+        }
         if let problem = ip.underlayProblem {
-            return LeaseRejection(.unusablePublicIP, "its PublicIP \(ip) is \(problem)")
+            return LeaseRejection(.unusablePublicIP, "its \(ipKey) \(ip) is \(problem)")
         }
         if network.contains(ip) {
-            return LeaseRejection(.unusablePublicIP, "its PublicIP \(ip) is inside the overlay Network \(network)")
+            return LeaseRejection(.unusablePublicIP, "its \(ipKey) \(ip) is inside the overlay \(name) \(network)")
         }
         if nodeAddresses.contains(ip) {
-            return LeaseRejection(.ownPublicIP, "its PublicIP \(ip) is this node's own address")
+            return LeaseRejection(.ownPublicIP, "its \(ipKey) \(ip) is this node's own address")
         }
-        guard lease.attributes.backendType == backendType else {
-            return LeaseRejection(
-                .otherBackend, "its BackendType is \"\(lease.attributes.backendType)\", not \"\(backendType)\"")
-        }
-        if backendType == "vxlan" {
-            guard let mac = lease.attributes.vtepMAC else {
-                return LeaseRejection(.unusableVtepMAC, "it has no VtepMAC")
-            }
+        if needsMAC {
+            guard let mac else { return LeaseRejection(.unusableVtepMAC, "it has no \(macKey)") }
             if let problem = mac.vtepProblem {
-                return LeaseRejection(.unusableVtepMAC, "its VtepMAC \(mac) is \(problem)")
+                return LeaseRejection(.unusableVtepMAC, "its \(macKey) \(mac) is \(problem)")
             }
         }
         return nil
     }
 
     /// Why this config cannot be used on a node whose underlay addresses are `nodeAddresses`, or
-    /// nil: a subnet this node might lease (SubnetMin...SubnetMax) must not contain one of them, or
-    /// the node would route its own underlay traffic into its bridge.
+    /// nil: a subnet this node might lease (SubnetMin...SubnetMax, of either family) must not
+    /// contain one of them, or the node would route its own underlay traffic into its bridge.
     public func problem(onNodeWith nodeAddresses: [IPAddress]) -> ConfigError? {
-        let last = subnetMax.advanced(by: (1 << (32 - subnetLength)) - 1) ?? subnetMax
-        for ip in nodeAddresses where ip.family == .v4 && ip >= subnetMin && ip <= last {
-            return ConfigError(
-                "the subnets of Network \(network) (SubnetMin \(subnetMin), SubnetMax \(subnetMax)) contain "
-                    + "this node's underlay address \(ip): choose a Network, or SubnetMin/SubnetMax, that leaves it out"
-            )
+        for range in [ipv4, ipv6].compactMap({ $0 }) {
+            let (minKey, maxKey) =
+                range.family == .v4 ? ("SubnetMin", "SubnetMax") : ("IPv6SubnetMin", "IPv6SubnetMax")
+            for ip in nodeAddresses where ip.family == range.family && ip >= range.subnetMin && ip <= range.lastLeasable
+            {
+                return ConfigError(
+                    "the subnets of \(range.family == .v4 ? "Network" : "IPv6Network") \(range.network) "
+                        + "(\(minKey) \(range.subnetMin), \(maxKey) \(range.subnetMax)) contain "
+                        + "this node's underlay address \(ip): choose a network, or \(minKey)/\(maxKey), that leaves it out"
+                )
+            }
         }
         return nil
     }

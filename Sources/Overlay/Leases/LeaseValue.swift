@@ -113,7 +113,8 @@ extension LeaseAttributes {
     /// The JSON flanneld writes and reads.
     public func json() -> Data {
         var o: [String: JSON] = [
-            "PublicIP": .string(publicIP.description), "PublicIPv6": publicIPv6.map { .string($0.description) } ?? .null,
+            "PublicIP": .string(publicIP.description),
+            "PublicIPv6": publicIPv6.map { .string($0.description) } ?? .null,
             "BackendType": .string(backendType),
         ]
         if backendType == "vxlan" {

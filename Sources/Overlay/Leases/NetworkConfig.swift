@@ -186,12 +186,13 @@ public struct NetworkConfig: Equatable, Sendable {
     /// reusing a lease).
     public func accepts(_ subnet: IPNetwork) -> Bool { primary.accepts(subnet) }
 
-    /// Whether a lease's subnets fit: the primary subnet, and in a dual-stack cluster the IPv6
-    /// subnet (flanneld's isSubnetConfigCompat and isIPv6SubnetConfigCompat).
+    /// Whether a lease's key fits exactly: its primary subnet, and in a dual-stack cluster an IPv6
+    /// subnet it must have (flanneld's isSubnetConfigCompat and isIPv6SubnetConfigCompat); a
+    /// single-family cluster's key has no second subnet.
     public func accepts(_ key: SubnetKey) -> Bool {
         guard accepts(key.subnet) else { return false }
-        guard isDualStack else { return true }
-        return key.ipv6Subnet.map { ipv6!.accepts($0) } ?? false
+        guard let ipv6, isDualStack else { return key.ipv6Subnet == nil }
+        return key.ipv6Subnet.map { ipv6.accepts($0) } ?? false
     }
 }
 
