@@ -182,7 +182,7 @@ let package = Package(
                 .product(name: "Prometheus", package: "swift-prometheus"),
             ]),
         // End to end: the built podnetd, flannel, bridge and host-local in simulated nodes with a real etcd.
-        .testTarget(name: "DaemonTests", dependencies: ["TestSupport", "NodeAgent"]),
+        .testTarget(name: "DaemonTests", dependencies: ["TestSupport", "NodeAgent", "Addressing"]),
         // The built plugins as real runtimes run them: entered with setns (nsenter --net, no /sys remount).
         .testTarget(name: "RuntimeTests", dependencies: ["TestSupport"]),
         .testTarget(name: "FuzzReplayTests", dependencies: ["FuzzTargets"]),

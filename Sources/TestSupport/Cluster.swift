@@ -11,6 +11,10 @@
 //   <id>-n<i>      node i at 192.168.50.<10+i>, running the built podnetd ($PODNET_BIN_DIR)
 //   <id>-n<i>p<j>  pod j of node i, attached by the built flannel plugin (bridge + host-local)
 //
+// With `ipv6` `.dual` or `.only`, every underlay host also has fd00:50::<last byte of its IPv4
+// address>/64 on eth0 (no DAD), and the network config enables IPv6 (`IPv6Network`
+// fd00:10:244::/56) next to IPv4, or instead of it: pods get an address of each enabled family.
+//
 // With `racks = 2` the nodes are spread over two routed racks (Routers.swift has the routers):
 //
 //   <id>-sw        rack 1's switch, 192.168.50.0/24, as above (etcd stays at 192.168.50.2)
@@ -30,6 +34,7 @@
 // Everything here is synchronous: commands run through `ip netns exec`, so the test process never
 // changes namespace and no Swift task has to care which thread it runs on.
 
+import Addressing
 import Foundation
 
 #if canImport(Glibc)
@@ -72,6 +77,29 @@ public struct ClusterOptions: Sendable {
     /// The raw JSON object used as the network config's "Backend" when set (else
     /// `{"Type":"<backend>"}`), e.g. for the bgp backend's keys.
     public var backendJSON: String?
+    /// The families of the network config (the underlay is dual-stack whenever IPv6 is on).
+    public var ipv6 = IPv6Mode.off
+    /// flannel's `IPv6Network`, with `ipv6` on.
+    public var ipv6Network = "fd00:10:244::/56"
+
+    /// Which families the cluster's network config enables.
+    public enum IPv6Mode: String, Sendable, CaseIterable {
+        /// IPv4 only: `Network`.
+        case off
+        /// `Network` and `IPv6Network` (`EnableIPv6`).
+        case dual
+        /// `IPv6Network` only (`EnableIPv4` false, `EnableIPv6`).
+        case only
+    }
+
+    /// The families pods get addresses of, IPv4 first.
+    public var families: [IPFamily] {
+        switch ipv6 {
+        case .off: [.v4]
+        case .dual: [.v4, .v6]
+        case .only: [.v6]
+        }
+    }
 
     public init(backend: String = "vxlan", nodes: Int = 3, podsPerNode: Int = 1) {
         self.backend = backend
@@ -81,19 +109,49 @@ public struct ClusterOptions: Sendable {
 
     /// The network config as flanneld's `<prefix>/config` holds it.
     public var configJSON: String {
-        Cluster.configJSON(network: network, subnetLength: subnetLength, backend: backend, backendJSON: backendJSON)
+        let v4 = Cluster.configJSON(
+            network: network, subnetLength: subnetLength, backend: backend, backendJSON: backendJSON)
+        switch ipv6 {
+        case .off: return v4
+        case .dual: return #"{"EnableIPv6":true,"IPv6Network":"\#(ipv6Network)","# + v4.dropFirst()
+        case .only:
+            let backendObject = backendJSON ?? #"{"Type":"\#(backend)"}"#
+            return
+                #"{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"\#(ipv6Network)","Backend":\#(backendObject)}"#
+        }
     }
 }
 
 /// A lease as read from etcd.
 public struct ClusterLease: Hashable, Sendable, CustomStringConvertible {
-    /// e.g. "10.244.3.0/24".
+    /// e.g. "10.244.3.0/24" (an IPv6-only lease's: its IPv6 subnet).
     public var subnet: String
     public var publicIP: String
     public var backendType: String
     public var vtepMAC: String?
+    /// The etcd key.
+    public var key: String = ""
+    /// The IPv6 side: subnet (e.g. "fd00:10:244:3::/64"), PublicIPv6, BackendV6Data.VtepMAC.
+    public var ipv6Subnet: String?
+    public var publicIPv6: String?
+    public var ipv6VtepMAC: String?
 
-    public var description: String { "\(subnet) at \(publicIP) (\(backendType)\(vtepMAC.map { " \($0)" } ?? ""))" }
+    public var description: String {
+        "\(subnet) at \(publicIP) (\(backendType)\(vtepMAC.map { " \($0)" } ?? ""))"
+            + (ipv6Subnet.map { ", \($0) at \(publicIPv6 ?? "-")\(ipv6VtepMAC.map { " \($0)" } ?? "")" } ?? "")
+    }
+
+    /// The subnet, public IP and VTEP MAC of `family`, when the lease has that family.
+    public func side(_ family: IPFamily) -> (subnet: String, publicIP: String, vtepMAC: String?)? {
+        let v6Only = subnet.contains(":")
+        switch family {
+        case .v4: return v6Only ? nil : (subnet, publicIP, vtepMAC)
+        case .v6:
+            if v6Only { return publicIPv6.map { (subnet, $0, ipv6VtepMAC) } }
+            guard let ipv6Subnet, let publicIPv6 else { return nil }
+            return (ipv6Subnet, publicIPv6, ipv6VtepMAC)
+        }
+    }
 }
 
 /// The peer entries a node's kernel holds, each kind as sorted text lines (duplicates kept, so
@@ -163,6 +221,9 @@ public final class Cluster: @unchecked Sendable {
         }
         guard options.racks == 1 || (options.racks == 2 && options.routers.count == 2) else {
             throw TestFailure("racks must be 1, or 2 with one router kind per rack")
+        }
+        guard options.racks == 1 || options.ipv6 == .off else {
+            throw TestFailure("racks are routed over IPv4 only: use one rack with ipv6")
         }
         Self.reapLeftovers()
         self.options = options
@@ -264,6 +325,12 @@ public final class Cluster: @unchecked Sendable {
         try (sw ?? switchNamespace).sh(
             "ip link add \(port) type veth peer name eth0 netns \(ns.name) && ip link set \(port) master br0 up")
         try ns.sh("ip addr add \(address)/24 dev eth0 && ip link set eth0 up")
+        if options.ipv6 != .off { try ns.sh("ip addr add \(Self.underlayIPv6(address))/64 dev eth0 nodad") }
+    }
+
+    /// The IPv6 underlay address of the host at IPv4 `address`: fd00:50::<last byte>.
+    public static func underlayIPv6(_ address: String) -> String {
+        "fd00:50::\(address.split(separator: ".").last ?? "0")"
     }
 
     /// Rack 2's switch, the two routers and the link between them, and starts the routers (they
@@ -346,16 +413,25 @@ public final class Cluster: @unchecked Sendable {
         while i + 1 < lines.count {
             let key = lines[i], value = lines[i + 1]
             i += 2
-            guard let name = key.split(separator: "/").last, let dash = name.lastIndex(of: "-") else { continue }
-            let subnet = "\(name[..<dash])/\(name[name.index(after: dash)...])"
+            guard let name = key.split(separator: "/").last else { continue }
+            let parts = name.split(separator: "&").map { part -> String? in
+                guard let dash = part.lastIndex(of: "-") else { return nil }
+                return "\(part[..<dash])/\(part[part.index(after: dash)...])"
+            }
+            guard let first = parts.first ?? nil else { continue }
+            let ipv6 = parts.count > 1 ? parts[1] : nil
+            // flanneld's IPv6-only key: 0.0.0.0-0&<v6>-<len>.
+            let (subnet, ipv6Subnet) = first == "0.0.0.0/0" && ipv6 != nil ? (ipv6!, nil) : (first, ipv6)
             guard let o = (try? JSONSerialization.jsonObject(with: Data(value.utf8))) as? [String: Any],
                 let publicIP = o["PublicIP"] as? String
             else { continue }
             let data = o["BackendData"] as? [String: Any]
+            let data6 = o["BackendV6Data"] as? [String: Any]
             result.append(
                 ClusterLease(
                     subnet: subnet, publicIP: publicIP, backendType: (o["BackendType"] as? String) ?? "",
-                    vtepMAC: (data?["VtepMAC"] as? String)?.lowercased()))
+                    vtepMAC: (data?["VtepMAC"] as? String)?.lowercased(), key: key, ipv6Subnet: ipv6Subnet,
+                    publicIPv6: o["PublicIPv6"] as? String, ipv6VtepMAC: (data6?["VtepMAC"] as? String)?.lowercased()))
         }
         return result
     }
@@ -364,23 +440,26 @@ public final class Cluster: @unchecked Sendable {
     /// with this cluster's backend one route, and for vxlan one neighbour and one FDB entry.
     public func expectedEntries(
         on node: ClusterNode, leases: [ClusterLease]? = nil,
-        backend: String? = nil
+        backend: String? = nil, family: IPFamily? = nil
     ) throws -> KernelEntries {
         let backend = backend ?? options.backend
+        let family = family ?? options.families[0]
         let own = try node.subnet()
+        let device = family == .v4 ? "flannel.1" : "flannel-v6.1"
         var expected = KernelEntries()
         for l in try leases ?? self.leases() where l.subnet != own && l.backendType == backend {
-            let gateway = String(l.subnet.split(separator: "/")[0])
+            guard let side = l.side(family) else { continue }
+            let gateway = String(side.subnet.split(separator: "/")[0])
             switch backend {
             case "vxlan":
-                guard let mac = l.vtepMAC else { continue }
-                expected.routes.append("\(l.subnet) via \(gateway) dev flannel.1 onlink")
+                guard let mac = side.vtepMAC else { continue }
+                expected.routes.append("\(side.subnet) via \(gateway) dev \(device) onlink")
                 expected.neighbours.append("\(gateway) lladdr \(mac) PERMANENT")
-                expected.fdb.append("\(mac) dst \(l.publicIP)")
+                expected.fdb.append("\(mac) dst \(side.publicIP)")
             case "host-gw", "bgp":
                 // bgp: on one L2 segment every node learns every other's subnet from the mesh,
                 // next hop the node itself.
-                expected.routes.append("\(l.subnet) via \(l.publicIP) dev eth0")
+                expected.routes.append("\(side.subnet) via \(side.publicIP) dev eth0")
             case "ipip":
                 expected.routes.append("\(l.subnet) via \(l.publicIP) dev flannel.ipip onlink")
             default:
@@ -394,8 +473,12 @@ public final class Cluster: @unchecked Sendable {
 
     /// Pings every pod from every other pod (all sources at once, one ping each, retried once);
     /// returns the pairs that failed, "source -> destination", empty when the mesh is green.
-    public func pingMatrixFailures(timeout: Int = 2) throws -> [String] {
-        let pods = nodes.flatMap(\.pods)
+    public func pingMatrixFailures(timeout: Int = 2, family: IPFamily? = nil) throws -> [String] {
+        let family = family ?? options.families[0]
+        let pods = try nodes.flatMap(\.pods).map { p in
+            guard let a = p.address(family) else { throw TestFailure("\(p.name) has no address of \(family)") }
+            return ClusterPod(name: p.name, namespace: p.namespace, address: a)
+        }
         func round(_ pairs: [(ClusterPod, ClusterPod)]) throws -> [(ClusterPod, ClusterPod)] {
             let bySource = Dictionary(grouping: pairs, by: { $0.0.namespace.name })
             let failed = LockedPairs()
@@ -770,6 +853,8 @@ public final class ClusterNode: @unchecked Sendable {
     }
 
     public var name: String { "n\(index)" }
+    /// The IPv6 underlay address (the node's PublicIPv6) when the cluster has IPv6.
+    public var ipv6Address: String? { cluster.options.ipv6 == .off ? nil : Cluster.underlayIPv6(address) }
     public var subnetFile: String { directory + "/subnet.env" }
     public var logFile: String { directory + "/podnetd.log" }
     public var pid: Int32? { process?.processIdentifier }
@@ -904,8 +989,10 @@ public final class ClusterNode: @unchecked Sendable {
         log.split(separator: "\n").suffix(lines).joined(separator: "\n")
     }
 
-    /// FLANNEL_SUBNET of the subnet file as the lease's subnet ("10.244.3.0/24").
+    /// FLANNEL_SUBNET of the subnet file as the lease's subnet ("10.244.3.0/24"); in an IPv6-only
+    /// cluster, FLANNEL_IPV6_SUBNET's.
     public func subnet() throws -> String {
+        if cluster.options.ipv6 == .only { return try ipv6Subnet() }
         let text = try String(contentsOfFile: subnetFile, encoding: .utf8)
         guard let line = text.split(separator: "\n").first(where: { $0.hasPrefix("FLANNEL_SUBNET=") }) else {
             throw TestFailure("\(name): no FLANNEL_SUBNET in \(subnetFile)")
@@ -916,6 +1003,19 @@ public final class ClusterNode: @unchecked Sendable {
             throw TestFailure("\(name): cannot read FLANNEL_SUBNET=\(value)")
         }
         return "\(ip.masked(len))/\(len)"
+    }
+
+    /// FLANNEL_IPV6_SUBNET of the subnet file as the lease's IPv6 subnet ("fd00:10:244:3::/64").
+    public func ipv6Subnet() throws -> String {
+        guard let value = try subnetEnv()["FLANNEL_IPV6_SUBNET"], let n = IPNetwork(value) else {
+            throw TestFailure("\(name): no FLANNEL_IPV6_SUBNET in \(subnetFile)")
+        }
+        return n.network.description
+    }
+
+    /// The subnet of `family` from the subnet file.
+    public func subnet(_ family: IPFamily) throws -> String {
+        family == .v4 ? try subnet() : try ipv6Subnet()
     }
 
     /// The subnet file's `KEY=value` pairs.
@@ -932,15 +1032,19 @@ public final class ClusterNode: @unchecked Sendable {
 
     /// The peer entries in this node's kernel: routes with a gateway into the cluster's network
     /// (any device), and the neighbours and FDB entries of `device` when it exists.
-    public func kernelEntries(device: String = "flannel.1") throws -> KernelEntries {
-        let network = try IPv4Prefix(cluster.options.network)
+    public func kernelEntries(device: String? = nil, family: IPFamily? = nil) throws -> KernelEntries {
+        let family = family ?? cluster.options.families[0]
+        let device = device ?? (family == .v4 ? "flannel.1" : "flannel-v6.1")
+        let networkText = family == .v4 ? cluster.options.network : cluster.options.ipv6Network
+        guard let network = IPNetwork(networkText) else { throw TestFailure("not a network: \(networkText)") }
+        let flag = family == .v4 ? "-4" : "-6"
         // One shell for the three reads, with `ip -n` (no mount namespace as with `ip netns
         // exec`), so that polling is quick.
         let ns = namespace.name
         let out = try sh(
             """
-            ip -n \(ns) -j -4 route show table main; echo; echo @@
-            ip -n \(ns) -j -4 neigh show dev \(device) 2>/dev/null || echo '[]'; echo; echo @@
+            ip -n \(ns) -j \(flag) route show table main; echo; echo @@
+            ip -n \(ns) -j \(flag) neigh show dev \(device) 2>/dev/null || echo '[]'; echo; echo @@
             bridge -n \(ns) -j fdb show dev \(device) 2>/dev/null || echo '[]'
             """)
         let parts = out.components(separatedBy: "\n@@\n").map { text -> [[String: Any]] in
@@ -952,7 +1056,8 @@ public final class ClusterNode: @unchecked Sendable {
         var entries = KernelEntries()
         for r in parts[0] {
             guard let dst = r["dst"] as? String, let gateway = r["gateway"] as? String, let dev = r["dev"] as? String,
-                let prefix = try? IPv4Prefix(dst.contains("/") ? dst : dst + "/32"), network.contains(prefix)
+                let prefix = IPNetwork(dst.contains("/") ? dst : dst + (family == .v4 ? "/32" : "/128")),
+                network.contains(prefix.address), prefix.prefixLength >= network.prefixLength
             else { continue }
             let onlink = (r["flags"] as? [String])?.contains("onlink") == true
             entries.routes.append("\(dst) via \(gateway) dev \(dev)\(onlink ? " onlink" : "")")
@@ -963,7 +1068,7 @@ public final class ClusterNode: @unchecked Sendable {
                 "\(n["dst"] as? String ?? "?") lladdr \((n["lladdr"] as? String ?? "-").lowercased()) \(state)")
         }
         for f in parts[2] {
-            guard let dst = f["dst"] as? String else { continue }
+            guard let dst = f["dst"] as? String, IPAddress(dst)?.family == family else { continue }
             entries.fdb.append("\((f["mac"] as? String ?? "?").lowercased()) dst \(dst)")
         }
         return KernelEntries(routes: entries.routes, neighbours: entries.neighbours, fdb: entries.fdb)
@@ -976,9 +1081,11 @@ public final class ClusterNode: @unchecked Sendable {
         try json("ip -j link show").contains { $0["ifname"] as? String == name }
     }
 
-    /// Link names of podnet's tunnel devices (flannel.<VNI>, flannel.ipip) on this node.
+    /// Link names of podnet's tunnel devices (flannel.<VNI>, flannel-v6.<VNI>, flannel.ipip) on
+    /// this node.
     public func tunnelDevices() throws -> [String] {
-        try json("ip -j link show").compactMap { $0["ifname"] as? String }.filter { $0.hasPrefix("flannel.") }.sorted()
+        try json("ip -j link show").compactMap { $0["ifname"] as? String }
+            .filter { $0.hasPrefix("flannel.") || $0.hasPrefix("flannel-v6.") }.sorted()
     }
 
     /// `ip -j -d link show <name>`: the device's index, MAC and kind.
@@ -1016,11 +1123,19 @@ public final class ClusterNode: @unchecked Sendable {
             """#
         let call = PluginCall(containerID: "\(name)-pod\(j)", netns: ns.path, path: cluster.binaries)
         let r = try runPlugin("flannel", "ADD", call, config: config, host: namespace, directory: cluster.binaries)
-        guard r.status == 0, let ips = r.json["ips"] as? [[String: Any]], let address = ips.first?["address"] as? String
-        else {
+        guard r.status == 0, let ips = r.json["ips"] as? [[String: Any]] else {
             throw TestFailure("\(name): flannel ADD failed (\(r.status)): \(r.stdout) \(r.stderr)")
         }
-        let pod = ClusterPod(name: "\(name)p\(j)", namespace: ns, address: String(address.split(separator: "/")[0]))
+        let addresses = ips.compactMap { ($0["address"] as? String).flatMap(IPNetwork.init)?.address }
+        let families = cluster.options.families
+        guard let primary = addresses.first(where: { $0.family == families[0] }),
+            Set(addresses.map(\.family)) == Set(families)
+        else {
+            throw TestFailure("\(name): flannel ADD gave \(addresses), not one address of each of \(families)")
+        }
+        let pod = ClusterPod(
+            name: "\(name)p\(j)", namespace: ns, address: primary.description,
+            ipv6Address: families == [.v4, .v6] ? addresses.first { $0.family == .v6 }?.description : nil)
         pods.append(pod)
         return pod
     }
@@ -1126,11 +1241,24 @@ public final class KernelMonitor: @unchecked Sendable {
     }
 }
 
-/// A pod: its namespace and its eth0 address.
+/// A pod: its namespace and its eth0 address (and, in a dual-stack cluster, its IPv6 one).
 public struct ClusterPod: Sendable {
     public let name: String
     public let namespace: TestNamespace
+    /// Its address of the cluster's first family (IPv4, or IPv6 in an IPv6-only cluster).
     public let address: String
+    /// Dual stack: its IPv6 address.
+    public var ipv6Address: String?
+
+    public init(name: String, namespace: TestNamespace, address: String, ipv6Address: String? = nil) {
+        self.name = name; self.namespace = namespace; self.address = address; self.ipv6Address = ipv6Address
+    }
+
+    /// Its address of `family`, if it has one.
+    public func address(_ family: IPFamily) -> String? {
+        if ipv6Address != nil { return family == .v4 ? address : ipv6Address }
+        return (IPAddress(address)?.family == family) ? address : nil
+    }
 
     /// Whether one ping to `address` gets an answer within `timeout` seconds.
     public func ping(_ address: String, timeout: Int = 2) -> Bool {

@@ -1,6 +1,7 @@
 // Helpers shared by the daemon's end-to-end tests: waiting for a node's kernel to match etcd,
 // timing what the tests promise ("within 2 s"), and the fake peers some tests put into etcd.
 
+import Addressing
 import Foundation
 import TestSupport
 import Testing
@@ -39,18 +40,18 @@ func report(_ what: String, _ seconds: Double?) {
 @discardableResult
 func expectConverged(
     _ cluster: Cluster, _ nodes: [ClusterNode]? = nil, leases: [ClusterLease]? = nil,
-    within seconds: Double, _ what: String,
+    within seconds: Double, _ what: String, family: IPFamily? = nil,
     sourceLocation: SourceLocation = #_sourceLocation
 ) throws -> Double? {
     let leases = try leases ?? cluster.leases()
     let start = Date()
     var slowest: Double? = 0
     for node in nodes ?? cluster.nodes {
-        let expected = try cluster.expectedEntries(on: node, leases: leases)
+        let expected = try cluster.expectedEntries(on: node, leases: leases, family: family)
         let remaining = max(0.1, seconds - Date().timeIntervalSince(start))
-        let took = try secondsUntil(within: remaining) { try node.kernelEntries() == expected }
+        let took = try secondsUntil(within: remaining) { try node.kernelEntries(family: family) == expected }
         if took == nil {
-            let actual = try node.kernelEntries()
+            let actual = try node.kernelEntries(family: family)
             Issue.record(
                 """
                 \(what): \(node.name) (\(try node.subnet())) does not hold exactly etcd's state after \(seconds) s
@@ -109,9 +110,10 @@ func expectFrozenPeersLeaseDeletedAndBack(
     let others = c.nodes.filter { $0.name != peer.name }
     let subnet = try peer.subnet()
     let monitors = try others.map { ($0, try $0.monitor()) }
+    let key = try #require(try c.leases().first { $0.subnet == subnet }?.key, sourceLocation: sourceLocation)
     try peer.freeze()
     let deleted = Date()
-    try c.etcd.delete(c.etcd.leaseKey(subnet))
+    try c.etcd.delete(key)
     try expectConverged(c, others, within: 10, "\(what): peer removed", sourceLocation: sourceLocation)
     expectKernelChanged(
         monitors, subnet: subnet, from: deleted, within: limit, "\(what): peer removed", sourceLocation: sourceLocation)
@@ -142,7 +144,7 @@ func expectPingMatrixGreen(_ cluster: Cluster, _ what: String, sourceLocation: S
 
 /// The lease of `node` in `leases`.
 func lease(of node: ClusterNode, in leases: [ClusterLease]) -> ClusterLease? {
-    leases.first { $0.publicIP == node.address }
+    leases.first { $0.publicIP == node.address || ($0.publicIPv6 != nil && $0.publicIPv6 == node.ipv6Address) }
 }
 
 /// A peer that exists only as a lease in etcd (a reservation): 10.244.<n>.0/24 at 192.168.50.<n>,
