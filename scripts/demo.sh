@@ -21,12 +21,26 @@
 #                        linked to each other (192.168.255.0/30); each peers with its rack's nodes
 #                        (AS 64512) and with the other router, and routes the pods' subnets
 #
-#   scripts/demo.sh [--backend vxlan|host-gw|bgp]
+# With --ipv6 dual every host also has an IPv6 underlay address (fd00:50::<n>/64) and the network
+# config is dual-stack (Network 10.244.0.0/16 and IPv6Network fd00:10:244::/56): pods get an
+# address of each family and a ping matrix is printed per family. --ipv6 only: IPv6Network alone
+# (EnableIPv4 false), pods have IPv6 addresses only. (Not with bgp, which is IPv4-only.)
+#
+#   scripts/demo.sh [--backend vxlan|host-gw|bgp] [--ipv6 dual|only]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "demo.sh needs root (network namespaces)" >&2; exit 1; }
 backend=vxlan
-[ "${1:-}" = --backend ] && backend=${2:?--backend needs vxlan, host-gw or bgp}
+ipv6=off
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --backend) backend=${2:?--backend needs vxlan, host-gw or bgp}; shift 2 ;;
+    --ipv6) ipv6=${2:?--ipv6 needs dual or only}; shift 2 ;;
+    *) echo "usage: scripts/demo.sh [--backend vxlan|host-gw|bgp] [--ipv6 dual|only]" >&2; exit 2 ;;
+  esac
+done
+case "$ipv6" in off|dual|only) ;; *) echo "--ipv6 needs dual or only" >&2; exit 2 ;; esac
+[ "$ipv6" != off ] && [ "$backend" = bgp ] && { echo "the bgp backend is IPv4-only: no --ipv6 with it" >&2; exit 2; }
 
 scripts/deps.sh
 bin=$(scripts/build.sh)
@@ -77,6 +91,7 @@ attach() { # host address [switch]
   in_ns "$sw" ip link add "sw-$1" type veth peer name eth0 netns "podnet-demo-$1"
   in_ns "$sw" ip link set "sw-$1" master br0 up
   in_ns "$1" ip addr add "$2/24" dev eth0
+  [ "$ipv6" = off ] || in_ns "$1" ip addr add "fd00:50::${2##*.}/64" dev eth0 nodad
   in_ns "$1" ip link set eth0 up
   in_ns "$1" ip link set lo up
 }
@@ -98,7 +113,13 @@ etcdctl() { in_ns etcd env ETCDCTL_API=3 etcdctl --endpoints http://192.168.50.2
 for _ in $(seq 100); do etcdctl endpoint health >/dev/null 2>&1 && break; sleep 0.1; done
 backend_json="{\"Type\":\"$backend\"}"
 [ "$backend" = bgp ] && backend_json=$racks_backend_json
-etcdctl put /coreos.com/network/config "{\"Network\":\"10.244.0.0/16\",\"Backend\":$backend_json}" >/dev/null
+case "$ipv6" in
+  off) families="\"Network\":\"10.244.0.0/16\"" ;;
+  dual) families="\"Network\":\"10.244.0.0/16\",\"EnableIPv6\":true,\"IPv6Network\":\"fd00:10:244::/56\"" ;;
+  only) families="\"EnableIPv4\":false,\"EnableIPv6\":true,\"IPv6Network\":\"fd00:10:244::/56\"" ;;
+esac
+etcdctl put /coreos.com/network/config "{$families,\"Backend\":$backend_json}" >/dev/null
+echo "network config: $(etcdctl get --print-value-only /coreos.com/network/config)"
 
 # podnetd on every node.
 for n in "${nodes[@]}"; do
@@ -112,11 +133,11 @@ for n in "${nodes[@]}"; do
   for _ in $(seq 100); do [ -s "$tmp/node$n/subnet.env" ] && break; sleep 0.1; done
   [ -s "$tmp/node$n/subnet.env" ] || { echo "node$n: podnetd wrote no subnet file:"; cat "$tmp/node$n/podnetd.log"; exit 1; }
 done
-echo "leases in etcd ($backend):"
+echo "leases in etcd ($backend${ipv6/off/}):"
 etcdctl get --prefix /coreos.com/network/subnets/ | paste - - | sed 's|/coreos.com/network/subnets/|  |'
 
 # Two pods per node through the flannel plugin (bridge + host-local delegates), as a runtime would.
-declare -A ip
+declare -A ip ip6
 for n in "${nodes[@]}"; do
   python3 - "$tmp" "$n" <<'PY'
 import json, sys
@@ -134,11 +155,17 @@ PY
     ip netns add "$pod"
     in_ns "node$n" python3 scripts/cni_runtime.py ADD "$tmp/node$n/flannel.conflist" --id "pod$n-$p" \
       --netns "/run/netns/$pod" --ifname eth0 --path "$bin" --cache "$tmp/node$n/cache" > "$tmp/pod$n-$p.json"
-    ip[$n-$p]=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["ips"][0]["address"].split("/")[0])' "$tmp/pod$n-$p.json")
+    read -r ip4addr ip6addr < <(python3 -c '
+import json, sys
+ips = [i["address"].split("/")[0] for i in json.load(open(sys.argv[1]))["ips"]]
+print(next((a for a in ips if ":" not in a), "-"), next((a for a in ips if ":" in a), "-"))' "$tmp/pod$n-$p.json")
+    ip[$n-$p]=$ip4addr; ip6[$n-$p]=$ip6addr
   done
 done
 echo "pods:"
-for n in "${nodes[@]}"; do for p in "${pods[@]}"; do echo "  pod$n-$p on node$n: ${ip[$n-$p]}"; done; done
+for n in "${nodes[@]}"; do for p in "${pods[@]}"; do
+  echo "  pod$n-$p on node$n: ${ip[$n-$p]}$([ "$ipv6" = off ] || echo " ${ip6[$n-$p]}")"
+done; done
 
 fail=0
 if [ "$backend" = bgp ]; then
@@ -157,15 +184,26 @@ if [ "$backend" = bgp ]; then
     'BEGIN { printf "every node has its %d BGP routes, %.1f s after the pods were made\n", n, e - s }'
 fi
 
-echo "ping matrix (row pings column):"
-printf '%10s' ""; for n in "${nodes[@]}"; do for p in "${pods[@]}"; do printf '%9s' "pod$n-$p"; done; done; echo
-for n in "${nodes[@]}"; do for p in "${pods[@]}"; do
-  printf '%10s' "pod$n-$p"
-  for m in "${nodes[@]}"; do for q in "${pods[@]}"; do
-    if [ "$n-$p" = "$m-$q" ]; then printf '%9s' "-"; continue; fi
-    if in_ns "pod$n-$p" ping -c 1 -W 2 "${ip[$m-$q]}" >/dev/null 2>&1; then printf '%9s' "ok"; else printf '%9s' "FAIL"; fail=1; fi
-  done; done; echo
-done; done
+ping_matrix() { # family: 4 or 6
+  local source=ip; [ "$1" = 6 ] && source=ip6
+  local -n addr=$source
+  echo "IPv$1 ping matrix (row pings column):"
+  printf '%10s' ""; for n in "${nodes[@]}"; do for p in "${pods[@]}"; do printf '%9s' "pod$n-$p"; done; done; echo
+  for n in "${nodes[@]}"; do for p in "${pods[@]}"; do
+    printf '%10s' "pod$n-$p"
+    for m in "${nodes[@]}"; do for q in "${pods[@]}"; do
+      if [ "$n-$p" = "$m-$q" ]; then printf '%9s' "-"; continue; fi
+      if in_ns "pod$n-$p" ping -c 1 -W 2 "${addr[$m-$q]}" >/dev/null 2>&1; then printf '%9s' "ok"; else printf '%9s' "FAIL"; fail=1; fi
+    done; done; echo
+  done; done
+}
+[ "$ipv6" = only ] || ping_matrix 4
+[ "$ipv6" = off ] || ping_matrix 6
+if [ "$ipv6" != off ]; then
+  echo "node1's IPv6 routes to other nodes' pods:"
+  in_ns node1 ip -6 route show proto 98 | sed 's/^/  /'
+  echo "node1's subnet.env:"; sed 's/^/  /' "$tmp/node1/subnet.env"
+fi
 
 if [ "$backend" = bgp ]; then
   echo "node1's routes to other nodes' pods (podnet's protocol 98; rack 2's through router r1):"
@@ -183,7 +221,12 @@ ctl() {
 echo "podnetctl status on node1:"
 ctl status || fail=1
 victim=node2; [ "$backend" = bgp ] && victim=node3
-peer=$(sed -n 's/^FLANNEL_SUBNET=\(.*\)\.1\/\(.*\)/\1.0\/\2/p' "$tmp/$victim/subnet.env")
+# The check covers the primary family (IPv6 in an IPv6-only cluster): the victim's route of it.
+if [ "$ipv6" = only ]; then
+  peer=$(sed -n 's/^FLANNEL_IPV6_SUBNET=\(.*\)::1\/\(.*\)/\1::\/\2/p' "$tmp/$victim/subnet.env")
+else
+  peer=$(sed -n 's/^FLANNEL_SUBNET=\(.*\)\.1\/\(.*\)/\1.0\/\2/p' "$tmp/$victim/subnet.env")
+fi
 in_ns node1 ip route del "$peer"
 echo "deleted the route to $victim's $peer on node1; podnetctl status, then check:"
 ctl status || fail=1

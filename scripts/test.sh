@@ -44,8 +44,11 @@ swift test --skip-build --filter "$daemon" || status=$?
 # in node namespaces, entered through ip netns exec and through nsenter --net.
 python3 scripts/runtimes/suite.py --bin "$PODNET_BIN_DIR" || status=$?
 # The demo is the main job: it must run green, and neither it nor any test may leave a namespace or
-# a process behind. Its bgp variant (two racks joined by BIRD routers) must be green too.
+# a process behind. Its bgp variant (two racks joined by BIRD routers) and its dual-stack and
+# IPv6-only variants must be green too.
 scripts/demo.sh || status=$?
 scripts/demo.sh --backend bgp || status=$?
+scripts/demo.sh --ipv6 dual || status=$?
+scripts/demo.sh --ipv6 only || status=$?
 scripts/check-leftovers.sh || status=$?
 exit $status
