@@ -2,10 +2,11 @@
 # Benchmarks, each against the reference tools in the same run, printed as ratios.
 #   scripts/bench.sh plugins [PODS]   bridge + host-local ADD+DEL per pod, with and without ipMasq,
 #                                     and against the kernel floor (ip -batch, nft -f) per pod
-#   scripts/bench.sh overlay [--backend vxlan|host-gw] [--peers N] [--runs N]
+#   scripts/bench.sh overlay [--backend vxlan|host-gw] [--peers N] [--runs N] [--ipv6 dual]
 #                                     podnetd: convergence with 1000 peers against ip -batch, lease
 #                                     propagation, peak RSS, pod-to-pod iperf3 against a hand-built path;
-#                                     with --peers over 1000, time and RSS per 1000 peers from 1000 on
+#                                     with --peers over 1000, time and RSS per 1000 peers from 1000 on;
+#                                     --ipv6 dual: dual-stack peers, both families' entries (no iperf3)
 #   scripts/bench.sh bgp [--peers N] [--runs N]
 #                                     podnetd learning N (default 5000) leased subnets from a BIRD peer:
 #                                     session -> all routes against ip -batch, CPU time, peak RSS

@@ -22,8 +22,14 @@ from the session's establishment (podnetd's log) to all PEERS routes in the kern
 `ip -batch` adding the same routes; podnetd's CPU time and peak RSS. Targets: at most 2x the floor;
 RSS at most 40 MB.
 
+With --ipv6 dual every peer's lease is dual-stack (an IPv6 subnet of fd00:96::/48 next to its IPv4
+one, PublicIPv6, BackendV6Data), so podnetd programs both families: 6 entries per vxlan peer (2
+per host-gw peer), against `ip -batch` + `bridge -batch` programming the same entries of both
+families; propagation counts until both of a new lease's routes are in. Targets: at most 2x the
+floor; p99 at most 100 ms; RSS at most 30 MB. The data plane is the IPv4 run's.
+
 usage: bench_overlay.py BIN_DIR [--backend vxlan|host-gw|bgp] [--peers N] [--leases N] [--runs N]
-                        [--iperf-seconds N] [--iperf-rounds N]
+                        [--iperf-seconds N] [--iperf-rounds N] [--ipv6 off|dual]
 Runs as root. Everything lives in network namespaces named podnet-bench-ov-*, deleted at the end
 (also on failure or Ctrl-C); the bench process itself joins etcd's namespace to talk to it.
 """
@@ -45,7 +51,12 @@ ap.add_argument("--leases", type=int, default=100)
 ap.add_argument("--runs", type=int, default=3)
 ap.add_argument("--iperf-seconds", type=int, default=5)
 ap.add_argument("--iperf-rounds", type=int, default=5)
+ap.add_argument("--ipv6", default="off", choices=["off", "dual"])
 args = ap.parse_args()
+dual = args.ipv6 == "dual"
+if dual and args.backend == "bgp":
+    sys.exit("bench_overlay: the bgp backend is IPv4-only: no --ipv6 dual with it")
+IPV6_NETWORK = "fd00:96::/48"
 vxlan = args.backend == "vxlan"
 bgp = args.backend == "bgp"
 BIRD, BIRD_IP = f"{P}-bird", "172.20.0.3"
@@ -109,6 +120,21 @@ def peer_mac(i):
     return f"02:42:00:00:{i // 256:02x}:{i % 256:02x}"
 
 
+def subnet6(k):
+    """The k-th /64 of IPV6_NETWORK."""
+    return f"fd00:96:0:{k:x}::/64"
+
+
+def v6(ip):
+    """The IPv6 underlay address of the host at IPv4 `ip` (172.o.a.b -> fd00:20::o:a:b, one /64)."""
+    o, a, b = ip.split(".")[1:]
+    return f"fd00:20::{o}:{a}:{b}"
+
+
+def peer_mac6(i):
+    return f"02:46:00:00:{i // 256:02x}:{i % 256:02x}"
+
+
 def attach(ns, ip):
     sh(f"ip netns add {ns}")
     in_ns(ns, "ip link set lo up")
@@ -117,6 +143,8 @@ def attach(ns, ip):
     in_ns(SW, f"ip link add {port} type veth peer name eth0 netns {ns}")
     in_ns(SW, f"ip link set {port} master br0 up")
     in_ns(ns, f"ip addr add {ip}/16 dev eth0")
+    if dual:
+        in_ns(ns, f"ip addr add {v6(ip)}/64 dev eth0 nodad")
     in_ns(ns, "ip link set eth0 up")
 
 
@@ -155,15 +183,23 @@ class Etcd:
                                               for k, v in items[i:i + 100]]})
 
 
-def lease_value(public_ip, mac):
+def lease_value(public_ip, mac, mac6=None):
+    value = {"PublicIP": public_ip, "PublicIPv6": v6(public_ip) if dual else None, "BackendType": args.backend}
     if vxlan:
-        return json.dumps({"PublicIP": public_ip, "PublicIPv6": None, "BackendType": "vxlan",
-                           "BackendData": {"VNI": 1, "VtepMAC": mac}})
-    return json.dumps({"PublicIP": public_ip, "PublicIPv6": None, "BackendType": args.backend})
+        value["BackendData"] = {"VNI": 1, "VtepMAC": mac}
+        if dual:
+            value["BackendV6Data"] = {"VNI": 1, "VtepMAC": mac6}
+    return json.dumps(value)
 
 
 def lease_key(k):
-    return f"{PREFIX}/subnets/" + subnet(k).replace("/", "-")
+    key = f"{PREFIX}/subnets/" + subnet(k).replace("/", "-")
+    return key + "&" + subnet6(k).replace("/", "-") if dual else key
+
+
+def peer_lease(i):
+    """Peer i's key and value (subnet i + 1)."""
+    return lease_key(i + 1), lease_value(peer_ip(i), peer_mac(i), peer_mac6(i))
 
 
 class Daemon:
@@ -233,13 +269,19 @@ PHASE_NAMES = [name for name, _ in PHASES] + ["program peers"]
 
 
 def count_entries(ns):
-    """(routes, neighbours, fdb entries) a node holds for peers."""
+    """(routes, neighbours, fdb entries) a node holds for peers, of both families with --ipv6 dual."""
     if vxlan:
-        routes = sum(1 for l in in_ns(ns, "ip route show dev flannel.1").splitlines() if " via " in l)
-        neigh = len(in_ns(ns, "ip neigh show dev flannel.1 nud permanent").splitlines())
-        fdb = sum(1 for l in in_ns(ns, "bridge fdb show dev flannel.1").splitlines() if " dst " in l)
+        devices = ["flannel.1"] + (["flannel-v6.1"] if dual else [])
+        routes = neigh = fdb = 0
+        for dev, flag in zip(devices, ("-4", "-6")):
+            routes += sum(1 for l in in_ns(ns, f"ip {flag} route show dev {dev}").splitlines() if " via " in l)
+            neigh += len(in_ns(ns, f"ip {flag} neigh show dev {dev} nud permanent").splitlines())
+            fdb += sum(1 for l in in_ns(ns, f"bridge fdb show dev {dev}").splitlines() if " dst " in l)
         return routes, neigh, fdb
     routes = sum(1 for l in in_ns(ns, "ip route show dev eth0").splitlines() if " via " in l and l.startswith("10."))
+    if dual:
+        routes += sum(1 for l in in_ns(ns, "ip -6 route show dev eth0").splitlines()
+                      if " via " in l and l.startswith("fd00:96:"))
     return routes, 0, 0
 
 
@@ -249,6 +291,8 @@ def floor_once():
     sh(f"ip netns add {FLOOR}")
     in_ns(FLOOR, "ip link add eth0 type veth peer name eth0p")  # (this kernel has no dummy driver)
     in_ns(FLOOR, "ip addr add 172.20.0.99/16 dev eth0")
+    if dual:
+        in_ns(FLOOR, f"ip addr add {v6('172.20.0.99')}/64 dev eth0 nodad")
     in_ns(FLOOR, "ip link set eth0p up")
     in_ns(FLOOR, "ip link set eth0 up")
     ip_batch, bridge_batch = f"{tmp}/floor-ip.batch", f"{tmp}/floor-bridge.batch"
@@ -259,20 +303,34 @@ def floor_once():
             if vxlan:
                 ipf.write(f"neigh replace {gw} lladdr {peer_mac(i)} dev flannel.1 nud permanent\n")
                 brf.write(f"fdb append {peer_mac(i)} dev flannel.1 dst {peer_ip(i)} self permanent\n")
+                if dual:
+                    gw6 = subnet6(i + 1).split("/")[0]
+                    ipf.write(f"neigh replace {gw6} lladdr {peer_mac6(i)} dev flannel-v6.1 nud permanent\n")
+                    brf.write(f"fdb append {peer_mac6(i)} dev flannel-v6.1 dst {v6(peer_ip(i))} self permanent\n")
         for i in range(args.peers):
             s = subnet(i + 1)
             gw = s.split("/")[0]
+            s6 = subnet6(i + 1)
             if vxlan:
                 ipf.write(f"route replace {s} via {gw} dev flannel.1 onlink\n")
+                if dual:
+                    ipf.write(f"route replace {s6} via {s6.split('/')[0]} dev flannel-v6.1 onlink\n")
             elif bgp:
                 ipf.write(f"route replace {s} via {BIRD_IP} dev eth0 proto 98\n")
             else:
                 ipf.write(f"route replace {s} via {peer_ip(i)} dev eth0\n")
+                if dual:
+                    ipf.write(f"route replace {s6} via {v6(peer_ip(i))} dev eth0\n")
     if vxlan:
         in_ns(FLOOR, "ip link add flannel.1 type vxlan id 1 local 172.20.0.99 dev eth0 dstport 8472 nolearning")
         own = subnet(args.peers + 500).split("/")[0]  # the node's own subnet: no peer's
         in_ns(FLOOR, f"ip addr add {own}/32 dev flannel.1")
         in_ns(FLOOR, "ip link set flannel.1 up")
+        if dual:
+            in_ns(FLOOR, f"ip link add flannel-v6.1 type vxlan id 1 local {v6('172.20.0.99')} dev eth0 dstport 8472 nolearning")
+            own6 = subnet6(args.peers + 500).split("/")[0]
+            in_ns(FLOOR, f"ip addr add {own6}/128 dev flannel-v6.1 nodad")
+            in_ns(FLOOR, "ip link set flannel-v6.1 up")
     t0 = time.perf_counter()
     if vxlan:
         in_ns(FLOOR, f"bridge -batch {bridge_batch}")
@@ -384,9 +442,11 @@ def main():
         sys.exit("bench_overlay: needs root (network namespaces)")
     for ns in namespaces():
         delete_ns(ns)
-    want = (args.peers, args.peers, args.peers) if vxlan else (args.peers, 0, 0)
+    families = 2 if dual else 1
+    want = tuple(families * x for x in ((args.peers, args.peers, args.peers) if vxlan else (args.peers, 0, 0)))
     kinds = "routes, neighbours and FDB entries" if vxlan else "routes"
-    print(f"overlay benchmark: backend {args.backend}, {args.peers} peers, {args.runs} runs, podnetd from {args.bin}")
+    print(f"overlay benchmark: backend {args.backend}{', dual stack' if dual else ''}, {args.peers} peers, "
+          f"{args.runs} runs, podnetd from {args.bin}")
 
     # Underlay and etcd.
     sh(f"ip netns add {SW}")
@@ -420,10 +480,13 @@ def main():
     kv = Etcd()
     if bgp:
         return bgp_main(kv)
-    kv.put(f"{PREFIX}/config", json.dumps({"Network": NETWORK, "Backend": {"Type": args.backend}}))
+    config = {"Network": NETWORK, "Backend": {"Type": args.backend}}
+    if dual:
+        config.update({"EnableIPv6": True, "IPv6Network": IPV6_NETWORK})
+    kv.put(f"{PREFIX}/config", json.dumps(config))
     # Peers 1..PEERS are subnets 1..PEERS; the nodes take free ones after them.
     if args.peers <= 1000:
-        kv.put_many([(lease_key(i + 1), lease_value(peer_ip(i), peer_mac(i))) for i in range(args.peers)])
+        kv.put_many([peer_lease(i) for i in range(args.peers)])
 
     def converge(previous, peers):
         """A fresh node1 with `peers` peers in etcd: (daemon, seconds to program them, phases, VmHWM KiB)."""
@@ -434,7 +497,8 @@ def main():
         d = Daemon(N1, "node1")
         done = d.wait_for("programmed the peers")
         marks = [d.wait_for(text) for _, text in PHASES] + [done]
-        counts, expected = count_entries(N1), (peers, peers, peers) if vxlan else (peers, 0, 0)
+        counts = count_entries(N1)
+        expected = tuple(families * x for x in ((peers, peers, peers) if vxlan else (peers, 0, 0)))
         if counts != expected:
             sys.exit(f"bench_overlay: podnetd programmed {counts}, not {expected}:\n" + open(d.log.name).read()[-2000:])
         d.wait_for("subnet file written")
@@ -450,7 +514,7 @@ def main():
                 daemon.stop()
                 delete_ns(N1)
                 daemon = None
-            kv.put_many([(lease_key(i + 1), lease_value(peer_ip(i), peer_mac(i))) for i in range(n - 1000, n)])
+            kv.put_many([peer_lease(i) for i in range(n - 1000, n)])
             daemon, done, _, peak = converge(daemon, n)
             scaling.append((n, done, peak))
 
@@ -474,6 +538,8 @@ def main():
     print(f"  {'podnetd':<34} median {ms(c50):>10}   runs: {' '.join(ms(x) for x in conv)}")
     print(f"  {floor_name:<34} median {ms(f50):>10}   runs: {' '.join(ms(x) for x in floors)}")
     print(f"  ratio {c50 / f50:.2f}x the floor; target <= 3x floor + 100 ms = {ms(limit)}: {verdict(c50 <= limit)}")
+    if dual:
+        print(f"  dual-stack target: <= 2x the floor: {verdict(c50 <= 2 * f50)}")
     # The start-up targets at 1000 and at 5000 peers (between them, the nearer one's).
     near = 1.3 if args.peers <= 3000 else 1.5
     print(f"  start-up target at {1000 if args.peers <= 3000 else 5000} peers: <= {near}x the floor: "
@@ -493,7 +559,7 @@ def main():
     def watch_routes():
         for line in monitor.stdout:
             now = time.perf_counter()
-            if line.startswith("10."):
+            if line.startswith("10.") or line.startswith("fd00:96:"):
                 with cond:
                     seen.setdefault(line.split()[0], now)
                     cond.notify_all()
@@ -507,23 +573,26 @@ def main():
         k = base + j
         s = subnet(k)
         t0 = time.perf_counter()
-        kv.put(lease_key(k), lease_value(f"172.30.{j // 250}.{j % 250 + 1}", f"02:43:00:00:{j // 256:02x}:{j % 256:02x}"))
+        kv.put(lease_key(k), lease_value(f"172.30.{j // 250}.{j % 250 + 1}", f"02:43:00:00:{j // 256:02x}:{j % 256:02x}",
+                                         f"02:47:00:00:{j // 256:02x}:{j % 256:02x}"))
+        wanted = [s] + ([subnet6(k)] if dual else [])
         with cond:
-            while s not in seen:
+            while any(w not in seen for w in wanted):
                 if not cond.wait(timeout=2):
-                    sys.exit(f"bench_overlay: no route for {s} on node1 within 2 s")
-            latencies.append(seen[s] - t0)
+                    sys.exit(f"bench_overlay: no route for {wanted} on node1 within 2 s")
+            latencies.append(max(seen[w] for w in wanted) - t0)
         time.sleep(0.01)
     monitor.kill()
     latencies.sort()
     p50 = latencies[len(latencies) // 2]
     p99 = latencies[min(len(latencies) - 1, int(round(0.99 * len(latencies))) - 1)]
-    print(f"\npropagation: lease PUT -> route on a peer, {args.leases} leases one after the other ({steal})")
+    both = " (both families' routes)" if dual else ""
+    print(f"\npropagation: lease PUT -> route on a peer{both}, {args.leases} leases one after the other ({steal})")
     print(f"  p50 {ms(p50)}, p99 {ms(p99)}, max {ms(latencies[-1])}; targets p50 <= 20 ms, p99 <= 100 ms: "
           f"{verdict(p50 <= 0.020 and p99 <= 0.100)}")
 
     mem = max(hwm)
-    mem_target = 22 if args.peers <= 3000 else 30  # 1000 peers: 22 MB; 5000: 30 MB
+    mem_target = 22 if args.peers <= 3000 and not dual else 30  # 1000 peers: 22 MB; 5000 or dual stack: 30 MB
     after = daemon.vm_hwm_kib()
     print(f"\nmemory: podnetd peak RSS (VmHWM)")
     print(f"  with {args.peers} peers: {mem / 1024:.1f} MB (runs: {' '.join(f'{x / 1024:.1f}' for x in hwm)}), "
@@ -540,6 +609,9 @@ def main():
                 line += (f"; the last 1000 added {ms(took - p_took)} and {(peak - p_peak) / 1024:.1f} MB")
             print(line)
 
+    if dual:
+        daemon.stop()
+        return
     # Data plane: pods on node1 and node2 through podnetd, next to the same built by hand.
     attach(N2, N2_IP)
     daemon2 = Daemon(N2, "node2")
