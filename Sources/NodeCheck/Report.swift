@@ -315,7 +315,7 @@ extension String {
 /// This node's lease among `leases`: the one carrying its public IP, as podnetd's subnet manager
 /// finds it on start-up.
 public func ownLease(in leases: [Lease], publicIP: IPAddress) -> Lease? {
-    leases.first { $0.attributes.publicIP == publicIP }
+    leases.first { publicIP.family == .v4 ? $0.attributes.publicIP == publicIP : $0.attributes.publicIPv6 == publicIP }
 }
 
 extension NetworkConfig {

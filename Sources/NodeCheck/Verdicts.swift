@@ -69,10 +69,15 @@ struct Builder {
                 problems.append(Problem(.subnetEnv, "subnet.env at \(path) has \(key)=\(have), want \(want)"))
             }
         }
-        compare("FLANNEL_NETWORK", "\(config.network)") { IPNetwork($0)?.network == config.network }
-        if let own {
-            let want = IPNetwork(address: own.subnet.address.advanced(by: 1)!, prefixLength: own.subnet.prefixLength)!
-            compare("FLANNEL_SUBNET", "\(want)") { IPNetwork($0) == want }
+        for family in config.families {
+            let range = config.range(family)!
+            let (networkKey, subnetKey) =
+                family == .v4 ? ("FLANNEL_NETWORK", "FLANNEL_SUBNET") : ("FLANNEL_IPV6_NETWORK", "FLANNEL_IPV6_SUBNET")
+            compare(networkKey, "\(range.network)") { IPNetwork($0)?.network == range.network }
+            if let subnet = own?.subnet(family) {
+                let want = IPNetwork(address: subnet.address.advanced(by: 1)!, prefixLength: subnet.prefixLength)!
+                compare(subnetKey, "\(want)") { IPNetwork($0) == want }
+            }
         }
         if let mtu = inspection?.mtu { compare("FLANNEL_MTU", "\(mtu)") { Int($0) == mtu } }
     }

@@ -31,36 +31,36 @@ struct Facts {
 
     static func gather(_ options: NodeOptions) async throws -> Facts {
         let subnetEnv = readSubnetEnv(at: options.subnetPath)
-        // The kernel first: then one etcd client reads the config, the leases and this node's TTL.
-        let dataPath: KernelDataPath
-        let interface: ExternalInterface
-        do {
-            dataPath = try KernelDataPath()
-            interface = try options.agentOptions.findInterface(dataPath: dataPath, logger: quiet)
-        } catch {
-            throw CannotTell("cannot find the node's interface: \(error)")
-        }
-        // As the daemon: the interface's address, and the public address when it differs.
-        let nodeAddresses =
-            [interface.address.address] + (interface.publicIP == interface.address.address ? [] : [interface.publicIP])
-        let fromFile = subnetEnv?["FLANNEL_SUBNET"].flatMap { IPNetwork($0)?.network }
-        let (data, leases, own) = try await withEtcd(options) { r in
-            let (data, leases) = (try await r.config(), try await r.leases().leases)
-            // This node's lease: subnet.env's subnet, else the lease of its public address.
-            var own =
-                fromFile.flatMap { s in leases.first { $0.subnet == s } }
-                ?? ownLease(in: leases, publicIP: interface.publicIP)
-            if let id = own?.etcdLease {
-                own?.expiration = try await r.client.timeToLive(LeaseID(rawValue: id)).remaining.map {
-                    Date().addingTimeInterval($0.seconds)
-                }
-            }
-            return (data, leases, own)
-        }
+        // etcd first (the config's families say which addresses the interface must have), then the
+        // kernel, then this node's TTL.
+        let (data, leases) = try await withEtcd(options) { r in (try await r.config(), try await r.leases().leases) }
         guard let data else { throw CannotTell("no network config at \(options.prefix)/config") }
         let config: NetworkConfig
         do { config = try NetworkConfig(json: data) } catch {
             throw CannotTell("the network config at \(options.prefix)/config is invalid: \(error)")
+        }
+        let dataPath: KernelDataPath
+        let interface: ExternalInterface
+        do {
+            dataPath = try KernelDataPath()
+            interface = try options.agentOptions.findInterface(
+                dataPath: dataPath, logger: quiet, families: config.families)
+        } catch {
+            throw CannotTell("cannot find the node's interface: \(error)")
+        }
+        // As the daemon: the interface's addresses, and the public addresses when they differ.
+        let nodeAddresses = interface.nodeAddresses
+        // This node's lease: subnet.env's subnet, else the lease of its public address.
+        let fromFile = subnetEnv.flatMap(primarySubnet)
+        var own =
+            fromFile.flatMap { s in leases.first { $0.subnet == s } }
+            ?? ownLease(in: leases, publicIP: interface.publicIP(config.primary.family) ?? interface.publicIP)
+        if let id = own?.etcdLease {
+            own?.expiration = try await withEtcd(options) { r in
+                try await r.client.timeToLive(LeaseID(rawValue: id)).remaining.map {
+                    Date().addingTimeInterval($0.seconds)
+                }
+            }
         }
         var inspection: Inspection?
         if let own {
@@ -112,6 +112,12 @@ func askDaemon(host: String, port: Int, timeout: Int) async -> DaemonStatus {
     let detail = readyz.status == 200 ? nil : readyz.status.map { "/readyz answered \($0)" } ?? readyz.error
     return DaemonStatus(
         endpoint: endpoint, healthy: healthStatus == 200, ready: readyz.status.map { $0 == 200 }, detail: detail)
+}
+
+/// The lease subnet a subnet.env names: FLANNEL_SUBNET's network, or in an IPv6-only cluster's file
+/// (no IPv4 keys) FLANNEL_IPV6_SUBNET's.
+func primarySubnet(_ env: [String: String]) -> IPNetwork? {
+    (env["FLANNEL_SUBNET"] ?? env["FLANNEL_IPV6_SUBNET"]).flatMap { IPNetwork($0)?.network }
 }
 
 /// The library loggers' output is not podnetctl's.
@@ -184,7 +190,7 @@ struct Leases: AsyncParsableCommand {
                 for (i, date) in left { leases[i].expiration = date }
                 return leases
             }
-            let own = readSubnetEnv(at: node.subnetPath)?["FLANNEL_SUBNET"].flatMap { IPNetwork($0)?.network }
+            let own = readSubnetEnv(at: node.subnetPath).flatMap(primarySubnet)
             print(output.json ? json(leases) : renderLeases(leases, own: own), terminator: "")
         }
     }

@@ -28,6 +28,7 @@ struct NodeOptions: ParsableArguments {
     @Option(help: "podnetd's --iface-regex; repeatable.") var ifaceRegex: [String] = []
     @Option(help: "podnetd's --iface-can-reach.") var ifaceCanReach: String?
     @Option(help: "podnetd's --public-ip.") var publicIP: String?
+    @Option(name: .customLong("public-ipv6"), help: "podnetd's --public-ipv6.") var publicIPv6: String?
     @Option(help: "podnetd's subnet file.") var subnetFile: String?
     @Option(help: "podnetd's health server address.") var healthzIP: String?
     @Option(help: "podnetd's health server port (0: do not ask the daemon).") var healthzPort: Int?
@@ -82,6 +83,7 @@ struct NodeOptions: ParsableArguments {
         o.interfaceRegexes = values(ifaceRegex, "iface-regex")
         o.interfaceCanReach = value(ifaceCanReach, "iface-can-reach").flatMap { IPAddress($0) }
         o.publicIP = value(publicIP, "public-ip").flatMap { IPAddress($0) }
+        o.publicIPv6 = value(publicIPv6, "public-ipv6").flatMap { IPAddress($0) }
         return o
     }
 }

@@ -42,6 +42,17 @@ private func v6Attrs(_ n: Int) -> LeaseAttributes {
         #expect(small.ipv6?.subnetLength == 122)
     }
 
+    /// The README's examples, netconf/net-conf-dualstack.json and netconf/net-conf-ipv6only.json.
+    @Test func theExampleConfigsAreValid() throws {
+        let dir = #filePath.split(separator: "/").dropLast(3).joined(separator: "/") + "/netconf/"
+        let dualFile = try NetworkConfig(
+            json: Data(contentsOf: URL(fileURLWithPath: "/" + dir + "net-conf-dualstack.json")))
+        #expect(dualFile.isDualStack && dualFile.ipv6?.network == IPNetwork("fd00:10:244::/56"))
+        let onlyFile = try NetworkConfig(
+            json: Data(contentsOf: URL(fileURLWithPath: "/" + dir + "net-conf-ipv6only.json")))
+        #expect(onlyFile.families == [.v6] && onlyFile.subnetLength == 64)
+    }
+
     @Test func ipv6OnlyMakesIPv6ThePrimaryFamily() throws {
         let c = try config(v6only)
         #expect(c.ipv4 == nil && c.families == [.v6] && !c.isDualStack)
