@@ -58,11 +58,8 @@ extension NodeAgent.Options {
         dual.ipv6Address = links.usable(links.links.first { $0.index == found.index }!, family: .v6).first?.network
         dual.publicIPv6 = publicIPv6 ?? dual.ipv6Address?.address
         guard dual.publicIPv6 != nil else {
-            throw NoInterface([
-                .init(
-                    flag: "EnableIPv6", value: "true",
-                    reason: "\(found.name) has no global IPv6 address; pass --public-ipv6 or --iface")
-            ])
+            throw OverlayError.interfaceNotFound(
+                "EnableIPv6 is set but \(found.name) has no global IPv6 address; pass --public-ipv6 or --iface")
         }
         return dual
     }
