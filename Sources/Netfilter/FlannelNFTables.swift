@@ -1,4 +1,5 @@
-// flanneld's nftables mode (pkg/trafficmngr/nftables), as `nft list` prints it back:
+// flanneld's nftables mode (pkg/trafficmngr/nftables), as `nft list` prints it back (IPv4; an IPv6
+// network gets table `ip6 flannel-ipv6`, `ip6 saddr`/`ip6 daddr` and ff00::/8, nothing else differs):
 //   table ip flannel-ipv4 {
 //     comment "rules for flannel-ipv4"
 //     chain postrtg {
@@ -51,9 +52,20 @@ extension FlannelTrafficRules {
     static let nftForwardSpec =
         "{ type filter hook forward priority filter ; comment \"chain to accept flannel traffic\" ; }"
 
+    /// The script deleting flanneld's tables of both families (the other backend of iptables
+    /// mode), given `nft list tables`; nil when neither is there.
+    static func nftRemovalScript(tables: String) -> String? {
+        let present = Set(tables.split(separator: "\n").map(\.trimmingBlanks))
+        let lines = [nftTable(.v4), nftTable(.v6)].map { "table \($0.family) \($0.name)" }.filter(present.contains)
+            .map { "delete \($0)" }
+        return lines.isEmpty ? nil : (lines + [""]).joined(separator: "\n")
+    }
+}
+
+extension FlannelTrafficRules.FamilyRules {
     /// Chain postrtg's rules, as `nft list` prints them.
     public func nftPostroutingRules(fullyRandom: Bool) -> [String] {
-        let ip = network.family == .v4 ? "ip" : "ip6"
+        let ip = family == .v4 ? "ip" : "ip6"
         let (n, s) = (network.network.description, subnet.network.description)
         let masquerade = fullyRandom ? "masquerade fully-random" : "masquerade"
         return [
@@ -61,14 +73,14 @@ extension FlannelTrafficRules {
             "\(ip) saddr \(s) \(ip) daddr \(n) return",
             "\(ip) saddr \(n) \(ip) daddr \(s) return",
             "\(ip) saddr != \(s) \(ip) daddr \(n) return",
-            "\(ip) saddr \(n) \(ip) daddr != \(Self.multicast(network.family)) \(masquerade)",
+            "\(ip) saddr \(n) \(ip) daddr != \(Rules.multicast(family)) \(masquerade)",
             "\(ip) saddr != \(n) \(ip) daddr \(n) \(masquerade)",
         ]
     }
 
     /// Chain forward's rules, as `nft list` prints them.
     public var nftForwardRules: [String] {
-        let ip = network.family == .v4 ? "ip" : "ip6"
+        let ip = family == .v4 ? "ip" : "ip6"
         return ["\(ip) saddr \(network.network) accept", "\(ip) daddr \(network.network) accept"]
     }
 
@@ -80,18 +92,21 @@ extension FlannelTrafficRules {
     public func nftScript(listing: NFTListing, fullyRandom: Bool? = nil) -> String? {
         let parts = [
             (
-                enabled: options.masquerade, chain: Self.nftPostroutingChain, spec: Self.nftPostroutingSpec,
+                enabled: options.masquerade, chain: Rules.nftPostroutingChain, spec: Rules.nftPostroutingSpec,
                 rules: nftPostroutingRules(fullyRandom: fullyRandom ?? self.fullyRandom)
             ),
-            (enabled: options.forward, chain: Self.nftForwardChain, spec: Self.nftForwardSpec, rules: nftForwardRules),
+            (
+                enabled: options.forward, chain: Rules.nftForwardChain, spec: Rules.nftForwardSpec,
+                rules: nftForwardRules
+            ),
         ]
         let inPlace = parts.allSatisfy { p in
             !p.enabled || listing.rules.filter { $0.chain == p.chain }.map(\.body) == p.rules
         }
         let stale = parts.filter { !$0.enabled && listing.chains.contains($0.chain) }
         if inPlace && stale.isEmpty { return nil }
-        let (family, name) = Self.nftTable(network.family)
-        let t = "\(family) \(name)"
+        let (nftFamily, name) = Rules.nftTable(family)
+        let t = "\(nftFamily) \(name)"
         var lines: [String] = []
         if !inPlace {
             lines.append("add table \(t) { comment \"rules for \(name)\" ; }")
@@ -103,14 +118,5 @@ extension FlannelTrafficRules {
         // Flushed first: older kernels refuse (EBUSY) to delete a chain that still has rules.
         for p in stale { lines += ["flush chain \(t) \(p.chain)", "delete chain \(t) \(p.chain)"] }
         return (lines + [""]).joined(separator: "\n")
-    }
-
-    /// The script deleting flanneld's tables of both families (the other backend of iptables
-    /// mode), given `nft list tables`; nil when neither is there.
-    static func nftRemovalScript(tables: String) -> String? {
-        let present = Set(tables.split(separator: "\n").map(\.trimmingBlanks))
-        let lines = [nftTable(.v4), nftTable(.v6)].map { "table \($0.family) \($0.name)" }.filter(present.contains)
-            .map { "delete \($0)" }
-        return lines.isEmpty ? nil : (lines + [""]).joined(separator: "\n")
     }
 }

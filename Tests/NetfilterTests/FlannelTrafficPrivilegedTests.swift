@@ -44,8 +44,8 @@ struct PrivilegedFlannelTrafficTests {
             // The renderer's exact rules are what iptables lists back, jumps included.
             let expected =
                 ["-N FLANNEL-POSTRTG", FlannelTrafficRules.postroutingJump.line()]
-                + masq.postroutingRules.map { $0.line() }
-                + ["-N FLANNEL-FWD", FlannelTrafficRules.forwardJump.line()] + masq.forwardRules.map { $0.line() }
+                + masq.ipv4!.postroutingRules.map { $0.line() }
+                + ["-N FLANNEL-FWD", FlannelTrafficRules.forwardJump.line()] + masq.ipv4!.forwardRules.map { $0.line() }
             #expect(installed == expected)
 
             #expect(try !masq.ensure())
@@ -76,7 +76,9 @@ struct PrivilegedFlannelTrafficTests {
             let nft = rules(ns, .nftables)
             #expect(try nft.ensure())
             // What the renderer compares with is what nft prints back.
-            let expected = ["postrtg": nft.nftPostroutingRules(fullyRandom: true), "forward": nft.nftForwardRules]
+            let expected = [
+                "postrtg": nft.ipv4!.nftPostroutingRules(fullyRandom: true), "forward": nft.ipv4!.nftForwardRules,
+            ]
             #expect(try nftRules(ns) == expected)
             let table = try ns.run("nft", "list", "table", "ip", "flannel-ipv4")
             #expect(table.contains("comment \"rules for flannel-ipv4\""))
@@ -101,7 +103,7 @@ struct PrivilegedFlannelTrafficTests {
             // Without fully-random.
             let plain = rules(ns, .nftables, fullyRandom: false)
             #expect(try plain.ensure())
-            #expect(try nftRules(ns)["postrtg"] == nft.nftPostroutingRules(fullyRandom: false))
+            #expect(try nftRules(ns)["postrtg"] == nft.ipv4!.nftPostroutingRules(fullyRandom: false))
             #expect(try !plain.ensure())
         }
     }

@@ -102,7 +102,7 @@ import Testing
 
     @Test func emptyTablesGetBothChainsAndBothJumps() {
         #expect(
-            masq.restoreScript(nat: IPTablesListing(), filter: IPTablesListing()) == """
+            masq.ipv4!.restoreScript(nat: IPTablesListing(), filter: IPTablesListing()) == """
                 *nat
                 :FLANNEL-POSTRTG - [0:0]
                 -A FLANNEL-POSTRTG -m mark --mark 0x4000/0x4000 -m comment --comment "flanneld masq" -j RETURN
@@ -130,29 +130,31 @@ import Testing
         for fullyRandom in [false, true] {
             let r = Self.rules(
                 .iptables, Self.options(masquerade: masquerade, forward: forward, fullyRandom: fullyRandom))
-            let script = r.restoreScript(nat: IPTablesListing(), filter: IPTablesListing())
+            let script = r.ipv4!.restoreScript(nat: IPTablesListing(), filter: IPTablesListing())
             guard masquerade || forward else {
                 #expect(script == nil)
                 continue
             }
             var expected: [String] = []
             if masquerade {
-                expected += ["*nat", ":FLANNEL-POSTRTG - [0:0]"] + r.postroutingRules.map { $0.line() }
+                expected += ["*nat", ":FLANNEL-POSTRTG - [0:0]"] + r.ipv4!.postroutingRules.map { $0.line() }
                 expected += [FlannelTrafficRules.postroutingJump.line(), "COMMIT"]
             }
             if forward {
-                expected += ["*filter", ":FLANNEL-FWD - [0:0]"] + r.forwardRules.map { $0.line() }
+                expected += ["*filter", ":FLANNEL-FWD - [0:0]"] + r.ipv4!.forwardRules.map { $0.line() }
                 expected += [FlannelTrafficRules.forwardJump.line(), "COMMIT"]
             }
             #expect(script == (expected + [""]).joined(separator: "\n"))
-            #expect(r.postroutingRules.filter { $0.target == "MASQUERADE" }.count == 2)
-            #expect(r.postroutingRules.filter { $0.arguments.last == "--random-fully" }.count == (fullyRandom ? 2 : 0))
+            #expect(r.ipv4!.postroutingRules.filter { $0.target == "MASQUERADE" }.count == 2)
+            #expect(
+                r.ipv4!.postroutingRules.filter { $0.arguments.last == "--random-fully" }.count == (fullyRandom ? 2 : 0)
+            )
         }
     }
 
     @Test func everythingInPlaceWritesNothing() {
         #expect(
-            masq.restoreScript(
+            masq.ipv4!.restoreScript(
                 nat: IPTablesListing(parsing: Self.installedNAT),
                 filter: IPTablesListing(parsing: Self.installedFilter)) == nil)
     }
@@ -161,7 +163,7 @@ import Testing
     @Test func aMissingRuleRewritesTheChainsButNotTheJumps() {
         let nat = Self.installedNAT.droppingLines { $0.hasPrefix("-A FLANNEL-POSTRTG -s 10.244.3.0/24") }
         #expect(
-            masq.restoreScript(
+            masq.ipv4!.restoreScript(
                 nat: IPTablesListing(parsing: nat),
                 filter: IPTablesListing(parsing: Self.installedFilter)) == """
                     *nat
@@ -185,7 +187,7 @@ import Testing
     @Test func aMissingJumpOrAStrayRuleIsRepaired() {
         let filter = IPTablesListing(parsing: Self.installedFilter)
         let noJump = Self.installedNAT.droppingLines { $0.hasPrefix("-A POSTROUTING ") }
-        let script = masq.restoreScript(nat: IPTablesListing(parsing: noJump), filter: filter)
+        let script = masq.ipv4!.restoreScript(nat: IPTablesListing(parsing: noJump), filter: filter)
         #expect(
             script?.contains(
                 "\n-A POSTROUTING -m comment --comment \"flanneld masq\" -j FLANNEL-POSTRTG\nCOMMIT\n*filter\n") == true
@@ -194,13 +196,13 @@ import Testing
 
         // Someone else's rule in flanneld's chain: the chain is rewritten without it.
         let stray = Self.installedNAT + "-A FLANNEL-POSTRTG -s 10.9.0.0/16 -j ACCEPT\n"
-        let rewrite = masq.restoreScript(nat: IPTablesListing(parsing: stray), filter: filter)
+        let rewrite = masq.ipv4!.restoreScript(nat: IPTablesListing(parsing: stray), filter: filter)
         #expect(rewrite?.hasPrefix("*nat\n:FLANNEL-POSTRTG - [0:0]\n") == true)
         #expect(rewrite?.contains("10.9.0.0/16") == false)
         // The same in the forward chain.
         let strayForward = Self.installedFilter + "-A FLANNEL-FWD -s 10.9.0.0/16 -j ACCEPT\n"
         #expect(
-            masq.restoreScript(
+            masq.ipv4!.restoreScript(
                 nat: IPTablesListing(parsing: Self.installedNAT), filter: IPTablesListing(parsing: strayForward))
                 != nil)
     }
@@ -212,8 +214,8 @@ import Testing
             IPTablesListing(parsing: Self.installedNAT), IPTablesListing(parsing: plainNAT),
             IPTablesListing(parsing: Self.installedFilter)
         )
-        let noRandom = Self.rules(.iptables, Self.options(fullyRandom: false))
-        #expect(masq.restoreScript(nat: plain, filter: filter) != nil)
+        let noRandom = Self.rules(.iptables, Self.options(fullyRandom: false)).ipv4!
+        #expect(masq.ipv4!.restoreScript(nat: plain, filter: filter) != nil)
         #expect(noRandom.restoreScript(nat: plain, filter: filter) == nil)
         #expect(noRandom.restoreScript(nat: nat, filter: filter)?.contains("--random-fully") == false)
     }
@@ -224,7 +226,7 @@ import Testing
             IPTablesListing(parsing: Self.installedNAT), IPTablesListing(parsing: Self.installedFilter)
         )
         #expect(
-            Self.rules(.iptables, Self.options(masquerade: false)).restoreScript(nat: nat, filter: filter) == """
+            Self.rules(.iptables, Self.options(masquerade: false)).ipv4!.restoreScript(nat: nat, filter: filter) == """
                 *nat
                 :FLANNEL-POSTRTG - [0:0]
                 -D POSTROUTING -m comment --comment "flanneld masq" -j FLANNEL-POSTRTG
@@ -233,7 +235,7 @@ import Testing
 
                 """)
         #expect(
-            Self.rules(.iptables, Self.options(forward: false)).restoreScript(nat: nat, filter: filter) == """
+            Self.rules(.iptables, Self.options(forward: false)).ipv4!.restoreScript(nat: nat, filter: filter) == """
                 *filter
                 :FLANNEL-FWD - [0:0]
                 -D FORWARD -m comment --comment "flanneld forward" -j FLANNEL-FWD
@@ -244,21 +246,23 @@ import Testing
         // The enabled part is rewritten when it needs to be, in the same transaction.
         let noJump = IPTablesListing(parsing: Self.installedFilter.droppingLines { $0.hasPrefix("-A FORWARD ") })
         #expect(
-            Self.rules(.iptables, Self.options(masquerade: false)).restoreScript(nat: nat, filter: noJump)?
+            Self.rules(.iptables, Self.options(masquerade: false)).ipv4!.restoreScript(nat: nat, filter: noJump)?
                 .hasSuffix(
                     "-X FLANNEL-POSTRTG\nCOMMIT\n*filter\n:FLANNEL-FWD - [0:0]\n"
-                        + Self.rules().forwardRules.map { $0.line() }.joined(separator: "\n") + "\n"
+                        + Self.rules().ipv4!.forwardRules.map { $0.line() }.joined(separator: "\n") + "\n"
                         + FlannelTrafficRules.forwardJump.line() + "\nCOMMIT\n") == true)
         // Gone already: nothing to do.
         let bare = IPTablesListing(parsing: "-P POSTROUTING ACCEPT\n")
-        #expect(Self.rules(.iptables, Self.options(masquerade: false)).restoreScript(nat: bare, filter: filter) == nil)
+        #expect(
+            Self.rules(.iptables, Self.options(masquerade: false)).ipv4!.restoreScript(nat: bare, filter: filter) == nil
+        )
     }
 
     // MARK: - nftables scripts
 
     @Test func emptyNFTGetsTheTableAndBothChains() {
         #expect(
-            Self.rules(.nftables).nftScript(listing: NFTListing()) == """
+            Self.rules(.nftables).ipv4!.nftScript(listing: NFTListing()) == """
                 add table ip flannel-ipv4 { comment "rules for flannel-ipv4" ; }
                 add chain ip flannel-ipv4 postrtg { type nat hook postrouting priority srcnat ; comment "chain to manage traffic masquerading by flannel" ; }
                 flush chain ip flannel-ipv4 postrtg
@@ -281,7 +285,7 @@ import Testing
         for fullyRandom in [false, true] {
             let r = Self.rules(
                 .nftables, Self.options(masquerade: masquerade, forward: forward, fullyRandom: fullyRandom))
-            let script = r.nftScript(listing: NFTListing())
+            let script = r.ipv4!.nftScript(listing: NFTListing())
             guard masquerade || forward else {
                 #expect(script == nil)
                 continue
@@ -299,25 +303,26 @@ import Testing
 
     @Test func nftInPlaceWritesNothingAndAnythingElseRewrites() {
         let installed = NFTListing(parsing: Self.installedNFT)
-        #expect(Self.rules(.nftables).nftScript(listing: installed) == nil)
+        #expect(Self.rules(.nftables).ipv4!.nftScript(listing: installed) == nil)
         // `nft flush ruleset`, a deleted rule, a stray rule, fully-random turned off.
-        #expect(Self.rules(.nftables).nftScript(listing: NFTListing()) != nil)
+        #expect(Self.rules(.nftables).ipv4!.nftScript(listing: NFTListing()) != nil)
         let deleted = NFTListing(parsing: Self.installedNFT.droppingLines { $0.contains("# handle 9") })
         #expect(
-            Self.rules(.nftables).nftScript(listing: deleted) == Self.rules(.nftables).nftScript(listing: NFTListing()))
+            Self.rules(.nftables).ipv4!.nftScript(listing: deleted)
+                == Self.rules(.nftables).ipv4!.nftScript(listing: NFTListing()))
         let stray = NFTListing(
             parsing: Self.installedNFT.replacingAll(
                 "\t\tip daddr 10.244.0.0/16 accept # handle 10\n",
                 with: "\t\tip daddr 10.244.0.0/16 accept # handle 10\n\t\tip saddr 10.9.0.0/16 accept # handle 11\n"))
-        #expect(Self.rules(.nftables).nftScript(listing: stray) != nil)
+        #expect(Self.rules(.nftables).ipv4!.nftScript(listing: stray) != nil)
         let plain = Self.rules(.nftables, Self.options(fullyRandom: false))
-        #expect(plain.nftScript(listing: installed)?.contains("fully-random") == false)
+        #expect(plain.ipv4!.nftScript(listing: installed)?.contains("fully-random") == false)
     }
 
     @Test func aDisabledNFTChainIsDeleted() {
         let installed = NFTListing(parsing: Self.installedNFT)
         #expect(
-            Self.rules(.nftables, Self.options(masquerade: false)).nftScript(listing: installed) == """
+            Self.rules(.nftables, Self.options(masquerade: false)).ipv4!.nftScript(listing: installed) == """
                 flush chain ip flannel-ipv4 postrtg
                 delete chain ip flannel-ipv4 postrtg
 
@@ -325,12 +330,12 @@ import Testing
         // The enabled part is rewritten when it needs to be, in the same transaction.
         let noForward = NFTListing(parsing: Self.installedNFT.droppingLines { $0.contains("# handle 9") })
         #expect(
-            Self.rules(.nftables, Self.options(masquerade: false)).nftScript(listing: noForward)?
+            Self.rules(.nftables, Self.options(masquerade: false)).ipv4!.nftScript(listing: noForward)?
                 .hasSuffix("accept\nflush chain ip flannel-ipv4 postrtg\ndelete chain ip flannel-ipv4 postrtg\n")
                 == true)
         // Only the forward chain there: in place.
         let forwardOnly = NFTListing(parsing: Self.installedNFT.droppingLines { $0.contains("postrtg") })
-        #expect(Self.rules(.nftables, Self.options(masquerade: false)).nftScript(listing: forwardOnly) == nil)
+        #expect(Self.rules(.nftables, Self.options(masquerade: false)).ipv4!.nftScript(listing: forwardOnly) == nil)
     }
 
     // MARK: - ensure
@@ -339,7 +344,7 @@ import Testing
         let fresh = RecordingCommandRunner()
         #expect(try Self.rules(runner: fresh).ensure())
         #expect(fresh.lines == ["iptables -w -t nat -S", "iptables -w -t filter -S", "iptables-restore --noflush -w"])
-        #expect(fresh.commands[2].stdin == masq.restoreScript(nat: IPTablesListing(), filter: IPTablesListing()))
+        #expect(fresh.commands[2].stdin == masq.ipv4!.restoreScript(nat: IPTablesListing(), filter: IPTablesListing()))
 
         let installed = Self.listing(nat: Self.installedNAT, filter: Self.installedFilter)
         #expect(try !Self.rules(runner: installed).ensure())
@@ -350,7 +355,7 @@ import Testing
         let fresh = RecordingCommandRunner()
         #expect(try Self.rules(.nftables, runner: fresh).ensure())
         #expect(fresh.lines == ["nft -a list table ip flannel-ipv4", "nft -f -"])
-        #expect(fresh.commands[1].stdin == Self.rules(.nftables).nftScript(listing: NFTListing()))
+        #expect(fresh.commands[1].stdin == Self.rules(.nftables).ipv4!.nftScript(listing: NFTListing()))
 
         let installed = Self.listing(nft: Self.installedNFT)
         #expect(try !Self.rules(.nftables, runner: installed).ensure())
@@ -417,7 +422,7 @@ import Testing
         #expect(try r.ensure())
         let writes = refusing.commands.filter { !$0.stdin.isEmpty }
         #expect(writes.count == 2 && writes[0].stdin.contains(flag) && !writes[1].stdin.contains(flag))
-        #expect(writes[1].stdin == Self.rules(backend, Self.options(fullyRandom: false)).script(backend))
+        #expect(writes[1].stdin == Self.rules(backend, Self.options(fullyRandom: false)).ipv4!.script(backend))
 
         // Next time: straight to the rules without it.
         let before = refusing.commands.count
@@ -530,7 +535,7 @@ import Testing
     }
 }
 
-extension FlannelTrafficRules {
+extension FlannelTrafficRules.FamilyRules {
     /// What `ensure` writes on empty tables in `backend`.
     func script(_ backend: NetfilterBackend) -> String? {
         backend == .iptables
