@@ -59,10 +59,13 @@ extension RuleKeeper {
     /// `ensure()` on the netfilter thread; logged when it (re)installed the rules.
     func ensure(on threads: BlockingThreads, for state: NodeState, logger: Logger) async throws -> Bool {
         guard try await threads.netfilter({ try self.ensure() }) else { return false }
-        let subnet = await state.lease.subnet
-        logger.info(
-            "installed the traffic rules",
-            metadata: ["masq.network": "\(state.config.network)", "masq.subnet": "\(subnet)"])
+        let lease = await state.lease
+        var metadata: Logger.Metadata = ["masq.network": "\(state.config.network)", "masq.subnet": "\(lease.subnet)"]
+        if state.config.isDualStack, let ipv6 = state.config.ipv6, let subnet = lease.ipv6Subnet {
+            metadata["masq.ipv6_network"] = "\(ipv6.network)"
+            metadata["masq.ipv6_subnet"] = "\(subnet)"
+        }
+        logger.info("installed the traffic rules", metadata: metadata)
         return true
     }
 }

@@ -177,9 +177,14 @@ struct Podnetd: AsyncParsableCommand {
             dataPath: try KernelDataPath(), threads: BlockingThreads(), readiness: readiness,
             clock: ContinuousClock(),
             rules: { [traffic] config, lease in
-                FlannelTrafficRules(
-                    network: config.network, subnet: lease.subnet,
-                    backend: config.enableNFTables ? .nftables : .iptables, options: traffic)
+                // The rules of each family the config enables, for the lease's subnet of it.
+                func pair(_ family: IPFamily) -> (network: IPNetwork, subnet: IPNetwork)? {
+                    guard let range = config.range(family), let subnet = lease.subnet(family) else { return nil }
+                    return (range.network, subnet)
+                }
+                return FlannelTrafficRules(
+                    ipv4: pair(.v4), ipv6: pair(.v6), backend: config.enableNFTables ? .nftables : .iptables,
+                    options: traffic)
             },
             logger: logger)
         var services = try await agent.start()
