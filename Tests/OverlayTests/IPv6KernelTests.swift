@@ -243,4 +243,43 @@ struct IPv6KernelTests {
                 ])
         }
     }
+
+    @Test func dualStackPodsPingOverBothFamiliesThroughTheEventPath() throws {
+        try withDualStackUnderlay { a, b in
+            let config = try NetworkConfig(
+                json: Data(
+                    #"{"Network":"10.5.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:5::/48","Backend":{"Type":"vxlan"}}"#
+                        .utf8))
+            let na = try config.makeBackend(interface: try a.underlay(families: [.v4, .v6]))
+                .registerNetwork(dataPath: try a.dataPath())
+            let nb = try config.makeBackend(interface: try b.underlay(families: [.v4, .v6]))
+                .registerNetwork(dataPath: try b.dataPath())
+            try na.start(subnet: net("10.5.1.0/24"), ipv6Subnet: net("fd00:5:0:1::/64"))
+            try nb.start(subnet: net("10.5.2.0/24"), ipv6Subnet: net("fd00:5:0:2::/64"))
+            for (n, i) in [(a, 1), (b, 2)] {
+                try addPodBridge(n, gateway: "10.5.\(i).1/24")
+                try n.addPodInterface6("fd00:5:0:\(i)::1/64")
+            }
+            // Each node's lease as the other sees it, both families.
+            func lease(_ n: TestNamespace, _ i: Int) throws -> Peer {
+                let v4 = try peer(n, subnet: "10.5.\(i).0/24", publicIP: "192.168.77.\(i)")
+                let v6 = try peer(n, subnet: "fd00:5:0:\(i)::/64", publicIP: "fd77::\(i)", device: "flannel-v6.1")
+                return Peer(
+                    subnet: v4.subnet, publicIP: v4.publicIP, vtepMAC: v4.vtepMAC, ipv6Subnet: v6.subnet,
+                    publicIPv6: v6.publicIP, ipv6VtepMAC: v6.vtepMAC)
+            }
+            let report = try na.setPeer(try lease(b, 2))
+            #expect(report.programmed == EntryCounts(routes: 2, neighbours: 2, fdbEntries: 2))
+            _ = try nb.setPeer(try lease(a, 1))
+            #expect(a.ping("10.5.2.1", from: "10.5.1.1"))
+            #expect(a.ping("fd00:5:0:2::1", from: "fd00:5:0:1::1"))
+            #expect(try a.gatewayRoutes(dev: "flannel.1").count == 1)
+            #expect(try a.gatewayRoutes6(dev: "flannel-v6.1").count == 1)
+            // The lease goes: both families' entries with it.
+            #expect(
+                try na.removePeer(subnet: net("10.5.2.0/24")).removed
+                    == EntryCounts(routes: 2, neighbours: 2, fdbEntries: 2))
+            #expect(try a.gatewayRoutes6(dev: "flannel-v6.1").isEmpty)
+        }
+    }
 }
