@@ -75,7 +75,7 @@ let package = Package(
         .target(
             name: "Overlay",
             dependencies: [
-                "Netlink", "Addressing", "JSONValue",
+                "Netlink", "NetNS", "Addressing", "JSONValue",
                 .product(name: "Logging", package: "swift-log"),
             ]),
         // The lease registry over etcd: the one place the overlay meets the etcd client.

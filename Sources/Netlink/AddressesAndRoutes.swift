@@ -58,11 +58,15 @@ public struct InterfaceAddress: Equatable, Sendable {
     public static let dadFailed: UInt32 = 0x08
     /// IFA_F_DEPRECATED: the preferred lifetime ran out; kept, but not for new connections.
     public static let deprecated: UInt32 = 0x20
+    /// IFA_F_TENTATIVE: an IPv6 address still in duplicate address detection, not yet usable.
+    public static let tentative: UInt32 = 0x40
     /// IFA_F_PERMANENT: configured by hand (no lifetime), not by DHCP or SLAAC.
     public static let permanent: UInt32 = 0x80
 
     public var isSecondary: Bool { flags & Self.secondary != 0 }
     public var isDeprecated: Bool { flags & Self.deprecated != 0 }
+    /// Tentative or failed duplicate address detection: not (yet) an address the node may use.
+    public var isTentative: Bool { flags & (Self.tentative | Self.dadFailed) != 0 }
     public var isPermanent: Bool { flags & Self.permanent != 0 }
 
     public init(network: IPNetwork, interface: Int32, flags: UInt32 = InterfaceAddress.permanent, scope: UInt8 = 0) {
@@ -100,6 +104,10 @@ public struct Route: Equatable, Sendable {
         self.priority = priority; self.scope = scope; self.onlink = onlink; self.mtu = mtu; self.advmss = advmss
         self.proto = proto; self.type = type
     }
+
+    /// The metric the kernel gives the route: `priority`, or when nil the family's default, 0 for
+    /// IPv4 and 1024 (IP6_RT_PRIO_USER) for IPv6, which an IPv6 route read back always shows.
+    public var metric: UInt32 { priority ?? (destination.family == .v4 ? 0 : 1024) }
 
     /// A blackhole route to `destination` (`ip route add blackhole <destination> [metric <p>]`).
     public static func blackhole(

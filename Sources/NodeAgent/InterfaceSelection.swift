@@ -71,10 +71,7 @@ extension NodeAgent.Options {
         let (publicIP, publicFlag) = links.family == .v4 ? (o.publicIP, "--public-ip") : (o.publicIPv6, "--public-ipv6")
         guard !o.interfaces.isEmpty || !o.interfaceRegexes.isEmpty || o.interfaceCanReach != nil else {
             guard let publicIP else {
-                switch links.defaultRoute(dataPath: dataPath) {
-                case .success(let found): return found
-                case .failure(let reason): throw OverlayError.interfaceNotFound(reason.text)
-                }
+                return try ExternalInterface.find(publicIP: nil, families: [links.family], dataPath: dataPath)
             }
             switch links.holding(publicIP, publicIP: publicIP) {
             case .success(let found): return found
@@ -185,20 +182,6 @@ struct InterfaceCandidates {
     func usable(_ link: Link, family: IPFamily? = nil) -> [InterfaceAddress] {
         ExternalInterface.preferredAddresses(
             addresses.filter { $0.interface == link.index }, family: family ?? self.family)
-    }
-
-    /// The interface of the default route of the family, with its preferred address.
-    func defaultRoute(dataPath: any DataPath) -> Result<ExternalInterface, Rejection> {
-        let routes: [Route]
-        do { routes = try dataPath.routes(family: family, table: 254, interface: nil) } catch {
-            return .failure(Rejection("cannot read the routes: \(error)"))
-        }
-        guard
-            let index = routes.filter({ $0.destination.prefixLength == 0 && $0.interface != nil })
-                .min(by: { ($0.priority ?? 0) < ($1.priority ?? 0) })?.interface,
-            let link = links.first(where: { $0.index == index })
-        else { return .failure(Rejection("no \(familyName) default route: name the interface to use")) }
-        return use(link, address: nil, publicIP: nil)
     }
 
     /// `link` with `address`, or with its preferred address when nil.

@@ -140,8 +140,15 @@ public struct BGPBackend: Backend {
     public var mtu: Int { interface.mtu }
 
     public func registerNetwork(dataPath: any DataPath, logger: Logger) throws(OverlayError) -> any OverlayNetwork {
+        try registerNetwork(dataPath: dataPath, logger: logger, keepingDevices: [])
+    }
+
+    func registerNetwork(dataPath: any DataPath, logger: Logger, keepingDevices: Set<String>) throws(OverlayError)
+        -> any OverlayNetwork
+    {
         try prepareDirectRouting(
-            interface: interface, network: network, backendType: backendType, dataPath: dataPath, logger: logger)
+            interface: interface, network: network, backendType: backendType, dataPath: dataPath,
+            keepingDevices: keepingDevices, ipv4Only: true, logger: logger)
         // Routes of ours in the kernel: podnetd restarted, and keeps them until BGP is back.
         let kept = try netlink { () throws(NetlinkError) in
             try dataPath.routes(family: .v4, table: 254, interface: nil)

@@ -3,6 +3,7 @@
 // objects handed to the kernel can be checked where the kernel cannot run them (no ipip module).
 
 import Addressing
+import NetNS
 import Netlink
 import Synchronization
 
@@ -40,17 +41,26 @@ public protocol DataPath: AnyObject, Sendable {
     func fdbEntries(interface: Int32) throws(NetlinkError) -> [FDBEntry]
     func replaceFDB(_ entry: FDBEntry) throws(NetlinkError)
     func deleteFDB(_ entry: FDBEntry) throws(NetlinkError)
+
+    /// Writes `/proc/sys/<key>` in the data path's network namespace, e.g.
+    /// `net/ipv6/conf/flannel-v6.1/accept_ra`: what netlink cannot set.
+    func writeSysctl(_ key: String, _ value: String) throws(NetNSError)
 }
 
 /// The kernel, through one NETLINK_ROUTE socket bound to the network namespace it was opened in.
 /// Calls are serialised on the socket, so one data path can be shared by tasks.
 public final class KernelDataPath: DataPath {
     private let session: Mutex<NetlinkSession>
+    /// The namespace the socket was opened in, for what /proc/sys must write there: /proc/sys/net
+    /// shows the namespace of the thread that opens a file, which may be another by the time a
+    /// sysctl is written. Nil when it could not be opened: sysctls then go to the calling thread's.
+    private let namespace: Mutex<NetworkNamespace?>
 
     /// Opens the socket in the calling thread's network namespace: inside
     /// `NetworkNamespace.run { }` to program another namespace from anywhere.
     public init() throws(NetlinkError) {
         session = Mutex(try NetlinkSession())
+        namespace = Mutex(try? NetworkNamespace.current())
     }
 
     private func with<T: Sendable>(_ body: (NetlinkSession) throws(NetlinkError) -> T) throws(NetlinkError) -> T {
@@ -125,5 +135,20 @@ public final class KernelDataPath: DataPath {
     }
     public func deleteFDB(_ entry: FDBEntry) throws(NetlinkError) {
         try with { s throws(NetlinkError) in try s.deleteFDB(entry) }
+    }
+
+    /// Writes the sysctl with the calling thread in the socket's namespace for the moment of the
+    /// write (setns there and back), so that it lands where the netlink calls do.
+    public func writeSysctl(_ key: String, _ value: String) throws(NetNSError) {
+        try namespace.withLock { (ns: inout NetworkNamespace?) throws(NetNSError) in
+            guard let ns else { return try NetNS.writeSysctl(key, value) }
+            do {
+                try ns.run { try NetNS.writeSysctl(key, value) }
+            } catch let error as NetNSError {
+                throw error
+            } catch {
+                throw .system(call: "write /proc/sys/\(key)", errno: 0)
+            }
+        }
     }
 }

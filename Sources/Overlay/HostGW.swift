@@ -3,7 +3,9 @@
 // data path of flannel's host-gw and of Calico's BGP mode. It needs L2 adjacency: a peer's public
 // IP must be on a subnet the interface reaches directly, or the kernel would refuse the gateway
 // (or, with onlink forced, send into a void); such a peer is skipped and logged. The node's own
-// public IP must be an address of the interface, since peers use it as their next hop.
+// public IP must be an address of the interface, since peers use it as their next hop. An IPv6
+// network is the same with the IPv6 sides: `<v6 subnet> via <peer's PublicIPv6> dev <iface>`,
+// and this node's public IPv6 address must be on the interface.
 
 import Addressing
 import Logging
@@ -22,8 +24,15 @@ public struct HostGWBackend: Backend {
     public var mtu: Int { interface.mtu }
 
     public func registerNetwork(dataPath: any DataPath, logger: Logger) throws(OverlayError) -> any OverlayNetwork {
+        try registerNetwork(dataPath: dataPath, logger: logger, keepingDevices: [])
+    }
+
+    func registerNetwork(dataPath: any DataPath, logger: Logger, keepingDevices: Set<String>) throws(OverlayError)
+        -> any OverlayNetwork
+    {
         try prepareDirectRouting(
-            interface: interface, network: network, backendType: backendType, dataPath: dataPath, logger: logger)
+            interface: interface, network: network, backendType: backendType, dataPath: dataPath,
+            keepingDevices: keepingDevices, logger: logger)
         return PeerNetwork(
             mode: mode, dataPath: dataPath, interface: interface, network: network, mtu: mtu, device: nil,
             logger: logger)
@@ -31,24 +40,32 @@ public struct HostGWBackend: Backend {
 }
 
 /// What a backend that routes pod subnets straight to next hops on the underlay (host-gw, bgp)
-/// checks and clears before its network starts: an IPv4 network, the public IP an address of the
-/// interface (peers use it as their next hop), and no tunnel device of another mode left.
+/// checks and clears before its network starts: the public IP of the network's family an address
+/// of the interface (peers use it as their next hop), and no tunnel device of another mode left
+/// (but those in `keepingDevices`: the other family's, in a dual stack). `ipv4Only` backends
+/// (bgp) refuse an IPv6 network.
 func prepareDirectRouting(
-    interface: ExternalInterface, network: IPNetwork, backendType: String, dataPath: any DataPath, logger: Logger
+    interface: ExternalInterface, network: IPNetwork, backendType: String, dataPath: any DataPath,
+    keepingDevices: Set<String> = [], ipv4Only: Bool = false, logger: Logger
 ) throws(OverlayError) {
-    guard network.family == .v4 else {
-        throw .invalidConfiguration("\(backendType): only IPv4 networks are supported")
+    let family = network.family
+    guard family == .v4 || !ipv4Only else {
+        throw .invalidConfiguration("\(backendType): only IPv4 networks are supported, not \(network)")
+    }
+    guard let publicIP = interface.publicIP(family) else {
+        throw .invalidConfiguration(
+            "\(backendType): \(interface.name) has no public \(family.name) address for the network \(network)")
     }
     let addresses: [IPNetwork]
     do { addresses = try dataPath.addresses(link: interface.index, family: nil) } catch { throw .netlink(error) }
-    guard addresses.contains(where: { $0.address == interface.publicIP }) else {
-        throw .publicIPNotOnInterface(publicIP: interface.publicIP, interface: interface.name)
+    guard addresses.contains(where: { $0.address == publicIP }) else {
+        throw .publicIPNotOnInterface(publicIP: publicIP, interface: interface.name)
     }
-    try removeOtherOverlayDevices(keeping: nil, dataPath: dataPath, logger: logger)
+    try removeOtherOverlayDevices(keeping: keepingDevices, dataPath: dataPath, logger: logger)
 }
 
 extension HostGWBackend: ModeBackend {
-    var mode: any NetworkMode { HostGWMode(interface: interface) }
+    var mode: any NetworkMode { HostGWMode(interface: interface, family: network.family) }
 }
 
 /// Routes straight to a next hop on the interface: the lease's public IP (host-gw), or the next
@@ -59,8 +76,14 @@ struct HostGWMode: NetworkMode {
     var device: (any TunnelDevice)? { nil }
     var ownsNeighbours: Bool { false }
 
+    /// The network's family: an IPv6 network publishes its public IP as PublicIPv6.
+    var family: IPFamily = .v4
+
     func leaseAttributes(device: Link?) -> LeaseAttributes {
-        LeaseAttributes(publicIP: interface.publicIP, backendType: backendType)
+        guard family == .v6, let v6 = interface.publicIP(.v6) else {
+            return LeaseAttributes(publicIP: interface.publicIP, backendType: backendType)
+        }
+        return .ipv6(publicIP: v6, backendType: backendType, vni: nil, vtepMAC: nil)
     }
 
     func plan(_ peer: Peer, device: Link?, connected: [IPNetwork]) -> Plan {

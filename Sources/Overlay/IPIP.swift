@@ -34,13 +34,25 @@ public struct IPIPBackend: Backend {
     public var mtu: Int { interface.mtu - 20 }
 
     public func registerNetwork(dataPath: any DataPath, logger: Logger) throws(OverlayError) -> any OverlayNetwork {
+        try registerNetwork(dataPath: dataPath, logger: logger, keepingDevices: [Self.deviceName])
+    }
+
+    func registerNetwork(dataPath: any DataPath, logger: Logger, keepingDevices: Set<String>) throws(OverlayError)
+        -> any OverlayNetwork
+    {
+        // Before anything is created or removed: an IPv6 network is a configuration error.
+        guard network.family == .v4 else {
+            throw .invalidConfiguration(
+                "ipip: the ipip backend is IPv4-only (as in flanneld), it cannot carry the IPv6 network \(network): "
+                    + "use vxlan or host-gw for IPv6")
+        }
+        guard interface.address.family == .v4 else {
+            throw .invalidConfiguration("ipip: \(interface.name) has no IPv4 address")
+        }
         guard mtu >= 68 else {
             throw .invalidConfiguration("ipip: MTU \(mtu) (interface \(interface.mtu) less 20) is below 68")
         }
-        guard interface.address.family == .v4, network.family == .v4 else {
-            throw .invalidConfiguration("ipip: only IPv4 interfaces and networks are supported")
-        }
-        try removeOtherOverlayDevices(keeping: Self.deviceName, dataPath: dataPath, logger: logger)
+        try removeOtherOverlayDevices(keeping: keepingDevices, dataPath: dataPath, logger: logger)
         let mode = ipipMode
         let (link, _) = try mode.ipip.ensure(dataPath, lastKnown: nil, logger: logger)
         return PeerNetwork(

@@ -154,7 +154,7 @@ extension NetworkConfig {
         }
         let ownership = Ownership(
             network: network, ownSubnet: own, device: found?.index, ownsNeighbours: mode.ownsNeighbours,
-            interface: interface.index)
+            interface: interface.index, family: network.family)
         let (kernel, connected) = try KernelState.read(dataPath, ownership: ownership)
 
         var desired: [IPNetwork: PeerEntries] = [:], skipped: [IPNetwork: String] = [:]
@@ -218,8 +218,10 @@ extension NetworkConfig {
         } else if link.mtu != tunnel.mtu {
             out.append("\(link.name) has MTU \(link.mtu), want \(tunnel.mtu)")
         }
-        let have = try netlink { () throws(NetlinkError) in try dataPath.addresses(link: link.index, family: .v4) }
-        let want = IPNetwork(address: ownSubnet.firstAddress, prefixLength: 32)!
+        let have = try netlink { () throws(NetlinkError) in
+            try dataPath.addresses(link: link.index, family: network.family)
+        }
+        let want = IPNetwork(address: ownSubnet.firstAddress, prefixLength: network.family.bitWidth)!
         if !have.contains(want) { out.append("\(link.name) lacks its address \(want)") }
         for a in have where a != want && network.contains(a.address) {
             out.append("\(link.name) has a stale address \(a)")
@@ -254,7 +256,7 @@ private struct Judge {
             // What `replaceRoute` overwrites (the same destination and metric), else a route of
             // the network's to that destination that reconcile removes.
             let candidates = kernel.routes.filter { $0.destination == wanted.destination && $0.table == wanted.table }
-            if let r = candidates.first(where: { ($0.priority ?? 0) == (wanted.priority ?? 0) })
+            if let r = candidates.first(where: { $0.metric == wanted.metric })
                 ?? candidates.first(where: ownership.owns)
             {
                 claimedRoutes.append(r)

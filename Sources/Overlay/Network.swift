@@ -37,16 +37,16 @@ protocol ModeBackend: Backend {
     var mode: any NetworkMode { get }
     /// The MTU pods get (the network's `mtu`).
     var mtu: Int { get }
+    /// `registerNetwork`, keeping the overlay devices named in `keepingDevices` (its own, and the
+    /// other family's in a dual-stack pair) when it removes those of other modes: the public
+    /// `registerNetwork` keeps only the backend's own device.
+    func registerNetwork(dataPath: any DataPath, logger: Logger, keepingDevices: Set<String>) throws(OverlayError)
+        -> any OverlayNetwork
 }
 
 extension ModeBackend {
-    /// `registerNetwork`, keeping the overlay devices named in `keepingDevices` (the other
-    /// family's, in a dual-stack pair) when it removes those of other modes.
-    func registerNetwork(dataPath: any DataPath, logger: Logger, keepingDevices: Set<String>) throws(OverlayError)
-        -> any OverlayNetwork
-    {
-        try registerNetwork(dataPath: dataPath, logger: logger)  // TODO(h10-datapath): keep the other family's device
-    }
+    /// The devices a single-family network keeps: its own, if it has one.
+    var ownDevices: Set<String> { Set([mode.device?.name].compactMap { $0 }) }
 }
 
 /// What differs between backends.
@@ -71,6 +71,8 @@ final class PeerNetwork: OverlayNetwork {
     let dataPath: any DataPath
     let interface: ExternalInterface
     let network: IPNetwork
+    /// The network's address family: every dump, address and peer is of this family.
+    var family: IPFamily { network.family }
     let mtu: Int
     let logger: Logger
 
@@ -103,20 +105,22 @@ final class PeerNetwork: OverlayNetwork {
     var leaseAttributes: LeaseAttributes { state.withLock { $0.attributes } }
 
     func start(subnet: IPNetwork) throws(OverlayError) {
-        guard subnet.family == .v4, network.contains(subnet.address), subnet.prefixLength >= network.prefixLength else {
-            throw .invalidConfiguration("subnet \(subnet) is not an IPv4 subnet of the network \(network)")
+        guard subnet.family == family, network.contains(subnet.address), subnet.prefixLength >= network.prefixLength
+        else {
+            throw .invalidConfiguration("subnet \(subnet) is not an \(family.name) subnet of the network \(network)")
         }
         try state.withLock { (s: inout State) throws(OverlayError) in
             s.subnet = subnet.network
             var report = ReconcileReport()
             try prepare(&s, &report)
             let routes = try netlink { () throws(NetlinkError) in
-                try dataPath.routes(family: .v4, table: 254, interface: interface.index)
+                try dataPath.routes(family: family, table: 254, interface: interface.index)
             }
             let addresses = try netlink { () throws(NetlinkError) in
-                try dataPath.addresses(link: interface.index, family: .v4)
+                try dataPath.addresses(link: interface.index, family: family)
             }
-            s.connected = connectedPrefixes(interface: interface.index, addresses: addresses, routes: routes)
+            s.connected = connectedPrefixes(
+                interface: interface.index, family: family, addresses: addresses, routes: routes)
             logger.info(
                 "overlay: network started",
                 metadata: [
@@ -134,7 +138,7 @@ final class PeerNetwork: OverlayNetwork {
             let device = s.device
             let ownership = Ownership(
                 network: network, ownSubnet: subnet, device: device?.index,
-                ownsNeighbours: mode.ownsNeighbours && device != nil, interface: interface.index)
+                ownsNeighbours: mode.ownsNeighbours && device != nil, interface: interface.index, family: family)
             // The one read of the kernel per pass.
             let kernel: KernelState
             (kernel, s.connected) = try KernelState.read(dataPath, ownership: ownership)
@@ -238,20 +242,22 @@ final class PeerNetwork: OverlayNetwork {
             logger.info(
                 "overlay: lease attributes changed; the lease must be published again",
                 metadata: [
-                    "overlay.device": "\(device.name)", "overlay.vtep_mac": "\(attributes.vtepMAC?.description ?? "-")",
+                    "overlay.device": "\(device.name)",
+                    "overlay.vtep_mac": "\((attributes.vtepMAC ?? attributes.ipv6VtepMAC)?.description ?? "-")",
                 ])
             s.attributes = attributes
             s.attributesChanged = true
         }
         if let subnet = s.subnet {
-            try ensureAddress(IPNetwork(address: subnet.firstAddress, prefixLength: 32)!, on: link)
+            try ensureAddress(IPNetwork(address: subnet.firstAddress, prefixLength: family.bitWidth)!, on: link)
         }
     }
 
     /// `address` on the device and no other address of the overlay network (a previous lease's),
-    /// then the device up. /32, so the kernel adds no prefix route for it.
+    /// then the device up. /32 (IPv6: /128), so the kernel adds no route covering other nodes'
+    /// subnets.
     private func ensureAddress(_ address: IPNetwork, on link: Link) throws(OverlayError) {
-        let have = try netlink { () throws(NetlinkError) in try dataPath.addresses(link: link.index, family: .v4) }
+        let have = try netlink { () throws(NetlinkError) in try dataPath.addresses(link: link.index, family: family) }
         for a in have where a != address && network.contains(a.address) {
             logger.info(
                 "overlay: removing a stale address",
@@ -304,22 +310,27 @@ final class PeerNetwork: OverlayNetwork {
 /// The plan for `peer` on a node with subnet `own`, or nil for this node's own lease. The lease
 /// layer rejects hostile leases before they become peers (NetworkConfig.check(peer:)); the same
 /// values are refused here again, so that no caller can put them into the kernel. Every route is
-/// marked with podnet's route protocol. Shared by reconcile and the read-only inspection, so that
+/// marked with podnet's route protocol. Peer, subnet and addresses are all of the network's
+/// family: an IPv6 network plans the IPv6 sides of leases against the interface's IPv6 addresses. Shared by reconcile and the read-only inspection, so that
 /// both want the same entries.
 func peerPlan(
     _ peer: Peer, mode: any NetworkMode, network: IPNetwork, interface: ExternalInterface, ownSubnet own: IPNetwork,
     device: Link?, connected: [IPNetwork]
 ) -> Plan? {
     guard peer.subnet != own else { return nil }
-    guard peer.subnet.family == .v4, peer.publicIP.family == .v4 else { return .skip("not an IPv4 lease") }
+    let family = network.family
+    guard peer.subnet.family == family, peer.publicIP.family == family else {
+        return .skip("not an \(family.name) lease")
+    }
     guard network.contains(peer.subnet.address), peer.subnet.prefixLength >= network.prefixLength else {
         return .skip("its subnet is not inside the overlay network \(network)")
     }
     guard !peer.subnet.overlaps(own) else { return .skip("its subnet overlaps this node's \(own)") }
-    for mine in [interface.address.address, interface.publicIP] where peer.subnet.contains(mine) {
-        return .skip("its subnet contains this node's address \(mine)")
+    let mine = [interface.address(family)?.address, interface.publicIP(family)].compactMap { $0 }
+    for address in mine where peer.subnet.contains(address) {
+        return .skip("its subnet contains this node's address \(address)")
     }
-    guard peer.publicIP != interface.publicIP, peer.publicIP != interface.address.address else {
+    guard !mine.contains(peer.publicIP) else {
         return .skip("it carries this node's public IP \(peer.publicIP)")
     }
     if let problem = peer.publicIP.underlayProblem { return .skip("its public IP \(peer.publicIP) is \(problem)") }
@@ -334,4 +345,9 @@ func peerPlan(
     case .skip(let reason):
         return .skip(reason)
     }
+}
+
+extension IPFamily {
+    /// "IPv4" or "IPv6", for messages.
+    var name: String { self == .v4 ? "IPv4" : "IPv6" }
 }

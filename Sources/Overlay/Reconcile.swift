@@ -58,6 +58,8 @@ struct Ownership: Sendable {
     var ownsNeighbours: Bool
     /// The underlay interface.
     var interface: Int32
+    /// The network's address family: the family of every dump.
+    var family: IPFamily
 
     func owns(_ r: Route) -> Bool {
         if r.table == 254 && r.proto == RouteProtocol.podnet { return true }
@@ -72,7 +74,7 @@ struct Ownership: Sendable {
 
 /// The kernel's state, read once per pass.
 struct KernelState: Sendable {
-    /// Main-table unicast IPv4 routes, all devices.
+    /// Main-table unicast routes of the network's family, all devices.
     var routes: [Route]
     /// Neighbours and FDB entries of the tunnel device (empty when the network owns none).
     var neighbours: [Neighbour] = []
@@ -86,19 +88,21 @@ struct KernelState: Sendable {
     ) {
         var kernel = KernelState(
             routes: try netlink { () throws(NetlinkError) in
-                try dataPath.routes(family: .v4, table: 254, interface: nil)
+                try dataPath.routes(family: ownership.family, table: 254, interface: nil)
             })
         if ownership.ownsNeighbours, let device = ownership.device {
             kernel.neighbours = try netlink { () throws(NetlinkError) in
-                try dataPath.neighbours(interface: device, family: .v4)
+                try dataPath.neighbours(interface: device, family: ownership.family)
             }
             kernel.fdb = try netlink { () throws(NetlinkError) in try dataPath.fdbEntries(interface: device) }
         }
         let addresses = try netlink { () throws(NetlinkError) in
-            try dataPath.addresses(link: ownership.interface, family: .v4)
+            try dataPath.addresses(link: ownership.interface, family: ownership.family)
         }
         return (
-            kernel, connectedPrefixes(interface: ownership.interface, addresses: addresses, routes: kernel.routes)
+            kernel,
+            connectedPrefixes(
+                interface: ownership.interface, family: ownership.family, addresses: addresses, routes: kernel.routes)
         )
     }
 }
@@ -126,7 +130,7 @@ extension Route {
     /// by its protocol once no longer wanted).
     func satisfies(_ wanted: Route) -> Bool {
         destination == wanted.destination && gateway == wanted.gateway && interface == wanted.interface
-            && onlink == wanted.onlink && (priority ?? 0) == (wanted.priority ?? 0) && table == wanted.table
+            && onlink == wanted.onlink && metric == wanted.metric && table == wanted.table
             && (proto ?? RouteProtocol.boot) == (wanted.proto ?? RouteProtocol.boot)
     }
 }
@@ -151,7 +155,7 @@ func diff(desired: [IPNetwork: PeerEntries], kernel: KernelState, ownership: Own
             changes.removeRoutes += existing.enumerated().filter { $0.offset != keep }.map(\.element)
         } else {
             mark(subnet) { $0.route = wanted }
-            changes.removeRoutes += existing.filter { ($0.priority ?? 0) != (wanted.priority ?? 0) }
+            changes.removeRoutes += existing.filter { $0.metric != wanted.metric }
         }
     }
     changes.removeRoutes += owned.values.joined()
@@ -263,12 +267,14 @@ func apply(_ changes: Changes, to dataPath: any DataPath, report: inout Reconcil
     return failed
 }
 
-/// Prefixes reachable without a gateway through `interface`: its addresses' prefixes and its
-/// main-table routes without a gateway (default routes excepted).
-func connectedPrefixes(interface: Int32, addresses: [IPNetwork], routes: [Route]) -> [IPNetwork] {
-    var out = addresses.filter { $0.family == .v4 }.map(\.network)
+/// Prefixes of `family` reachable without a gateway through `interface`: its addresses' prefixes
+/// and its main-table routes without a gateway (default routes excepted).
+func connectedPrefixes(interface: Int32, family: IPFamily, addresses: [IPNetwork], routes: [Route]) -> [IPNetwork] {
+    var out = addresses.filter { $0.family == family }.map(\.network)
     for r in routes
-    where r.interface == interface && r.gateway == nil && r.table == 254 && r.destination.prefixLength > 0 {
+    where r.interface == interface && r.gateway == nil && r.table == 254 && r.destination.prefixLength > 0
+        && r.destination.family == family
+    {
         if !out.contains(r.destination) { out.append(r.destination) }
     }
     return out

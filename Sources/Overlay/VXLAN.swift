@@ -18,6 +18,15 @@
 // entries. A reconcile adds three dumps (routes, neighbours and FDB of the device), then changes
 // only the difference; a steady-state pass changes nothing.
 //
+// IPv6 (an IPv6 network, alone or as the IPv6 half of a dual-stack pair) is the same layout on a
+// device of its own, flannel-v6.<VNI>, next to flannel.<VNI> as flanneld has it: local = the
+// node's public IPv6 address (IFLA_VXLAN_LOCAL6), its address <own IPv6 subnet>::/128, and per
+// peer `S via S:: dev flannel-v6.<VNI> onlink`, the neighbour S:: lladdr M (an NDP entry, never
+// solicited) and `M dst <peer's PublicIPv6>`. Its MTU is the underlay's less 70 (outer IPv6 40 +
+// UDP 8 + VXLAN 8 + inner Ethernet 14); flanneld takes 50 there too, which makes full-size
+// packets exceed the underlay MTU. The device has accept_ra=0, as flanneld sets it: router
+// advertisements must never configure addresses or routes on the overlay.
+//
 // With DirectRouting, a peer whose public IP is on a subnet the external interface reaches
 // directly gets one plain route, S via P dev <iface>, and no neighbour or FDB entry: no
 // encapsulation between nodes of one L2 segment.
@@ -36,11 +45,12 @@ import Netlink
 /// The vxlan backend's configuration: flanneld's `Backend` object for `"Type": "vxlan"`, read by
 /// `NetworkConfig`.
 public struct VXLANConfig: Equatable, Sendable {
-    /// `VNI`; the device is `flannel.<VNI>`.
+    /// `VNI`; the device is `flannel.<VNI>` (IPv6: `flannel-v6.<VNI>`).
     public var vni: UInt32 = 1
     /// `Port`: the UDP port; 0 in flannel's config means the kernel default, 8472.
     public var port: UInt16 = 8472
-    /// `MTU`: the underlay MTU to assume; the interface's when nil. The device gets 50 less.
+    /// `MTU`: the underlay MTU to assume; the interface's when nil. The device gets 50 less (IPv6:
+    /// 70 less).
     public var mtu: Int?
     /// `GBP`: group-based policy.
     public var gbp = false
@@ -68,49 +78,68 @@ public struct VXLANBackend: Backend {
     public var backendType: String { "vxlan" }
 
     /// - Parameters:
-    ///   - interface: the external interface; its public IP becomes the device's local address.
-    ///   - network: the overlay network (flannel's `Network`), e.g. 10.5.0.0/16.
+    ///   - interface: the external interface; its public IP of the network's family becomes the
+    ///     device's local address.
+    ///   - network: the overlay network (flannel's `Network`, e.g. 10.5.0.0/16, or `IPv6Network`).
     public init(interface: ExternalInterface, network: IPNetwork, config: VXLANConfig = VXLANConfig()) {
         self.interface = interface; self.network = network.network; self.config = config
     }
 
-    /// `flannel.<VNI>`.
-    public var deviceName: String { "flannel.\(config.vni)" }
-    /// The device's MTU: the underlay's less 50.
-    public var mtu: Int { (config.mtu ?? interface.mtu) - 50 }
+    /// `flannel.<VNI>`, or `flannel-v6.<VNI>` for an IPv6 network.
+    public var deviceName: String { network.family == .v4 ? "flannel.\(config.vni)" : "flannel-v6.\(config.vni)" }
+    /// The encapsulation's bytes: outer IPv4 (20) or IPv6 (40) header, UDP 8, VXLAN 8, inner
+    /// Ethernet 14.
+    public var overhead: Int { network.family == .v4 ? 50 : 70 }
+    /// The device's MTU: the underlay's less `overhead`.
+    public var mtu: Int { (config.mtu ?? interface.mtu) - overhead }
 
     public func registerNetwork(dataPath: any DataPath, logger: Logger) throws(OverlayError) -> any OverlayNetwork {
+        try registerNetwork(dataPath: dataPath, logger: logger, keepingDevices: ownDevices)
+    }
+
+    func registerNetwork(dataPath: any DataPath, logger: Logger, keepingDevices: Set<String>) throws(OverlayError)
+        -> any OverlayNetwork
+    {
         guard (1...16_777_215).contains(config.vni) else {
             throw .invalidConfiguration("vxlan: VNI \(config.vni) is not in 1...16777215")
         }
-        guard mtu >= 68 else {
-            throw .invalidConfiguration("vxlan: MTU \(mtu) (underlay \(mtu + 50) less 50) is below 68")
+        guard mtu >= (network.family == .v4 ? 68 : 1280) else {
+            throw .invalidConfiguration(
+                "vxlan: MTU \(mtu) (underlay \(mtu + overhead) less \(overhead)) is below "
+                    + "\(network.family == .v4 ? "68" : "IPv6's minimum 1280")")
         }
-        guard interface.publicIP.family == .v4, network.family == .v4 else {
-            throw .invalidConfiguration("vxlan: only IPv4 public addresses and networks are supported")
+        guard let local = interface.publicIP(network.family) else {
+            throw .invalidConfiguration(
+                "vxlan: \(interface.name) has no public \(network.family.name) address for the \(network.family.name) network \(network)"
+            )
         }
-        try removeOtherOverlayDevices(keeping: deviceName, dataPath: dataPath, logger: logger)
-        let mode = vxlanMode
+        try removeOtherOverlayDevices(keeping: keepingDevices, dataPath: dataPath, logger: logger)
+        let mode = vxlanMode(local: local)
         let (link, _) = try mode.vxlan.ensure(dataPath, lastKnown: nil, logger: logger)
         return PeerNetwork(
             mode: mode, dataPath: dataPath, interface: interface, network: network, mtu: mtu,
             device: link, logger: logger)
     }
 
-    /// The device this backend ensures and what each peer gets.
-    var vxlanMode: VXLANMode {
+    /// The device this backend ensures and what each peer gets, with `local` the device's local
+    /// address (the interface's public IP of the network's family).
+    func vxlanMode(local: IPAddress) -> VXLANMode {
         VXLANMode(
             device: VXLANDevice(
                 name: deviceName,
                 attributes: VXLANAttributes(
-                    vni: config.vni, local: interface.publicIP, port: config.port, learning: config.learning,
+                    vni: config.vni, local: local, port: config.port, learning: config.learning,
                     underlyingInterface: interface.index, gbp: config.gbp), mtu: mtu, mac: config.mac),
-            interfaceIndex: interface.index, publicIP: interface.publicIP, directRouting: config.directRouting)
+            interfaceIndex: interface.index, publicIP: local, directRouting: config.directRouting)
     }
 }
 
 extension VXLANBackend: ModeBackend {
-    var mode: any NetworkMode { vxlanMode }
+    var mode: any NetworkMode {
+        // Without a public address of the family registerNetwork refuses; the inspection judges
+        // the device as having none.
+        vxlanMode(local: interface.publicIP(network.family) ?? IPAddress(family: network.family, value: 0))
+    }
 }
 
 struct VXLANDevice: TunnelDevice {
@@ -127,7 +156,27 @@ struct VXLANDevice: TunnelDevice {
             && a.underlyingInterface == attributes.underlyingInterface
     }
 
+    /// Whether the device carries IPv6 (its local address is IPv6).
+    var isIPv6: Bool { attributes.local?.family == .v6 }
+
+    /// `ensure`, then, for an IPv6 device first seen or created, accept_ra=0 (as flanneld, errors
+    /// logged and ignored: with IPv6 disabled in the kernel there would be nothing to carry
+    /// anyway). A steady-state pass writes nothing.
     func ensure(_ dataPath: any DataPath, lastKnown: Link?, logger: Logger) throws(OverlayError) -> (
+        link: Link, created: Bool
+    ) {
+        let result = try ensureDevice(dataPath, lastKnown: lastKnown, logger: logger)
+        if isIPv6 && (result.created || lastKnown == nil) {
+            do { try dataPath.writeSysctl("net/ipv6/conf/\(name)/accept_ra", "0") } catch {
+                logger.info(
+                    "overlay: cannot turn off router advertisements on the device",
+                    metadata: ["overlay.device": "\(name)", "error": "\(error)"])
+            }
+        }
+        return result
+    }
+
+    private func ensureDevice(_ dataPath: any DataPath, lastKnown: Link?, logger: Logger) throws(OverlayError) -> (
         link: Link, created: Bool
     ) {
         // The MAC a new device gets: the configured one, else the one it had (the lease publishes
@@ -195,8 +244,11 @@ struct VXLANMode: NetworkMode {
     var device: (any TunnelDevice)? { vxlan }
     var ownsNeighbours: Bool { true }
 
+    /// An IPv6 network's public IP and VTEP MAC are the lease's PublicIPv6 and BackendV6Data.
     func leaseAttributes(device: Link?) -> LeaseAttributes {
-        LeaseAttributes(publicIP: publicIP, backendType: "vxlan", vni: vxlan.attributes.vni, vtepMAC: device?.mac)
+        publicIP.family == .v4
+            ? LeaseAttributes(publicIP: publicIP, backendType: "vxlan", vni: vxlan.attributes.vni, vtepMAC: device?.mac)
+            : .ipv6(publicIP: publicIP, backendType: "vxlan", vni: vxlan.attributes.vni, vtepMAC: device?.mac)
     }
 
     func plan(_ peer: Peer, device: Link?, connected: [IPNetwork]) -> Plan {

@@ -8,6 +8,7 @@
 // for a blackhole (EINVAL) or no route (ENETUNREACH).
 
 import Addressing
+import NetNS
 import Netlink
 import Overlay
 import Synchronization
@@ -35,6 +36,7 @@ public enum DataPathCall: Equatable, Sendable {
     case fdbEntries(interface: Int32)
     case replaceFDB(FDBEntry)
     case deleteFDB(FDBEntry)
+    case writeSysctl(String, String)
 
     /// False for reads (dumps and lookups).
     public var isChange: Bool {
@@ -58,6 +60,8 @@ public struct FakeKernel: Sendable {
     public var routes: [Route] = []
     public var neighbours: [Neighbour] = []
     public var fdb: [FDBEntry] = []
+    /// /proc/sys values written, by key (`net/ipv6/conf/<dev>/accept_ra`).
+    public var sysctls: [String: String] = [:]
     /// Link kinds whose creation fails with EOPNOTSUPP, like a kernel without the module.
     public var unsupportedKinds: Set<String> = []
     var nextIndex: Int32 = 1
@@ -78,12 +82,12 @@ public struct FakeKernel: Sendable {
 
     public func link(named name: String) -> Link? { links.first { $0.name == name } }
 
-    /// The address with its flags, and the scope the kernel gives it (host for 127/8, link for
-    /// 169.254/16, global otherwise).
+    /// The address with its flags, and the scope the kernel gives it (host for 127/8 and ::1,
+    /// link for 169.254/16 and fe80::/10, global otherwise).
     func details(_ address: IPNetwork, on interface: Int32) -> InterfaceAddress {
         let a = address.address
-        let scope: UInt8 =
-            a.isLoopback ? 254 : (a.family == .v4 && IPNetwork("169.254.0.0/16")!.contains(a) ? 253 : 0)
+        let linkLocal = IPNetwork(a.family == .v4 ? "169.254.0.0/16" : "fe80::/10")!
+        let scope: UInt8 = a.isLoopback ? 254 : (linkLocal.contains(a) ? 253 : 0)
         return InterfaceAddress(
             network: address, interface: interface, flags: addressFlags[a] ?? InterfaceAddress.permanent,
             scope: scope)
@@ -206,6 +210,9 @@ public final class RecordingDataPath: DataPath {
     public func deleteLink(_ index: Int32) throws(NetlinkError) {
         try record(.deleteLink(index)) { k throws(NetlinkError) in
             guard k.links.contains(where: { $0.index == index }) else { throw notFound("RTM_DELLINK ifindex \(index)") }
+            if let name = k.links.first(where: { $0.index == index })?.name {
+                k.sysctls = k.sysctls.filter { !$0.key.contains("/conf/\(name)/") }
+            }
             k.links.removeAll { $0.index == index }
             k.addresses[index] = nil
             k.routes.removeAll { $0.interface == index }
@@ -273,12 +280,13 @@ public final class RecordingDataPath: DataPath {
         }
     }
 
-    /// A route as a dump returns it: with protocol, scope and metric filled in.
+    /// A route as a dump returns it: with protocol, scope and metric (IPv6: 1024 by default)
+    /// filled in.
     private static func readBack(_ route: Route) -> Route {
         var r = route
         r.proto = r.proto ?? 3
         r.scope = r.scope ?? (r.type == .unicast && r.gateway == nil ? 253 : 0)
-        r.priority = r.priority ?? 0
+        r.priority = r.metric
         return r
     }
 
@@ -298,7 +306,7 @@ public final class RecordingDataPath: DataPath {
 
     /// The kernel's key of a route in a table: destination, table, metric (TOS is always 0 here).
     private static func sameKey(_ a: Route, _ b: Route) -> Bool {
-        a.destination == b.destination && a.table == b.table && (a.priority ?? 0) == (b.priority ?? 0)
+        a.destination == b.destination && a.table == b.table && a.metric == b.metric
     }
 
     public func addRoute(_ route: Route) throws(NetlinkError) {
@@ -334,7 +342,7 @@ public final class RecordingDataPath: DataPath {
                 .min { a, b in
                     a.destination.prefixLength != b.destination.prefixLength
                         ? a.destination.prefixLength > b.destination.prefixLength
-                        : (a.priority ?? 0) < (b.priority ?? 0)
+                        : a.metric < b.metric
                 }
             guard let best else {
                 throw .libnl(.other(1), operation: what, message: "Network is unreachable")  // ENETUNREACH
@@ -356,7 +364,7 @@ public final class RecordingDataPath: DataPath {
                 $0.destination == route.destination && $0.table == route.table && $0.type == route.type
                     && (route.gateway == nil || $0.gateway == route.gateway)
                     && (route.interface == nil || $0.interface == route.interface)
-                    && (route.priority == nil || ($0.priority ?? 0) == route.priority)
+                    && (route.priority == nil || $0.metric == route.priority)
             }
             guard let i else { throw notFound("RTM_DELROUTE \(route.destination)") }
             k.routes.remove(at: i)
@@ -408,6 +416,22 @@ public final class RecordingDataPath: DataPath {
             } else {
                 k.fdb.append(entry)
             }
+        }
+    }
+
+    /// A sysctl of a link (`net/ipv6/conf/<dev>/...`) exists only while the link does, as in
+    /// /proc/sys: ENOENT otherwise.
+    public func writeSysctl(_ key: String, _ value: String) throws(NetNSError) {
+        state.withLock { s in s.calls.append(.writeSysctl(key, value)) }
+        let parts = key.split(separator: "/")
+        let known: Bool = state.withLock { s in
+            guard parts.count == 5, parts[2] == "conf", !["all", "default"].contains(parts[3]) else { return true }
+            return s.kernel.link(named: String(parts[3])) != nil
+        }
+        guard known else { throw .system(call: "open /proc/sys/\(key)", errno: 2) }
+        state.withLock { s in
+            s.kernel.sysctls[key] = value
+            wake(s.kernel)
         }
     }
 
