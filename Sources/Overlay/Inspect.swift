@@ -136,7 +136,14 @@ extension NetworkConfig {
         interface: ExternalInterface, ownSubnet: IPNetwork, peers: [Peer], dataPath: any DataPath
     ) throws(OverlayError) -> Inspection {
         let backend: any ModeBackend
-        do { backend = try BackendRegistry.kind(backendType).make(self, network, interface) } catch {
+        // Dual stack: the pods' MTU is the smaller of the two families' (DualStackNetwork's).
+        var podMTU: Int
+        do {
+            let kind = try BackendRegistry.kind(backendType)
+            backend = kind.make(self, network, interface)
+            podMTU = backend.mtu
+            if isDualStack, let ipv6 { podMTU = min(podMTU, kind.make(self, ipv6.network, interface).mtu) }
+        } catch {
             throw .invalidConfiguration(error.description)
         }
         let mode = backend.mode, own = ownSubnet.network
@@ -200,7 +207,7 @@ extension NetworkConfig {
         }
         return Inspection(
             backendType: backendType, device: mode.device?.name, deviceFound: mode.device == nil || found != nil,
-            deviceMAC: found?.mac, deviceProblems: deviceProblems, mtu: backend.mtu, peers: inspected,
+            deviceMAC: found?.mac, deviceProblems: deviceProblems, mtu: podMTU, peers: inspected,
             stale: judge.stale(subnetLength: subnetLength))
     }
 
