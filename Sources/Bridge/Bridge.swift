@@ -140,6 +140,11 @@ public struct Bridge: CNIPlugin {
             if let mac = br.mac { try nl.setLink(br.index, LinkChange(mac: mac)) }
         }
         try? kernel.writeSysctl("net/ipv6/conf/\(conf.bridge)/accept_ra", "0")
+        // No DAD for the bridge's IPv6 gateway address, unless enabledad asks for DAD: host-local
+        // hands out each address of the range once, and a tentative gateway answers no neighbour
+        // solicitation, so every pod's first packets to it would be lost for the 1-2 s DAD takes
+        // after ADD returned. The reference leaves DAD on here; the pod end is as in the reference.
+        if !conf.enabledad { try? kernel.writeSysctl("net/ipv6/conf/\(conf.bridge)/accept_dad", "0") }
         if conf.promiscMode && !br.isPromiscuous { try nl.setLink(br.index, LinkChange(promiscuous: true)) }
         if !br.isUp {
             try nl.setLink(br.index, LinkChange(up: true))
