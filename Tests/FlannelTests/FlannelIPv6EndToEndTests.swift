@@ -38,6 +38,12 @@ private func resultAddresses(_ r: PluginResult) -> [String] {
 
 private func withoutPrefix(_ a: String) -> String { String(a.split(separator: "/")[0]) }
 
+/// Whether a masquerade rule of container `id` is in `rules` (iptables-save or nft output): the
+/// reference's comment ends in `id: <containerID>`, quoted by iptables-save.
+private func names(_ rules: String, _ id: String) -> Bool {
+    rules.contains(#"id: \"\#(id)\""#) || rules.contains(#"id: \#(id)""#)
+}
+
 /// Whether one ping from `ns` to `address` is answered within 2 s.
 private func pings(_ ns: TestNamespace, _ address: String) throws -> Bool {
     try run(["/usr/sbin/ip", "netns", "exec", ns.name, "ping", "-n", "-c", "1", "-W", "2", address]).status == 0
@@ -129,8 +135,8 @@ struct FlannelIPv6EndToEndTests {
             let rules = { () throws -> (v4: String, v6: String) in
                 (try node.host.sh("iptables-save -t nat"), try node.host.sh("ip6tables-save -t nat; nft list ruleset"))
             }
-            #expect(try rules().v6.contains("pod6"))
-            #expect(try !rules().v4.contains("pod6"))
+            #expect(try names(rules().v6, "pod6"))
+            #expect(try !names(rules().v4, "pod6"))
 
             if version >= "0.4.0" {
                 let checkConf = String(conf.dropLast()) + #","prevResult":"# + add.stdout + "}"
@@ -143,7 +149,38 @@ struct FlannelIPv6EndToEndTests {
             #expect(reservations(in: node.store).isEmpty)
             #expect(!node.saved("pod6"))
             #expect(try !hasEth0(pods[0]))
-            #expect(try !rules().v6.contains("pod6"))
+            #expect(try !names(rules().v6, "pod6"))
+        }
+    }
+
+    /// GC on a dual-stack node with FLANNEL_IPMASQ=false: the dropped pod's addresses of both
+    /// families and its masquerade rules of both families go; the kept pod keeps all of them.
+    @Test func gcReleasesBothFamiliesOfInvalidAttachments() throws {
+        try withFlannelNode(pods: 2) { node, pods in
+            let env = try netconfFile("subnet-dualstack.env")
+            try node.writeSubnetEnv(env.replacingOccurrences(of: "FLANNEL_IPMASQ=true", with: "FLANNEL_IPMASQ=false"))
+            let conf = try node.config(version: "1.1.0")
+            var held: [String: [String]] = [:]
+            for (id, pod) in [("keep", pods[0]), ("drop", pods[1])] {
+                let add = try node.run("ADD", PluginCall(containerID: id, netns: pod.path), conf)
+                #expect(add.status == 0, "\(add.stdout)")
+                held[id] = resultAddresses(add).map(withoutPrefix)
+            }
+            #expect(held["drop"]?.count == 2 && held["keep"]?.count == 2)
+            let rules = { () throws -> (v4: String, v6: String) in
+                (try node.host.sh("iptables-save -t nat"), try node.host.sh("ip6tables-save -t nat; nft list ruleset"))
+            }
+            #expect(try names(rules().v4, "drop") && names(rules().v6, "drop"))
+
+            let valid = [["containerID": "keep", "ifname": "eth0"]]
+            let gcConf = try node.config(version: "1.1.0", extra: ["cni.dev/valid-attachments": valid])
+            let gc = try node.run("GC", PluginCall(containerID: "", netns: "", ifname: ""), gcConf)
+            #expect(gc.status == 0, "\(gc.stdout) \(gc.stderr)")
+            #expect(Set(reservations(in: node.store)) == Set(held["keep"] ?? []))
+            #expect(files(in: node.dataDir) == ["keep"])
+            let after = try rules()
+            #expect(!names(after.v4, "drop") && !names(after.v6, "drop"))
+            #expect(names(after.v4, "keep") && names(after.v6, "keep"))
         }
     }
 
