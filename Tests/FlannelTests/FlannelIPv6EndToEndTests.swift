@@ -102,7 +102,6 @@ struct FlannelIPv6EndToEndTests {
             #expect(reservations(in: node.store).isEmpty)
             #expect(!node.saved("pod1"))
             #expect(try !hasEth0(pods[0]))
-            #expect(try node.host.sh("ip -o link show master cni0").isEmpty)
         }
     }
 
