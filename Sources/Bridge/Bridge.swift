@@ -140,6 +140,11 @@ public struct Bridge: CNIPlugin {
             if let mac = br.mac { try nl.setLink(br.index, LinkChange(mac: mac)) }
         }
         try? kernel.writeSysctl("net/ipv6/conf/\(conf.bridge)/accept_ra", "0")
+        // No DAD for the bridge's IPv6 gateway address, unless enabledad asks for DAD: host-local
+        // hands out each address of the range once, and a tentative gateway answers no neighbour
+        // solicitation, so every pod's first packets to it would be lost for the 1-2 s DAD takes
+        // after ADD returned. The reference leaves DAD on here; the pod end is as in the reference.
+        if !conf.enabledad { try? kernel.writeSysctl("net/ipv6/conf/\(conf.bridge)/accept_dad", "0") }
         if conf.promiscMode && !br.isPromiscuous { try nl.setLink(br.index, LinkChange(promiscuous: true)) }
         if !br.isUp {
             try nl.setLink(br.index, LinkChange(up: true))
@@ -240,6 +245,8 @@ public struct Bridge: CNIPlugin {
             do { try nl.addAddress(ip.address, link: link.index) } catch { if !error.isExists { throw error } }
         }
         try nl.setLink(link.index, LinkChange(up: true))
+        let v6 = result.ips.filter { $0.address.family == .v6 }
+        if v6.contains(where: { $0.gateway != nil }) { try settleAddresses(v6.map(\.address), link: link, nl) }
         for (i, r) in result.routes.enumerated() {
             let gw = r.gw ?? result.ips.first { $0.address.family == r.dst.family }?.gateway
             let k = try r.kernelValues(path: "routes[\(i)]")
@@ -248,6 +255,26 @@ public struct Bridge: CNIPlugin {
                 priority: k.priority, scope: k.scope, mtu: k.mtu, advmss: k.advmss)
             do { try nl.addRoute(route) } catch { if !error.isExists { throw error } }
         }
+    }
+
+    /// Waits until DAD has finished for `addresses` on `link`, as the reference's SettleAddresses
+    /// does when there is an IPv6 gateway, so that the addresses ADD returns are usable (a tentative
+    /// address cannot be bound or used as a source). Without enabledad the pod has accept_dad=0 and
+    /// nothing is ever tentative: one address dump. With it, DAD takes about 1 s; checked every
+    /// 10 ms for up to 5 s. An address that failed DAD (another host on the link has it) is an error.
+    private func settleAddresses(_ addresses: [IPNetwork], link: Link, _ nl: any RouteSocket) throws {
+        let tentative: UInt32 = 0x40, dadFailed: UInt32 = 0x08  // IFA_F_TENTATIVE, IFA_F_DADFAILED
+        for _ in 0..<500 {
+            let mine = try nl.interfaceAddresses(family: .v6).filter {
+                $0.interface == link.index && addresses.contains($0.network)
+            }
+            if let failed = mine.first(where: { $0.flags & dadFailed != 0 }) {
+                throw CNIError(.internal, "link \(link.name) has address \(failed.network) in DADFAILED state")
+            }
+            if !mine.contains(where: { $0.flags & tentative != 0 }) { return }
+            usleep(10_000)
+        }
+        throw CNIError(.internal, "link \(link.name) still has tentative addresses after 5 seconds")
     }
 
     /// Puts each gateway address on the bridge. Another address of the same family on the bridge

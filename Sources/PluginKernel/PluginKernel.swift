@@ -32,6 +32,8 @@ public protocol RouteSocket: AnyObject {
     func addresses(link index: Int32, family: IPFamily?) throws(NetlinkError) -> [IPNetwork]
     func addAddress(_ address: IPNetwork, link index: Int32) throws(NetlinkError)
     func deleteAddress(_ address: IPNetwork, link index: Int32) throws(NetlinkError)
+    /// The addresses of every link with their flags (IFA_F_TENTATIVE while DAD runs).
+    func interfaceAddresses(family: IPFamily?) throws(NetlinkError) -> [InterfaceAddress]
 
     /// Unicast routes of `family` in `table`.
     func routes(family: IPFamily, table: UInt32) throws(NetlinkError) -> [Route]
@@ -67,6 +69,19 @@ public protocol PluginKernel: Sendable {
     /// after (`DeferredUnregister`).
     func deleteLinkDeferred(_ link: Link, through socket: any RouteSocket, in namespace: any NamespaceHandle)
         throws(NetlinkError)
+}
+
+extension RouteSocket {
+    /// For a kernel without DAD (an in-memory one): every address, permanent and never tentative.
+    public func interfaceAddresses(family: IPFamily?) throws(NetlinkError) -> [InterfaceAddress] {
+        var out: [InterfaceAddress] = []
+        for link in try links() {
+            out += try addresses(link: link.index, family: family).map {
+                InterfaceAddress(network: $0, interface: link.index)
+            }
+        }
+        return out
+    }
 }
 
 extension NetlinkSession: RouteSocket {}

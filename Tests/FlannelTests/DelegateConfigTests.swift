@@ -68,6 +68,24 @@ private func delegateError(_ config: String) throws -> CNIError? {
             ])
     }
 
+    /// The shipped conflist with flanneld's dual-stack subnet.env (netconf/subnet-dualstack.env):
+    /// one range set per family, IPv4 first, and a route to each family's network.
+    @Test func shippedConflistWithADualStackSubnetEnv() throws {
+        #expect(
+            try delegate(try conflistFlannelConfig(), subnetEnv: try netconfFile("subnet-dualstack.env"))
+                == #"{"cniVersion":"1.0.0","hairpinMode":true,"ipMasq":false,"ipam":{"ranges":[[{"subnet":"10.244.7.0/24"}],[{"subnet":"fd00:10:244:7::/64"}]],"routes":[{"dst":"10.244.0.0/16"},{"dst":"fd00:10:244::/56"}],"type":"host-local"},"isDefaultGateway":true,"isGateway":true,"mtu":1410,"name":"cbr0","type":"bridge"}"#
+        )
+    }
+
+    /// IPv6-only (no IPv4 keys, netconf/subnet-ipv6only.env): one IPv6 range set, the IPv6
+    /// network's route only, and ipMasq from FLANNEL_IPMASQ=false.
+    @Test func shippedConflistWithAnIPv6OnlySubnetEnv() throws {
+        #expect(
+            try delegate(try conflistFlannelConfig(), subnetEnv: try netconfFile("subnet-ipv6only.env"))
+                == #"{"cniVersion":"1.0.0","hairpinMode":true,"ipMasq":true,"ipam":{"ranges":[[{"subnet":"fd00:10:244:7::/64"}]],"routes":[{"dst":"fd00:10:244::/56"}],"type":"host-local"},"isDefaultGateway":true,"isGateway":true,"mtu":1410,"name":"cbr0","type":"bridge"}"#
+        )
+    }
+
     @Test func delegateKeysOverrideAndPassThrough() throws {
         let d = jsonObject(
             try delegate(

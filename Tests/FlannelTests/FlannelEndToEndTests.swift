@@ -15,7 +15,7 @@ private func subnetEnv(ipMasq: Bool = true) -> String {
 }
 
 /// A node: the namespace playing the host and the temp dir holding flannel's files.
-private struct FlannelNode {
+struct FlannelNode {
     let host: TestNamespace
     let root: String
     var subnetFile: String { root + "/subnet.env" }
@@ -35,7 +35,11 @@ private struct FlannelNode {
     }
 
     func writeSubnetEnv(ipMasq: Bool = true) throws {
-        try subnetEnv(ipMasq: ipMasq).write(toFile: subnetFile, atomically: false, encoding: .utf8)
+        try writeSubnetEnv(subnetEnv(ipMasq: ipMasq))
+    }
+
+    func writeSubnetEnv(_ text: String) throws {
+        try text.write(toFile: subnetFile, atomically: false, encoding: .utf8)
     }
 
     func run(_ command: String, _ call: PluginCall, _ config: String) throws -> PluginResult {
@@ -45,7 +49,7 @@ private struct FlannelNode {
     func saved(_ id: String) -> Bool { FileManager.default.fileExists(atPath: dataDir + "/" + id) }
 }
 
-private func withFlannelNode<T>(pods: Int, _ body: (FlannelNode, [TestNamespace]) throws -> T) throws -> T {
+func withFlannelNode<T>(pods: Int, _ body: (FlannelNode, [TestNamespace]) throws -> T) throws -> T {
     let root = try temporaryDirectory()
     defer { try? FileManager.default.removeItem(atPath: root) }
     return try withNamespaces(pods + 1) { ns in try body(FlannelNode(host: ns[0], root: root), Array(ns.dropFirst())) }
@@ -65,7 +69,7 @@ private func addresses(_ ns: TestNamespace, _ ifname: String = "eth0") throws ->
     }
 }
 
-private func hasEth0(_ ns: TestNamespace) throws -> Bool { try ns.sh("ip -o link show").contains(" eth0@") }
+func hasEth0(_ ns: TestNamespace) throws -> Bool { try ns.sh("ip -o link show").contains(" eth0@") }
 
 @Suite(.enabled(if: isRoot, "needs root to create network namespaces"))
 struct FlannelEndToEndTests {

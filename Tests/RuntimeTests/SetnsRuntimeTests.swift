@@ -82,4 +82,43 @@ struct SetnsRuntimeTests {
             #expect(files(in: dir + "/podnet-setns").filter { $0.hasPrefix("10.") }.isEmpty)
         }
     }
+
+    /// flannel with flanneld's dual-stack subnet.env, entered with setns: the sysctls (the bridge's
+    /// accept_dad, forwarding) land in the node's namespace, the pod gets both families and reaches
+    /// the gateway over IPv6 at once, and DEL releases both addresses.
+    @Test func dualStackFlannelEnteredWithSetns() throws {
+        let dir = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent()
+        try Data(contentsOf: root.appendingPathComponent("netconf/subnet-dualstack.env"))
+            .write(to: URL(fileURLWithPath: dir + "/subnet.env"))
+        let conf = """
+            {"cniVersion":"1.0.0","name":"cbr0","type":"flannel","subnetFile":"\(dir)/subnet.env",
+             "dataDir":"\(dir)/flannel","ipam":{"dataDir":"\(dir)/ipam"},
+             "delegate":{"hairpinMode":true,"isDefaultGateway":true}}
+            """
+        try withNamespaces(2) { ns in
+            let (node, pod) = (ns[0], ns[1])
+            let call = PluginCall(netns: pod.path)
+            let add = try runEnteredWithSetns("flannel", "ADD", call, config: conf, node: node)
+            #expect(add.status == 0, "\(add.stdout) \(add.stderr)")
+            #expect(try node.sh("sysctl -n net.ipv6.conf.cni0.accept_dad") == "0\n")
+            #expect(try node.sh("sysctl -n net.ipv6.conf.all.forwarding") == "1\n")
+            let v6 = try pod.sh("ip -o -6 addr show dev eth0 scope global")
+            #expect(v6.contains("inet6 fd00:10:244:7::") && !v6.contains("tentative"), "\(v6)")
+            #expect(try pod.sh("ip -o -4 addr show dev eth0").contains("inet 10.244.7."))
+            #expect(try pod.sh("ip -6 route show default").contains("via fd00:10:244:7::1 dev eth0"))
+            let ping = try run([
+                "/usr/sbin/ip", "netns", "exec", pod.name, "ping", "-n", "-c", "1", "-W", "2", "fd00:10:244:7::1",
+            ])
+            #expect(ping.status == 0, "\(ping.stdout)")
+            #expect(files(in: dir + "/ipam/cbr0").filter { $0.contains(":") || $0.hasPrefix("10.") }.count == 2)
+
+            let del = try runEnteredWithSetns("flannel", "DEL", call, config: conf, node: node)
+            #expect(del.status == 0, "\(del.stdout) \(del.stderr)")
+            #expect(files(in: dir + "/ipam/cbr0").filter { $0.contains(":") || $0.hasPrefix("10.") }.isEmpty)
+            #expect(try !pod.sh("ip -o link show").contains(" eth0@"))
+        }
+    }
 }
