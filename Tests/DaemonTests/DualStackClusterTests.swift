@@ -71,7 +71,7 @@ extension DaemonEndToEnd {
                     // The IPv6 device: local = the node's IPv6 address, MTU 1500 - 70, no RAs.
                     let device = try #require(try node.json("ip -j -d link show flannel-v6.1").first)
                     let info = (device["linkinfo"] as? [String: Any])?["info_data"] as? [String: Any]
-                    #expect(info?["local"] as? String == node.ipv6Address, "\(device)")
+                    #expect(info?["local6"] as? String == node.ipv6Address, "\(device)")
                     #expect((device["mtu"] as? NSNumber)?.intValue == 1430)
                     #expect(try node.namespace.sh("cat /proc/sys/net/ipv6/conf/flannel-v6.1/accept_ra") == "0\n")
                     for family in [IPFamily.v4, .v6] {
