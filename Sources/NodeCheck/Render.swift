@@ -108,8 +108,8 @@ public func renderLeases(_ leases: [Lease], own: IPNetwork? = nil, now: Date = D
     let rows = leases.sorted { $0.subnet.address < $1.subnet.address }.map { l -> [String] in
         let ttl = l.isReservation ? "never" : expiry(l, now: now).1.map { "\($0)" } ?? "-"
         return [
-            "\(l.subnet)" + (l.subnet == own ? "*" : ""), "\(l.attributes.publicIP)", l.attributes.backendType,
-            l.attributes.vtepMAC?.description ?? "-", ttl,
+            "\(l.subnet)" + (l.subnet == own ? "*" : ""), "\(l.peer.publicIP)", l.attributes.backendType,
+            l.peer.vtepMAC?.description ?? "-", ttl,
         ]
     }
     let legend = leases.contains { $0.subnet == own } ? "* this node\n" : ""
@@ -151,9 +151,9 @@ public struct LeaseRow: Codable, Equatable, Sendable {
     public var reservation: Bool
 
     public init(_ lease: Lease, now: Date) {
-        subnet = "\(lease.subnet)"; publicIP = "\(lease.attributes.publicIP)"; backend = lease.attributes.backendType
+        subnet = "\(lease.subnet)"; publicIP = "\(lease.peer.publicIP)"; backend = lease.attributes.backendType
         vni = lease.attributes.vni.map { Int(truncatingIfNeeded: $0) }
-        vtepMAC = lease.attributes.vtepMAC?.description
+        vtepMAC = lease.peer.vtepMAC?.description
         etcdLease = lease.etcdLease.map { String(UInt64(bitPattern: $0), radix: 16) }
         (expires, ttlSeconds) = expiry(lease, now: now)
         reservation = lease.isReservation

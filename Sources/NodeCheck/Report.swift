@@ -143,8 +143,8 @@ public struct OwnLease: Codable, Equatable, Sendable {
     public var reservation: Bool
 
     public init(_ lease: Lease, now: Date) {
-        subnet = "\(lease.subnet)"; publicIP = "\(lease.attributes.publicIP)"; backend = lease.attributes.backendType
-        vtepMAC = lease.attributes.vtepMAC?.description
+        subnet = "\(lease.subnet)"; publicIP = "\(lease.peer.publicIP)"; backend = lease.attributes.backendType
+        vtepMAC = lease.peer.vtepMAC?.description
         (expires, ttlSeconds) = expiry(lease, now: now)
         reservation = lease.isReservation
     }

@@ -32,12 +32,12 @@ struct Builder {
                         + "the config says \"\(config.backendType)\""))
         }
         if let inspection, config.backendType == "vxlan", let mac = inspection.deviceMAC,
-            own.attributes.vtepMAC != mac
+            own.peer.vtepMAC != mac
         {
             problems.append(
                 Problem(
                     .lease, subnet: "\(own.subnet)",
-                    "this node's lease has VtepMAC \(own.attributes.vtepMAC?.description ?? "none"), "
+                    "this node's lease has VtepMAC \(own.peer.vtepMAC?.description ?? "none"), "
                         + "\(inspection.device ?? "the device") has \(mac): peers send to the wrong MAC"))
         }
     }
@@ -100,8 +100,8 @@ struct Builder {
         for lease in leases.sorted(by: { $0.subnet.address < $1.subnet.address }) {
             let (expires, ttl) = expiry(lease, now: now)
             var row = PeerRow(
-                subnet: "\(lease.subnet)", publicIP: "\(lease.attributes.publicIP)",
-                backend: lease.attributes.backendType, vtepMAC: lease.attributes.vtepMAC?.description,
+                subnet: "\(lease.subnet)", publicIP: "\(lease.peer.publicIP)",
+                backend: lease.attributes.backendType, vtepMAC: lease.peer.vtepMAC?.description,
                 expires: expires, ttlSeconds: ttl, verdict: .unchecked, detail: "")
             var why: String
             if let rejection = config.check(peer: lease, backendType: config.backendType, nodeAddresses: nodeAddresses)
@@ -244,7 +244,7 @@ struct StaleGroups {
             if e.kind == .fdb, let mac = e.mac {
                 subnet =
                     stale.first { $0.kind == .neighbour && $0.mac == mac }?.subnet
-                    ?? leases.first { $0.attributes.vtepMAC == mac }?.subnet
+                    ?? leases.first { $0.peer.vtepMAC == mac }?.subnet
             }
             groups[subnet, default: []].append(e)
         }
