@@ -301,17 +301,3 @@ public final class BGPNetwork: OverlayNetwork {
         continuation.yield(.nodes(nodes))
     }
 }
-
-extension ReconcileReport {
-    /// Adds what `other` changed to this report.
-    public mutating func merge(_ other: ReconcileReport) {
-        programmed.routes += other.programmed.routes
-        programmed.neighbours += other.programmed.neighbours
-        programmed.fdbEntries += other.programmed.fdbEntries
-        removed.routes += other.removed.routes
-        removed.neighbours += other.removed.neighbours
-        removed.fdbEntries += other.removed.fdbEntries
-        skipped.merge(other.skipped) { $1 }
-        failures += other.failures
-    }
-}

@@ -55,7 +55,7 @@ public final class DualStackNetwork: OverlayNetwork {
 
     public func reconcile(peers: [Peer]) throws(OverlayError) -> ReconcileReport {
         var report = try ipv4.reconcile(peers: peers.map(\.primary))
-        report.add(try ipv6.reconcile(peers: peers.compactMap(\.ipv6Peer)))
+        report.merge(try ipv6.reconcile(peers: peers.compactMap(\.ipv6Peer)))
         ipv6Subnets.withLock { m in
             m = Dictionary(peers.compactMap { p in p.ipv6Subnet.map { (p.subnet, $0) } }) { $1 }
         }
@@ -69,15 +69,15 @@ public final class DualStackNetwork: OverlayNetwork {
             m[peer.subnet] = peer.ipv6Subnet
             return old
         }
-        if let old, old != peer.ipv6Subnet { report.add(try ipv6.removePeer(subnet: old)) }
-        if let v6 = peer.ipv6Peer { report.add(try ipv6.setPeer(v6)) }
+        if let old, old != peer.ipv6Subnet { report.merge(try ipv6.removePeer(subnet: old)) }
+        if let v6 = peer.ipv6Peer { report.merge(try ipv6.setPeer(v6)) }
         return report
     }
 
     public func removePeer(subnet: IPNetwork) throws(OverlayError) -> ReconcileReport {
         var report = try ipv4.removePeer(subnet: subnet)
         if let v6 = ipv6Subnets.withLock({ $0.removeValue(forKey: subnet.network) }) {
-            report.add(try ipv6.removePeer(subnet: v6))
+            report.merge(try ipv6.removePeer(subnet: v6))
         }
         return report
     }
@@ -98,21 +98,5 @@ extension OverlayNetwork {
     public func network(_ family: IPFamily) -> (any OverlayNetwork)? {
         if let dual = self as? DualStackNetwork { return family == .v4 ? dual.ipv4 : dual.ipv6 }
         return self
-    }
-}
-
-extension ReconcileReport {
-    /// Adds another network's report to this one.
-    mutating func add(_ other: ReconcileReport) {
-        programmed.routes += other.programmed.routes
-        programmed.neighbours += other.programmed.neighbours
-        programmed.fdbEntries += other.programmed.fdbEntries
-        removed.routes += other.removed.routes
-        removed.neighbours += other.removed.neighbours
-        removed.fdbEntries += other.removed.fdbEntries
-        deviceRecreated = deviceRecreated || other.deviceRecreated
-        leaseAttributesChanged = leaseAttributesChanged || other.leaseAttributesChanged
-        skipped.merge(other.skipped) { $1 }
-        failures += other.failures
     }
 }

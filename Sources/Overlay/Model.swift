@@ -161,6 +161,20 @@ public struct ReconcileReport: Equatable, Sendable {
 
     /// Number of kernel changes: a non-zero value on a periodic reconcile means repairs.
     public var changes: Int { programmed.total + removed.total }
+
+    /// Adds what `other` (another pass, or the other family's network) changed to this report.
+    public mutating func merge(_ other: ReconcileReport) {
+        programmed.routes += other.programmed.routes
+        programmed.neighbours += other.programmed.neighbours
+        programmed.fdbEntries += other.programmed.fdbEntries
+        removed.routes += other.removed.routes
+        removed.neighbours += other.removed.neighbours
+        removed.fdbEntries += other.removed.fdbEntries
+        deviceRecreated = deviceRecreated || other.deviceRecreated
+        leaseAttributesChanged = leaseAttributesChanged || other.leaseAttributesChanged
+        skipped.merge(other.skipped) { $1 }
+        failures += other.failures
+    }
 }
 
 public enum OverlayError: Error, Equatable, CustomStringConvertible {

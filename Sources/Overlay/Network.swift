@@ -311,8 +311,8 @@ final class PeerNetwork: OverlayNetwork {
 /// layer rejects hostile leases before they become peers (NetworkConfig.check(peer:)); the same
 /// values are refused here again, so that no caller can put them into the kernel. Every route is
 /// marked with podnet's route protocol. Peer, subnet and addresses are all of the network's
-/// family: an IPv6 network plans the IPv6 sides of leases against the interface's IPv6 addresses. Shared by reconcile and the read-only inspection, so that
-/// both want the same entries.
+/// family: an IPv6 network plans the IPv6 sides of leases against the interface's IPv6 addresses.
+/// Shared by reconcile and the read-only inspection, so that both want the same entries.
 func peerPlan(
     _ peer: Peer, mode: any NetworkMode, network: IPNetwork, interface: ExternalInterface, ownSubnet own: IPNetwork,
     device: Link?, connected: [IPNetwork]

@@ -16,6 +16,18 @@ func attrs(_ ip: String) -> LeaseAttributes {
 }
 func config(_ json: String) throws -> NetworkConfig { try NetworkConfig(json: Data(json.utf8)) }
 
+/// Each config of `cases` is refused with an error containing its message.
+func expectRefused(_ cases: [(String, String)], sourceLocation: SourceLocation = #_sourceLocation) {
+    for (json, message) in cases {
+        do {
+            _ = try config(json)
+            Issue.record("\(json) was accepted", sourceLocation: sourceLocation)
+        } catch {
+            #expect("\(error)".contains(message), "\(json): \(error)", sourceLocation: sourceLocation)
+        }
+    }
+}
+
 @Suite struct NetworkConfigTests {
     @Test func defaultsAsFlanneld() throws {
         let c = try config(#"{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}"#)
@@ -40,14 +52,7 @@ func config(_ json: String) throws -> NetworkConfig { try NetworkConfig(json: Da
             (#"{"Network":"10.5.0.0/16"}"#, "backend type \"udp\" is not supported"),
             ("[1]", "not a JSON object"),
         ]
-        for (json, message) in cases {
-            do {
-                _ = try config(json)
-                Issue.record("\(json) was accepted")
-            } catch {
-                #expect("\(error)".contains(message), "\(json): \(error)")
-            }
-        }
+        expectRefused(cases)
     }
 }
 
