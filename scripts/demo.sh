@@ -133,7 +133,7 @@ for n in "${nodes[@]}"; do
   for _ in $(seq 100); do [ -s "$tmp/node$n/subnet.env" ] && break; sleep 0.1; done
   [ -s "$tmp/node$n/subnet.env" ] || { echo "node$n: podnetd wrote no subnet file:"; cat "$tmp/node$n/podnetd.log"; exit 1; }
 done
-echo "leases in etcd ($backend${ipv6/off/}):"
+echo "leases in etcd ($backend$([ "$ipv6" = off ] || echo ", IPv6 $ipv6")):"
 etcdctl get --prefix /coreos.com/network/subnets/ | paste - - | sed 's|/coreos.com/network/subnets/|  |'
 
 # Two pods per node through the flannel plugin (bridge + host-local delegates), as a runtime would.

@@ -23,7 +23,7 @@ public struct SubnetRange: Equatable, Sendable {
     public var family: IPFamily { network.family }
 
     /// The number of addresses in one subnet.
-    var subnetSize: UInt128 { UInt128(1) << UInt128(family.bitWidth - subnetLength) }
+    var subnetSize: UInt128 { UInt128(1) << UInt128(clamping: family.bitWidth - subnetLength) }
 
     /// The subnets a lease may take, in order: SubnetMin, SubnetMin + size, ... SubnetMax.
     public var subnets: some Sequence<IPNetwork> {
@@ -156,7 +156,7 @@ public struct NetworkConfig: Equatable, Sendable {
             throw ConfigError(
                 "\(v6 ? "IPv6Network" : "network") is too small. Minimum useful network prefix is /\(longest - 2)")
         }
-        let size = UInt128(1) << UInt128(family.bitWidth - length)
+        let size = UInt128(1) << UInt128(clamping: family.bitWidth - length)
         func bound(_ name: String, default d: UInt128) throws(ConfigError) -> IPAddress {
             guard let v = o[name] else { return IPAddress(family: family, value: d) }
             guard let s = v.stringValue, let ip = IPAddress(s), ip.family == family else {
