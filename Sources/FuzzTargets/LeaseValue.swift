@@ -16,7 +16,8 @@ public enum LeaseValueFuzz {
             attributes.backendType == "vxlan"
             ? attributes
             : LeaseAttributes(
-                publicIP: attributes.publicIP, backendType: attributes.backendType, vni: nil, vtepMAC: nil)
+                publicIP: attributes.publicIP, backendType: attributes.backendType, vni: nil, vtepMAC: nil,
+                publicIPv6: attributes.publicIPv6)
         guard again == kept else { fatalError("lease value \(attributes) reads back as \(again)") }
     }
 }

@@ -124,8 +124,11 @@ extension LeaseAttributes {
                 if let mac { data["VtepMAC"] = .string(mac.description) }
                 return .object(data)
             }
-            if publicIP != Self.noPublicIPv4 || publicIPv6 == nil { o["BackendData"] = data(vtepMAC) }
-            if publicIPv6 != nil { o["BackendV6Data"] = data(ipv6VtepMAC) }
+            // An IPv6-only lease has no IPv4 side: no BackendData, as flanneld writes it.
+            if publicIP != Self.noPublicIPv4 || vtepMAC != nil || publicIPv6 == nil {
+                o["BackendData"] = data(vtepMAC)
+            }
+            if publicIPv6 != nil || ipv6VtepMAC != nil { o["BackendV6Data"] = data(ipv6VtepMAC) }
         }
         return Data(JSON.object(o).encoded())
     }
