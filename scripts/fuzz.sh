@@ -48,7 +48,7 @@ main() {
   sources() {
     case "$1" in
       Etcd) echo Sources/Etcd/{Codec,Model,EtcdError,WireDecoding}.swift ;;
-      Overlay) echo Sources/Overlay/Model.swift Sources/Overlay/Leases/LeaseValue.swift ;;
+      Overlay) echo Sources/Overlay/Model.swift Sources/Overlay/Leases/LeaseValue.swift Sources/Overlay/Leases/GoJSON.swift ;;
       CNetNS) echo Sources/CNetNS/*.c Sources/CNetNS/include/*.h ;;
       CLibNL) echo Sources/CLibNL/* ;;
       *) ls Sources/"$1"/*.swift ;;

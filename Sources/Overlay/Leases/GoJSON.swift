@@ -80,3 +80,9 @@ struct GoObject {
         return n
     }
 }
+
+/// A network config (or a part of it) that cannot be used, with a sentence saying why.
+public struct ConfigError: Error, Equatable, CustomStringConvertible {
+    public var description: String
+    public init(_ d: String) { description = d }
+}

@@ -196,11 +196,6 @@ public struct NetworkConfig: Equatable, Sendable {
     }
 }
 
-public struct ConfigError: Error, Equatable, CustomStringConvertible {
-    public var description: String
-    public init(_ d: String) { description = d }
-}
-
 extension VXLANConfig {
     /// The `Backend` object of a vxlan config (flanneld's vxlan.go: `VNI`, `Port`, `MTU`, `GBP`,
     /// `Learning`, `DirectRouting`). Ranges: VNI 1...16777215 (24 bits); Port 0 (8472) or
