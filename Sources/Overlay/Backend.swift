@@ -44,6 +44,10 @@ public protocol OverlayNetwork: AnyObject, Sendable {
     /// addresses of the overlay network removed from it), device up. Idempotent.
     func start(subnet: IPNetwork) throws(OverlayError)
 
+    /// Starts the network with a lease's subnets: a single-family network takes `subnet` (the
+    /// default); a dual-stack one gives each family its own and needs `ipv6Subnet`.
+    func start(subnet: IPNetwork, ipv6Subnet: IPNetwork?) throws(OverlayError)
+
     /// Makes the kernel's peer entries exactly those `peers` need: one dump of each table, then
     /// only the differences. Re-creates a missing or incompatible device first. Peers for this
     /// node's own subnet are ignored. Kernel operations that fail are reported, not thrown.
@@ -56,6 +60,12 @@ public protocol OverlayNetwork: AnyObject, Sendable {
 
     /// Removes what was programmed for the peer with `subnet` (a lease deleted or expired).
     func removePeer(subnet: IPNetwork) throws(OverlayError) -> ReconcileReport
+}
+
+extension OverlayNetwork {
+    public func start(subnet: IPNetwork, ipv6Subnet: IPNetwork?) throws(OverlayError) {
+        try start(subnet: subnet)
+    }
 }
 
 extension Backend {

@@ -45,7 +45,7 @@ public final class DualStackNetwork: OverlayNetwork {
         throw .invalidConfiguration("a dual-stack network needs both subnets: start(subnet:ipv6Subnet:)")
     }
 
-    func startBoth(subnet: IPNetwork, ipv6Subnet: IPNetwork?) throws(OverlayError) {
+    public func start(subnet: IPNetwork, ipv6Subnet: IPNetwork?) throws(OverlayError) {
         guard let ipv6Subnet else {
             throw .invalidConfiguration("the lease of \(subnet) has no IPv6 subnet, which a dual-stack network needs")
         }
@@ -80,23 +80,5 @@ public final class DualStackNetwork: OverlayNetwork {
             report.merge(try ipv6.removePeer(subnet: v6))
         }
         return report
-    }
-}
-
-extension OverlayNetwork {
-    /// Starts the network with a lease's subnets: a single-family network takes `subnet`; a
-    /// dual-stack one needs `ipv6Subnet` too.
-    public func start(subnet: IPNetwork, ipv6Subnet: IPNetwork?) throws(OverlayError) {
-        if let dual = self as? DualStackNetwork {
-            try dual.startBoth(subnet: subnet, ipv6Subnet: ipv6Subnet)
-        } else {
-            try start(subnet: subnet)
-        }
-    }
-
-    /// The network of `family`: this one, or a dual-stack network's half.
-    public func network(_ family: IPFamily) -> (any OverlayNetwork)? {
-        if let dual = self as? DualStackNetwork { return family == .v4 ? dual.ipv4 : dual.ipv6 }
-        return self
     }
 }

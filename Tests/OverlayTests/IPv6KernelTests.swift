@@ -14,6 +14,20 @@ import Testing
 /// usable at once (never tentative: no duplicate address detection to wait for). So is a
 /// link-local address each (fe80::77:1, fe80::77:2): the kernel sends no neighbour solicitation
 /// for a packet of another interface's source until the link has a usable link-local address.
+/// Two nodes on the dual-stack underlay, each with the IPv6 network `make` builds for its
+/// interface started (a: fd00:5:0:1::/64, b: fd00:5:0:2::/64) and a pod-side address .1 of it.
+func twoIPv6Nodes(
+    _ a: TestNamespace, _ b: TestNamespace, _ make: (ExternalInterface) -> any Backend
+) throws -> (any OverlayNetwork, any OverlayNetwork) {
+    let na = try make(try a.underlay(families: [.v6])).registerNetwork(dataPath: try a.dataPath())
+    let nb = try make(try b.underlay(families: [.v6])).registerNetwork(dataPath: try b.dataPath())
+    try na.start(subnet: IPNetwork("fd00:5:0:1::/64")!)
+    try nb.start(subnet: IPNetwork("fd00:5:0:2::/64")!)
+    try a.addPodInterface6("fd00:5:0:1::1/64")
+    try b.addPodInterface6("fd00:5:0:2::1/64")
+    return (na, nb)
+}
+
 func withDualStackUnderlay<T>(_ body: (TestNamespace, TestNamespace) throws -> T) throws -> T {
     try withUnderlay { a, b in
         for (i, n) in [a, b].enumerated() {
@@ -136,14 +150,7 @@ struct IPv6KernelTests {
 
     @Test func podsOnTwoNodesPingOverTheIPv6Overlay() throws {
         try withDualStackUnderlay { a, b in
-            let na = try VXLANBackend(interface: try a.underlay(families: [.v6]), network: network6)
-                .registerNetwork(dataPath: try a.dataPath())
-            let nb = try VXLANBackend(interface: try b.underlay(families: [.v6]), network: network6)
-                .registerNetwork(dataPath: try b.dataPath())
-            try na.start(subnet: net("fd00:5:0:1::/64"))
-            try nb.start(subnet: net("fd00:5:0:2::/64"))
-            try a.addPodInterface6("fd00:5:0:1::1/64")
-            try b.addPodInterface6("fd00:5:0:2::1/64")
+            let (na, nb) = try twoIPv6Nodes(a, b) { VXLANBackend(interface: $0, network: network6) }
             _ = try na.reconcile(peers: [
                 try peer(b, subnet: "fd00:5:0:2::/64", publicIP: "fd77::2", device: "flannel-v6.1")
             ])
@@ -163,14 +170,7 @@ struct IPv6KernelTests {
     @Test func directRoutingIPv6UsesThePlainRouteOnTheSegmentAndTheTunnelBeyond() throws {
         try withDualStackUnderlay { a, b in
             let cfg = VXLANConfig(directRouting: true)
-            let na = try VXLANBackend(interface: try a.underlay(families: [.v6]), network: network6, config: cfg)
-                .registerNetwork(dataPath: try a.dataPath())
-            let nb = try VXLANBackend(interface: try b.underlay(families: [.v6]), network: network6, config: cfg)
-                .registerNetwork(dataPath: try b.dataPath())
-            try na.start(subnet: net("fd00:5:0:1::/64"))
-            try nb.start(subnet: net("fd00:5:0:2::/64"))
-            try a.addPodInterface6("fd00:5:0:1::1/64")
-            try b.addPodInterface6("fd00:5:0:2::1/64")
+            let (na, nb) = try twoIPv6Nodes(a, b) { VXLANBackend(interface: $0, network: network6, config: cfg) }
             _ = try na.reconcile(peers: [
                 try peer(b, subnet: "fd00:5:0:2::/64", publicIP: "fd77::2", device: "flannel-v6.1"), peer6B,
             ])
@@ -191,14 +191,7 @@ struct IPv6KernelTests {
 
     @Test func hostGWIPv6RoutesViaThePeersPublicIPv6() throws {
         try withDualStackUnderlay { a, b in
-            let na = try HostGWBackend(interface: try a.underlay(families: [.v6]), network: network6)
-                .registerNetwork(dataPath: try a.dataPath())
-            let nb = try HostGWBackend(interface: try b.underlay(families: [.v6]), network: network6)
-                .registerNetwork(dataPath: try b.dataPath())
-            try na.start(subnet: net("fd00:5:0:1::/64"))
-            try nb.start(subnet: net("fd00:5:0:2::/64"))
-            try a.addPodInterface6("fd00:5:0:1::1/64")
-            try b.addPodInterface6("fd00:5:0:2::1/64")
+            let (na, nb) = try twoIPv6Nodes(a, b) { HostGWBackend(interface: $0, network: network6) }
             _ = try na.reconcile(peers: [Peer(subnet: net("fd00:5:0:2::/64"), publicIP: ip("fd77::2"))])
             _ = try nb.reconcile(peers: [Peer(subnet: net("fd00:5:0:1::/64"), publicIP: ip("fd77::1"))])
             #expect(

@@ -96,7 +96,8 @@ public struct SubnetKey: Hashable, Sendable, CustomStringConvertible {
         let parts = last.split(separator: "&", maxSplits: 1, omittingEmptySubsequences: false)
         func network(_ s: Substring, _ family: IPFamily) -> IPNetwork? {
             guard let dash = s.lastIndex(of: "-"), let ip = IPAddress(s[..<dash]), ip.family == family,
-                let len = Int(s[s.index(after: dash)...]), s[s.index(after: dash)...].allSatisfy(\.isASCII),
+                s[s.index(after: dash)...].allSatisfy({ $0.isASCII && $0.isNumber }),
+                let len = Int(s[s.index(after: dash)...]),
                 let n = IPNetwork(address: ip, prefixLength: len), !n.hasHostBits
             else { return nil }
             return n
